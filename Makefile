@@ -1,0 +1,131 @@
+# zcd: one hand-written Makefile, pattern rules and pkg-config.
+# `make` builds everything into build/; see README.md for the other targets.
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+PYTHON   := /usr/bin/python3
+PKGS     := libzmq libczmq msgpack jansson libseccomp
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SAN) -fPIC -I. -D_GNU_SOURCE $(PKG_CFLAGS)
+LDFLAGS  ?=
+ALL_LDFLAGS = $(LDFLAGS) $(SAN)
+
+CORE_SRC   := $(wildcard core/*.c)
+ACTOR_SRC  := $(wildcard actors/*.c)
+SHIM_SRC   := $(wildcard tools/shim/*.c)
+LIB_SRC    := $(wildcard tools/libzcd/*.c)
+ZCTR_SRC   := $(wildcard tools/zctr/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+CORE_OBJ  := $(call obj,$(CORE_SRC))
+ACTOR_OBJ := $(call obj,$(ACTOR_SRC))
+SHIM_OBJ  := $(call obj,$(SHIM_SRC))
+LIB_OBJ   := $(call obj,$(LIB_SRC))
+ZCTR_OBJ  := $(call obj,$(ZCTR_SRC))
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all deps test unit integration demo bench bench-peers install clean asan \
+        format fuzz schema schema-check soak hugetlb
+all: $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(BUILD)/libzcd.a $(BUILD)/libzcd.so \
+     $(UNIT_BINS) $(BENCH_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libzcdcore.a: $(CORE_OBJ) $(ACTOR_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/zcd: $(call obj,tools/zcd.c) $(BUILD)/libzcdcore.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+# The shim links libc and libseccomp only: it is multiplied by the number of
+# processes, so it carries no ZeroMQ, msgpack or JSON.
+$(BUILD)/zcd-shim: $(SHIM_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lseccomp
+
+$(BUILD)/libzcd.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libzcd.so: $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/zctr: $(ZCTR_OBJ) $(BUILD)/libzcd.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(BUILD)/libzcdcore.a $(BUILD)/libzcd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lm
+
+$(BUILD)/bench/%: $(call obj,bench/%.c) $(BUILD)/libzcdcore.a $(BUILD)/libzcd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+deps:
+	@sh tools/install-deps.sh
+
+# crun 1.8 refuses hybrid cgroup hosts while hugetlb sits on the cgroup2
+# mount; a v1 hugetlb hierarchy is what systemd sets up on such hosts.
+hugetlb:
+	@sh tools/mount-hugetlb.sh
+
+unit: all
+	@sh tests/run-unit
+
+integration: all hugetlb
+	@sh tests/run-integration
+
+test: deps all hugetlb schema-check
+	@sh tests/run-unit
+	@sh tests/run-integration
+
+demo: deps all hugetlb
+	@sh tools/demo.sh
+
+bench: deps all hugetlb
+	@sh bench/run
+
+bench-peers: deps all hugetlb
+	@sh bench/peers
+
+soak: deps all hugetlb
+	@sh tests/soak.sh
+
+schema:
+	$(PYTHON) schema/gen.py
+
+schema-check:
+	@$(PYTHON) schema/gen.py --check
+
+asan:
+	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g" all
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 sh tests/run-unit
+
+fuzz:
+	@sh tests/fuzz/run.sh $(or $(FUZZ_S),60)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(BUILD)/libzcd.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(BUILD)/libzcd.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 tools/libzcd/zcd_client.h $(DESTDIR)$(PREFIX)/include/
+
+clean:
+	rm -rf build build-asan build-fuzz
