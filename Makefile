@@ -7,6 +7,7 @@ CC       ?= cc
 PYTHON   := /usr/bin/python3
 PKGS     := libzmq libczmq msgpack jansson libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+SHIM_LIBS  ?= -lseccomp
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
@@ -51,8 +52,9 @@ $(BUILD)/zcd: $(call obj,tools/zcd.c) $(BUILD)/libzcdcore.a
 
 # The shim links libc and libseccomp only: it is multiplied by the number of
 # processes, so it carries no ZeroMQ, msgpack or JSON.
-$(BUILD)/zcd-shim: $(SHIM_OBJ)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lseccomp
+SHIM_CORE_OBJ := $(call obj,core/fsutil.c core/err.c)
+$(BUILD)/zcd-shim: $(SHIM_OBJ) $(SHIM_CORE_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(SHIM_LIBS)
 
 $(BUILD)/libzcd.a: $(LIB_OBJ)
 	@rm -f $@

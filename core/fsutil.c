@@ -1,0 +1,277 @@
+#include "core/fsutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/cleanup.h"
+
+static int
+s_write_all (int fd, const void *data, size_t len)
+{
+  const char *p = data;
+  while (len > 0)
+    {
+      ssize_t n = write (fd, p, len);
+      if (n < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return -1;
+        }
+      p += n;
+      len -= (size_t) n;
+    }
+  return 0;
+}
+
+int
+zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+                         zcd_error_t **err)
+{
+  char tmp[4096];
+  /* The pid keeps two writers (daemon and shim, or two daemons during a
+   * crash-restart race) from sharing one temp name. */
+  int n = snprintf (tmp, sizeof tmp, "%s.tmp.%d", name, (int) getpid ());
+  if (n < 0 || (size_t) n >= sizeof tmp)
+    return zcd_fail (err, ZCD_E_INTERNAL, "path too long: %s", name);
+  cleanup_close int fd = openat (dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    return zcd_fail_errno (err, errno, "open `%s`", tmp);
+  if (s_write_all (fd, data, len) < 0 || fsync (fd) < 0)
+    {
+      int saved = errno;
+      unlinkat (dirfd, tmp, 0);
+      return zcd_fail_errno (err, saved, "write `%s`", tmp);
+    }
+  if (renameat (dirfd, tmp, dirfd, name) < 0)
+    {
+      int saved = errno;
+      unlinkat (dirfd, tmp, 0);
+      return zcd_fail_errno (err, saved, "rename `%s`", tmp);
+    }
+  /* The rename itself is only durable once the directory is. */
+  const char *slash = strrchr (name, '/');
+  if (slash == NULL)
+    {
+      if (dirfd == AT_FDCWD)
+        zcd_fsync_dir (".");
+      else
+        fsync (dirfd);
+    }
+  else
+    {
+      char dir[4096];
+      size_t dlen = (size_t) (slash - name);
+      if (dlen == 0)
+        dlen = 1;
+      if (dlen < sizeof dir)
+        {
+          memcpy (dir, name, dlen);
+          dir[dlen] = '\0';
+          cleanup_close int dfd = openat (dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+          if (dfd >= 0)
+            fsync (dfd);
+        }
+    }
+  return 0;
+}
+
+int
+zcd_write_file_atomic (const char *path, const void *data, size_t len, mode_t mode,
+                       zcd_error_t **err)
+{
+  return zcd_write_fileat_atomic (AT_FDCWD, path, data, len, mode, err);
+}
+
+int
+zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *len_out,
+                 zcd_error_t **err)
+{
+  cleanup_close int fd = openat (dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return zcd_fail_errno (err, errno, "open `%s`", name);
+  size_t cap = 4096, len = 0;
+  cleanup_free char *buf = malloc (cap + 1);
+  if (buf == NULL)
+    return zcd_fail_errno (err, ENOMEM, "read `%s`", name);
+  for (;;)
+    {
+      if (len == cap)
+        {
+          if (cap >= max + 1)
+            return zcd_fail (err, ZCD_E_TOO_LARGE, "`%s` is larger than %zu bytes", name, max);
+          cap *= 2;
+          char *grown = realloc (buf, cap + 1);
+          if (grown == NULL)
+            return zcd_fail_errno (err, ENOMEM, "read `%s`", name);
+          buf = grown;
+        }
+      ssize_t n = read (fd, buf + len, cap - len);
+      if (n < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return zcd_fail_errno (err, errno, "read `%s`", name);
+        }
+      if (n == 0)
+        break;
+      len += (size_t) n;
+    }
+  if (len > max)
+    return zcd_fail (err, ZCD_E_TOO_LARGE, "`%s` is larger than %zu bytes", name, max);
+  buf[len] = '\0';
+  if (len_out)
+    *len_out = len;
+  *out = steal_pointer (&buf);
+  return 0;
+}
+
+int
+zcd_read_file (const char *path, size_t max, char **out, size_t *len, zcd_error_t **err)
+{
+  return zcd_read_fileat (AT_FDCWD, path, max, out, len, err);
+}
+
+int
+zcd_mkdir_p (const char *path, mode_t mode, zcd_error_t **err)
+{
+  char buf[4096];
+  size_t len = strlen (path);
+  if (len == 0 || len >= sizeof buf)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "bad directory path `%s`", path);
+  memcpy (buf, path, len + 1);
+  for (char *p = buf + 1; *p; p++)
+    {
+      if (*p != '/')
+        continue;
+      *p = '\0';
+      if (mkdir (buf, mode) < 0 && errno != EEXIST)
+        return zcd_fail_errno (err, errno, "mkdir `%s`", buf);
+      *p = '/';
+    }
+  if (mkdir (buf, mode) < 0 && errno != EEXIST)
+    return zcd_fail_errno (err, errno, "mkdir `%s`", buf);
+  return 0;
+}
+
+static int
+s_rm_rf_at (int parent_fd, const char *name)
+{
+  if (unlinkat (parent_fd, name, 0) == 0 || errno == ENOENT)
+    return 0;
+  if (errno != EISDIR && errno != EPERM)
+    return -1;
+  int fd = openat (parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : -1;
+  cleanup_dir DIR *dir = fdopendir (fd);
+  if (dir == NULL)
+    {
+      close (fd);
+      return -1;
+    }
+  struct dirent *de;
+  while ((de = readdir (dir)) != NULL)
+    {
+      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
+        continue;
+      if (s_rm_rf_at (dirfd (dir), de->d_name) < 0)
+        return -1;
+    }
+  if (unlinkat (parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    return -1;
+  return 0;
+}
+
+int
+zcd_rm_rf (const char *path, zcd_error_t **err)
+{
+  if (s_rm_rf_at (AT_FDCWD, path) < 0)
+    return zcd_fail_errno (err, errno, "remove `%s`", path);
+  return 0;
+}
+
+int
+zcd_fsync_dir (const char *path)
+{
+  cleanup_close int fd = open (path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  return fsync (fd);
+}
+
+int64_t
+zcd_now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+uint64_t
+zcd_mono_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+uint64_t
+zcd_mono_ms (void)
+{
+  return zcd_mono_ns () / 1000000ULL;
+}
+
+uint64_t
+zcd_proc_starttime (pid_t pid)
+{
+  char path[64], buf[1024];
+  if (pid <= 0)
+    return 0;
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read (fd, buf, sizeof buf - 1);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  /* comm (field 2) may hold spaces and parentheses: fields are counted from
+   * the last ')'. */
+  char *p = strrchr (buf, ')');
+  if (p == NULL)
+    return 0;
+  p++;
+  /* After ')' come fields 3..; starttime is field 22, the 20th of those. */
+  for (int field = 3; field < 22; field++)
+    {
+      p = strchr (p + 1, ' ');
+      if (p == NULL)
+        return 0;
+    }
+  return strtoull (p + 1, NULL, 10);
+}
+
+int
+zcd_valid_id (const char *s, size_t len)
+{
+  if (len < 1 || len > 64)
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    {
+      unsigned char c = (unsigned char) s[i];
+      int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+      if (i == 0 && !alnum)
+        return 0;
+      if (!alnum && c != '_' && c != '.' && c != '-')
+        return 0;
+    }
+  return 1;
+}
