@@ -1,0 +1,406 @@
+#include "core/loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "core/fsutil.h"
+#include "core/log.h"
+
+struct loop_watch
+{
+  int fd;
+  void *zsock; /* NULL for a plain fd */
+  loop_fd_fn fd_fn;
+  loop_zsock_fn zsock_fn;
+  void *arg;
+  bool dead;
+  loop_watch_t *next; /* in the zsock list or the graveyard */
+};
+
+struct loop_timer
+{
+  uint64_t due_ms;
+  uint64_t order; /* ties fire in the order they were added */
+  size_t heap_index;
+  loop_timer_fn fn;
+  void *arg;
+};
+
+typedef struct
+{
+  loop_hook_fn fn;
+  void *arg;
+} deferred_t;
+
+struct loop
+{
+  int epfd;
+  bool stopping;
+  uint64_t turns;
+  loop_watch_t *zsocks;    /* live zsock watches, re-checked every turn */
+  loop_watch_t *graveyard; /* removed this turn, freed when it ends */
+  loop_timer_t **heap;
+  size_t heap_len, heap_cap;
+  uint64_t timer_order;
+  deferred_t *deferred;
+  size_t deferred_len, deferred_cap;
+  loop_hook_fn before_sleep;
+  void *before_sleep_arg;
+};
+
+loop_t *
+loop_new (void)
+{
+  loop_t *self = calloc (1, sizeof *self);
+  if (self == NULL)
+    return NULL;
+  self->epfd = epoll_create1 (EPOLL_CLOEXEC);
+  if (self->epfd < 0)
+    {
+      free (self);
+      return NULL;
+    }
+  return self;
+}
+
+static void
+s_bury_dead (loop_t *self)
+{
+  while (self->graveyard)
+    {
+      loop_watch_t *w = self->graveyard;
+      self->graveyard = w->next;
+      free (w);
+    }
+}
+
+void
+loop_destroy (loop_t **loop)
+{
+  if (loop == NULL || *loop == NULL)
+    return;
+  loop_t *self = *loop;
+  while (self->zsocks)
+    loop_remove (self, self->zsocks);
+  s_bury_dead (self);
+  for (size_t i = 0; i < self->heap_len; i++)
+    free (self->heap[i]);
+  free (self->heap);
+  free (self->deferred);
+  close (self->epfd);
+  free (self);
+  *loop = NULL;
+}
+
+static loop_watch_t *
+s_watch_new (loop_t *self, int fd, uint32_t events, void *arg)
+{
+  loop_watch_t *w = calloc (1, sizeof *w);
+  if (w == NULL)
+    return NULL;
+  w->fd = fd;
+  w->arg = arg;
+  struct epoll_event ev = { .events = events, .data.ptr = w };
+  if (epoll_ctl (self->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+    {
+      int saved = errno;
+      free (w);
+      errno = saved;
+      return NULL;
+    }
+  return w;
+}
+
+loop_watch_t *
+loop_add_fd (loop_t *self, int fd, uint32_t events, loop_fd_fn fn, void *arg)
+{
+  loop_watch_t *w = s_watch_new (self, fd, events, arg);
+  if (w)
+    w->fd_fn = fn;
+  return w;
+}
+
+loop_watch_t *
+loop_add_zsock (loop_t *self, void *zsock, loop_zsock_fn fn, void *arg)
+{
+  int fd;
+  size_t size = sizeof fd;
+  if (zmq_getsockopt (zsock, ZMQ_FD, &fd, &size) < 0)
+    return NULL;
+  loop_watch_t *w = s_watch_new (self, fd, EPOLLIN, arg);
+  if (w == NULL)
+    return NULL;
+  w->zsock = zsock;
+  w->zsock_fn = fn;
+  w->next = self->zsocks;
+  self->zsocks = w;
+  return w;
+}
+
+void
+loop_remove (loop_t *self, loop_watch_t *watch)
+{
+  if (watch == NULL || watch->dead)
+    return;
+  watch->dead = true;
+  epoll_ctl (self->epfd, EPOLL_CTL_DEL, watch->fd, NULL);
+  if (watch->zsock)
+    {
+      for (loop_watch_t **p = &self->zsocks; *p; p = &(*p)->next)
+        if (*p == watch)
+          {
+            *p = watch->next;
+            break;
+          }
+    }
+  watch->next = self->graveyard;
+  self->graveyard = watch;
+}
+
+/* ---- timers: a binary min-heap on (due, order) ---- */
+
+static bool
+s_timer_before (const loop_timer_t *a, const loop_timer_t *b)
+{
+  return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->order < b->order);
+}
+
+static void
+s_heap_swap (loop_t *self, size_t i, size_t j)
+{
+  loop_timer_t *t = self->heap[i];
+  self->heap[i] = self->heap[j];
+  self->heap[j] = t;
+  self->heap[i]->heap_index = i;
+  self->heap[j]->heap_index = j;
+}
+
+static void
+s_heap_up (loop_t *self, size_t i)
+{
+  while (i > 0)
+    {
+      size_t parent = (i - 1) / 2;
+      if (!s_timer_before (self->heap[i], self->heap[parent]))
+        break;
+      s_heap_swap (self, i, parent);
+      i = parent;
+    }
+}
+
+static void
+s_heap_down (loop_t *self, size_t i)
+{
+  for (;;)
+    {
+      size_t left = 2 * i + 1, right = left + 1, best = i;
+      if (left < self->heap_len && s_timer_before (self->heap[left], self->heap[best]))
+        best = left;
+      if (right < self->heap_len && s_timer_before (self->heap[right], self->heap[best]))
+        best = right;
+      if (best == i)
+        return;
+      s_heap_swap (self, i, best);
+      i = best;
+    }
+}
+
+static void
+s_heap_remove_at (loop_t *self, size_t i)
+{
+  self->heap_len--;
+  if (i != self->heap_len)
+    {
+      self->heap[i] = self->heap[self->heap_len];
+      self->heap[i]->heap_index = i;
+      s_heap_down (self, i);
+      s_heap_up (self, i);
+    }
+}
+
+loop_timer_t *
+loop_timer_add (loop_t *self, uint64_t delay_ms, loop_timer_fn fn, void *arg)
+{
+  if (self->heap_len == self->heap_cap)
+    {
+      size_t cap = self->heap_cap ? self->heap_cap * 2 : 64;
+      loop_timer_t **grown = realloc (self->heap, cap * sizeof *grown);
+      if (grown == NULL)
+        return NULL;
+      self->heap = grown;
+      self->heap_cap = cap;
+    }
+  loop_timer_t *t = calloc (1, sizeof *t);
+  if (t == NULL)
+    return NULL;
+  t->due_ms = zcd_mono_ms () + delay_ms;
+  t->order = self->timer_order++;
+  t->fn = fn;
+  t->arg = arg;
+  t->heap_index = self->heap_len;
+  self->heap[self->heap_len++] = t;
+  s_heap_up (self, t->heap_index);
+  return t;
+}
+
+void
+loop_timer_cancel (loop_t *self, loop_timer_t *timer)
+{
+  if (timer == NULL)
+    return;
+  s_heap_remove_at (self, timer->heap_index);
+  free (timer);
+}
+
+static void
+s_fire_timers (loop_t *self)
+{
+  uint64_t now = zcd_mono_ms ();
+  while (self->heap_len > 0 && self->heap[0]->due_ms <= now)
+    {
+      loop_timer_t *t = self->heap[0];
+      s_heap_remove_at (self, 0);
+      loop_timer_fn fn = t->fn;
+      void *arg = t->arg;
+      free (t);
+      fn (self, arg);
+    }
+}
+
+/* ---- deferred work and the turn ---- */
+
+void
+loop_defer (loop_t *self, loop_hook_fn fn, void *arg)
+{
+  if (self->deferred_len == self->deferred_cap)
+    {
+      size_t cap = self->deferred_cap ? self->deferred_cap * 2 : 64;
+      deferred_t *grown = realloc (self->deferred, cap * sizeof *grown);
+      if (grown == NULL)
+        abort (); /* out of memory: nothing sensible is left to do */
+      self->deferred = grown;
+      self->deferred_cap = cap;
+    }
+  self->deferred[self->deferred_len++] = (deferred_t){ fn, arg };
+}
+
+static void
+s_run_deferred (loop_t *self)
+{
+  /* Work deferred while this runs waits for the next turn, so a chatty pair
+   * of actors cannot starve the fds. */
+  size_t n = self->deferred_len;
+  if (n == 0)
+    return;
+  deferred_t *batch = malloc (n * sizeof *batch);
+  if (batch == NULL)
+    abort ();
+  memcpy (batch, self->deferred, n * sizeof *batch);
+  self->deferred_len = 0;
+  for (size_t i = 0; i < n; i++)
+    batch[i].fn (self, batch[i].arg);
+  free (batch);
+}
+
+void
+loop_set_before_sleep (loop_t *self, loop_hook_fn fn, void *arg)
+{
+  self->before_sleep = fn;
+  self->before_sleep_arg = arg;
+}
+
+static bool
+s_zsock_readable (void *zsock)
+{
+  uint32_t events = 0;
+  size_t size = sizeof events;
+  if (zmq_getsockopt (zsock, ZMQ_EVENTS, &events, &size) < 0)
+    return false;
+  return (events & ZMQ_POLLIN) != 0;
+}
+
+static void
+s_recheck_zsocks (loop_t *self)
+{
+  for (loop_watch_t *w = self->zsocks; w; w = w->next)
+    if (!w->dead && s_zsock_readable (w->zsock))
+      w->zsock_fn (self, w->zsock, w->arg);
+}
+
+static int
+s_next_timeout (loop_t *self)
+{
+  if (self->deferred_len > 0)
+    return 0;
+  for (loop_watch_t *w = self->zsocks; w; w = w->next)
+    if (!w->dead && s_zsock_readable (w->zsock))
+      return 0;
+  if (self->heap_len == 0)
+    return 1000;
+  uint64_t now = zcd_mono_ms ();
+  uint64_t due = self->heap[0]->due_ms;
+  if (due <= now)
+    return 0;
+  uint64_t wait = due - now;
+  return wait > 1000 ? 1000 : (int) wait;
+}
+
+static void
+s_dispatch (loop_t *self, struct epoll_event *events, int n)
+{
+  for (int i = 0; i < n; i++)
+    {
+      loop_watch_t *w = events[i].data.ptr;
+      if (w->dead)
+        continue;
+      if (w->zsock)
+        {
+          if (s_zsock_readable (w->zsock))
+            w->zsock_fn (self, w->zsock, w->arg);
+        }
+      else
+        w->fd_fn (self, w->fd, events[i].events, w->arg);
+    }
+}
+
+int
+loop_run (loop_t *self)
+{
+  struct epoll_event events[256];
+  self->stopping = false;
+  while (!self->stopping)
+    {
+      self->turns++;
+      int n = epoll_wait (self->epfd, events, 256, s_next_timeout (self));
+      if (n < 0 && errno != EINTR)
+        {
+          log_error ("epoll_wait: %s", strerror (errno));
+          return -1;
+        }
+      if (n > 0)
+        s_dispatch (self, events, n);
+      s_fire_timers (self);
+      s_run_deferred (self);
+      s_recheck_zsocks (self);
+      if (self->before_sleep)
+        self->before_sleep (self, self->before_sleep_arg);
+      s_bury_dead (self);
+    }
+  return 0;
+}
+
+void
+loop_stop (loop_t *self)
+{
+  self->stopping = true;
+}
+
+uint64_t
+loop_turns (const loop_t *self)
+{
+  return self->turns;
+}
