@@ -1,0 +1,108 @@
+/* The durable event log, <state-dir>/events.log (PROTOCOL.md section 5,
+ * DESIGN.md "State on disk").
+ *
+ * Used from the one loop thread: append the events of a loop turn, flush once
+ * (before-sleep hook), then publish them.  Every retained record also lives
+ * in memory, so `events` replays never touch the disk.
+ *
+ * File format (all integers little-endian):
+ *   header, 24 bytes: "ZCDEVLG1" | u64 seq_floor | u32 crc32c(first 16) | u32 0
+ *   records:          u32 len | u32 crc32c(len bytes + payload) | payload
+ * A payload is the msgpack Event map exactly as published.  `seq_floor` is a
+ * lower bound for the newest seq ever assigned: it keeps seq contiguous even
+ * when the records holding the newest seq are lost to a corrupt record (see
+ * eventlog_open).  The header is only ever written by an atomic
+ * write-and-rename (creation, compaction), records only at the end of the
+ * file, so a crash can only tear the tail.
+ *
+ * Retention: the newest `retain` records are the log's contents.  The file
+ * and memory hold up to retain + retain/10 + 64 records; past that the log is
+ * compacted (rewritten with the newest `retain` records, atomically). */
+#ifndef ZCD_EVENTLOG_H
+#define ZCD_EVENTLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+#define EVENTLOG_DEFAULT_RETAIN 100000
+/* No Event comes close: ids are at most 64 chars, types are short. */
+#define EVENTLOG_MAX_RECORD 4096
+
+typedef struct zcd_event
+{
+  uint64_t seq;     /* ignored by eventlog_append, which assigns it */
+  const char *type; /* "start-container", "exit", ...; required */
+  const char *id;   /* container id; required */
+  const char *pid;  /* NULL when absent */
+  bool has_status;
+  uint32_t status;
+  uint32_t system_pid; /* 0 = absent */
+  bool has_oom_killed;
+  bool oom_killed;
+  int64_t ts; /* ns since the epoch; 0 = now */
+} zcd_event_t;
+
+typedef struct eventlog eventlog_t;
+
+/* Open `path`, or create it (atomically, with its header) when missing or
+ * empty.  `retain` < 1 counts as 1 (the newest record must survive to carry
+ * the seq).  Leftover compaction temp files (`<path>.tmp.*`) are removed.
+ *
+ * Damage found while loading:
+ * - a torn or corrupt record with no valid record after it (what a crash
+ *   leaves) is cut off the file, with a warning;
+ * - a corrupt record followed by valid ones (only media damage or a foreign
+ *   writer can do that) keeps the records before it; the file is moved
+ *   aside to `<path>.corrupt.<ns>` and a new one written holding those
+ *   records and, as its seq_floor, the highest seq found anywhere in the old
+ *   file, so no seq is ever handed out twice.  Replays across the lost
+ *   range report `truncated`;
+ * - a bad header is an error: nothing is trustworthy, and nothing is deleted.
+ * On success *out is owned by the caller (eventlog_destroy). */
+int eventlog_open (const char *path, uint64_t retain, eventlog_t **out, zcd_error_t **err);
+/* Does not flush: call eventlog_flush first to keep what was appended. */
+void eventlog_destroy (eventlog_t **log);
+
+/* Encode `ev` as the PROTOCOL.md Event map (keys seq, type, id, pid?,
+ * status?, system_pid?, oom_killed?, ts), assign it seq = last + 1 and buffer
+ * it for the next flush.  Returns the seq, or 0 when the event cannot be
+ * stored (type or id NULL, encoding over EVENTLOG_MAX_RECORD, out of memory).
+ * When `encoded` is not NULL it receives the Event bytes (owned by the log,
+ * valid until the next append, flush or compaction). */
+uint64_t eventlog_append (eventlog_t *log, const zcd_event_t *ev, const char **encoded,
+                          size_t *encoded_len);
+
+/* Write the buffered records and fdatasync once; then compact if the file
+ * holds too many records.  On failure the records stay buffered (and
+ * replayable) and the next flush writes them again at the same offset, so
+ * a failed write never leaves garbage between records. */
+int eventlog_flush (eventlog_t *log, zcd_error_t **err);
+
+/* Rewrite the file with the newest `retain` records now (tests, shutdown). */
+int eventlog_compact (eventlog_t *log, zcd_error_t **err);
+
+uint64_t eventlog_last_seq (const eventlog_t *log);   /* newest assigned, 0 if none */
+uint64_t eventlog_oldest_seq (const eventlog_t *log); /* oldest retained, 0 if none */
+size_t eventlog_count (const eventlog_t *log);        /* retained events */
+size_t eventlog_stored_count (const eventlog_t *log); /* records in memory (file + buffered) */
+
+/* Called per replayed event with the Event bytes (owned by the log).  A
+ * non-zero return stops the replay and is returned by eventlog_replay.  It
+ * must not append to the log. */
+typedef int (*eventlog_replay_fn) (const char *encoded, size_t len, uint64_t seq, void *arg);
+
+/* Calls fn, in seq order, for every retained event with seq > since_seq and
+ * ts > since_ns (INT64_MIN: no time filter) and, when id is not NULL, that
+ * container id.  *truncated (when not NULL) is set when events the request
+ * asks for are no longer retained: older ones dropped by retention, or lost
+ * to a corrupt record.  Returns 0, or fn's non-zero value. */
+int eventlog_replay (eventlog_t *log, uint64_t since_seq, int64_t since_ns, const char *id,
+                     eventlog_replay_fn fn, void *arg, bool *truncated);
+
+/* CRC-32C (Castagnoli), exposed for tests and tools. */
+uint32_t eventlog_crc32c (uint32_t crc, const void *data, size_t len);
+
+#endif
