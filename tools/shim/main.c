@@ -1,0 +1,151 @@
+/* zcd-shim: one per container process (DESIGN.md, "The shim"; contract in
+ * core/shimproto.h).  main only sequences the phases; each lives in its
+ * own file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/shimproto.h"
+#include "tools/shim/shim.h"
+
+/* Static: the shim's footprint is counted in pages, and so is its stack. */
+static shim_t s_shim;
+
+static void
+s_init (shim_t *self)
+{
+  self->exit_fd = self->control_fd = -1;
+  self->container_stdio[0] = self->container_stdio[1] = self->container_stdio[2] = -1;
+  self->console_listen_fd = self->master_fd = self->signal_fd = -1;
+  self->delete_helper_pid = -1;
+  self->delete_helper_fd = self->delete_report_fd = -1;
+  shim_relay_init (&self->stdin_relay, -1, -1, false);
+  shim_relay_init (&self->output_relay, -1, -1, false);
+}
+
+/* fds 0-2 become /dev/null: the shim must not hold the daemon's pipes or
+ * terminal, and no file it opens may land on a standard fd.  The sync fd
+ * is moved out of the way first and made close-on-exec, so no runtime or
+ * container ever holds it. */
+static int
+s_standard_fds (shim_args_t *args)
+{
+  if (args->sync_fd >= 0 && fcntl (args->sync_fd, F_GETFD) < 0)
+    args->sync_fd = -1;
+  if (args->sync_fd >= 0 && args->sync_fd < 3)
+    args->sync_fd = fcntl (args->sync_fd, F_DUPFD_CLOEXEC, 3);
+  if (args->sync_fd >= 0)
+    fcntl (args->sync_fd, F_SETFD, FD_CLOEXEC);
+  int devnull = open ("/dev/null", O_RDWR);
+  if (devnull < 0)
+    return -1;
+  for (int fd = 0; fd < 3; fd++)
+    if (fd != devnull)
+      dup2 (devnull, fd);
+  if (devnull > 2)
+    close (devnull);
+  return 0;
+}
+
+/* Double fork and setsid: the shim is nobody's child but the subreaper's
+ * (the daemon), a session leader of nothing, and survives the daemon. */
+static int
+s_detach (zcd_error_t **err)
+{
+  pid_t pid = fork ();
+  if (pid < 0)
+    return zcd_fail_errno (err, errno, "fork");
+  if (pid > 0)
+    _exit (0);
+  if (setsid () < 0)
+    return zcd_fail_errno (err, errno, "setsid");
+  pid = fork ();
+  if (pid < 0)
+    return zcd_fail_errno (err, errno, "fork");
+  if (pid > 0)
+    _exit (0);
+  return 0;
+}
+
+static int
+s_open_fifos (shim_t *self, zcd_error_t **err)
+{
+  /* The daemon holds the read end already; O_RDWR covers a reader that
+   * went away (ENXIO) and still hangs up when the shim exits. */
+  self->exit_fd = open ("exit", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (self->exit_fd < 0 && errno == ENXIO)
+    self->exit_fd = open ("exit", O_RDWR | O_CLOEXEC);
+  if (self->exit_fd < 0)
+    return zcd_fail_errno (err, errno, "open the exit FIFO");
+  self->control_fd = open ("control", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (self->control_fd < 0)
+    return zcd_fail_errno (err, errno, "open the control FIFO");
+  return 0;
+}
+
+static int
+s_prepare (shim_t *self, zcd_error_t **err)
+{
+  if (getcwd (self->dir, sizeof self->dir) == NULL)
+    return zcd_fail_errno (err, errno, "getcwd");
+  if (prctl (PR_SET_CHILD_SUBREAPER, 1) < 0)
+    return zcd_fail_errno (err, errno, "become a child subreaper");
+  /* The daemon signals containers through the runtime, never the shim:
+   * the shim outlives a terminal hang-up, ^C and a stray SIGTERM. */
+  signal (SIGINT, SIG_IGN);
+  signal (SIGHUP, SIG_IGN);
+  signal (SIGPIPE, SIG_IGN);
+  signal (SIGTERM, SIG_IGN);
+  if (shim_write_number ("shim.pid", (unsigned long long) getpid (), err) < 0)
+    return -1;
+  if (s_open_fifos (self, err) < 0 || shim_stdio_open (self, err) < 0)
+    return -1;
+  return self->args.terminal ? shim_console_listen (self, err) : 0;
+}
+
+/* Everything between a running container and the report: the delete
+ * helper, SIGCHLD on a signalfd, then the sandbox. */
+static int
+s_after_start (shim_t *self, zcd_error_t **err)
+{
+  shim_stdio_after_start (self);
+  if (self->args.mode != SHIM_MODE_EXEC && shim_delete_helper_fork (self, err) < 0)
+    return -1;
+  if (shim_signals_block_child (self, err) < 0)
+    return -1;
+  return shim_sandbox_install (err);
+}
+
+static int
+s_fail (shim_t *self, zcd_error_t **err, bool started)
+{
+  if (started)
+    shim_runtime_cleanup_failed_start (self);
+  /* Reported after the cleanup: once the daemon hears of the failure, the
+   * runtime no longer knows the container, so the id can be reused. */
+  shim_report_error (self, *err);
+  zcd_error_free (err);
+  return 1;
+}
+
+int
+main (int argc, char **argv)
+{
+  shim_t *self = &s_shim;
+  zcd_error_t *err = NULL;
+  s_init (self);
+  int parsed = shim_args_parse (&self->args, argc, argv, &err);
+  if (s_standard_fds (&self->args) < 0 && parsed == 0)
+    zcd_fail_errno (&err, errno, "open /dev/null");
+  if (err)
+    return s_fail (self, &err, false);
+  if (s_detach (&err) < 0 || s_prepare (self, &err) < 0)
+    return s_fail (self, &err, false);
+  if (shim_runtime_start (self, &err) < 0 || s_after_start (self, &err) < 0)
+    return s_fail (self, &err, true);
+  shim_report_started (self);
+  return shim_reap_loop (self);
+}

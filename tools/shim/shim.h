@@ -1,0 +1,145 @@
+/* zcd-shim internals: one shim supervises one container process (DESIGN.md,
+ * "The shim"; the contract with the daemon is core/shimproto.h).
+ *
+ * The shim is single-threaded and owns everything in shim_t; the files of
+ * tools/shim/ each handle one part of its life: arguments, detaching and the
+ * start (main.c), runtime invocations (runtime.c, runtime_log.c), stdio and
+ * the terminal (stdio.c, console.c), the report to the daemon (report.c),
+ * the seccomp self-sandbox (sandbox.c) and the reap loop (reap.c). */
+#ifndef ZCD_SHIM_H
+#define ZCD_SHIM_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "core/err.h"
+
+#define SHIM_MAX_RUNTIME_ARGS 32
+#define SHIM_RELAY_BUF 4096
+
+typedef enum
+{
+  SHIM_MODE_INIT,
+  SHIM_MODE_EXEC,
+  SHIM_MODE_RESTORE,
+} shim_mode_t;
+
+typedef struct
+{
+  shim_mode_t mode;
+  const char *id;
+  const char *bundle;
+  const char *runtime;
+  const char *checkpoint;
+  const char *stdin_path; /* NULL: /dev/null */
+  const char *stdout_path;
+  const char *stderr_path;
+  const char *runtime_args[SHIM_MAX_RUNTIME_ARGS];
+  size_t runtime_args_len;
+  bool no_pivot;
+  bool terminal;
+  int sync_fd; /* -1: nobody listens */
+} shim_args_t;
+
+/* One direction of byte copying between two fds, with a buffer so that a
+ * slow destination stops the reading instead of blocking the shim. */
+typedef struct
+{
+  int src; /* -1 once the source is finished */
+  int dst; /* -1 once closed */
+  size_t off, len;
+  bool dst_is_terminal;        /* end of input is ^D, not a close */
+  bool close_dst_when_drained; /* close_stdin arrived: EOF after the data */
+  bool eot_when_drained;       /* same for a terminal: send ^D */
+  char buf[SHIM_RELAY_BUF];
+} shim_relay_t;
+
+typedef struct
+{
+  shim_args_t args;
+  char dir[PATH_MAX]; /* absolute path of the state directory (the cwd) */
+  int exit_fd;        /* write end of `exit`, held until the shim exits */
+  int control_fd;
+  /* What the runtime hands to the container as fds 0, 1, 2. */
+  int container_stdio[3];
+  int console_listen_fd; /* -1 without a terminal */
+  int master_fd;         /* pty master, -1 without a terminal */
+  shim_relay_t stdin_relay;  /* stdin path -> pipe or master */
+  shim_relay_t output_relay; /* master -> stdout path (terminal only) */
+  pid_t pid;                 /* the container process */
+  pid_t delete_helper_pid;   /* init: forked before the sandbox, -1 if none */
+  int delete_helper_fd;      /* write end of its go-pipe */
+  int delete_report_fd;      /* read end of its error text */
+  bool is_helper;            /* in the helper: shim.log belongs to the shim */
+  int signal_fd;
+  char control_buf[16]; /* one zcd_control_record being assembled */
+  size_t control_len;
+  bool exited;
+  int exit_status;
+} shim_t;
+
+/* args.c: parse argv into *self; the strings stay owned by argv. */
+int shim_args_parse (shim_args_t *self, int argc, char **argv, zcd_error_t **err);
+
+/* runtime.c: run `<runtime> [runtime args] --log <dir>/runtime.log
+ * --log-format json <sub_argv...>` with fds 0..2 = stdio (an entry of -1 is
+ * replaced by /dev/null for 0 and 1, and captured for 2), and wait for it.
+ * A non-zero exit is a ZCD_E_RUNTIME_ERROR whose text is the runtime's own
+ * error output. */
+int shim_runtime_run (shim_t *self, const char *const *sub_argv, const int stdio[3],
+                      zcd_error_t **err);
+/* The start for the shim's mode: create+start, exec or restore. */
+int shim_runtime_start (shim_t *self, zcd_error_t **err);
+/* Best effort `delete --force` after a failed start of an init process. */
+void shim_runtime_cleanup_failed_start (shim_t *self);
+/* Reset what a runtime child must not inherit (ignored signals, the blocked
+ * mask); called in a forked child before execve. */
+void shim_child_reset_signals (void);
+
+/* runtime_log.c: append to out (NUL-terminated, at most cap bytes in all)
+ * the "msg" of every error-level line of a JSON-lines runtime log, joined
+ * by "; ".  Returns how many were found. */
+size_t shim_runtime_log_errors (const char *text, size_t len, char *out, size_t cap);
+
+/* stdio.c */
+int shim_stdio_open (shim_t *self, zcd_error_t **err);
+/* Close the shim's copies of what now belongs to the container. */
+void shim_stdio_after_start (shim_t *self);
+void shim_relay_init (shim_relay_t *self, int src, int dst, bool dst_is_terminal);
+/* Move bytes on readiness; failures end the relay, never the shim. */
+void shim_relay_on_readable (shim_relay_t *self);
+void shim_relay_on_writable (shim_relay_t *self);
+/* End of input (close_stdin, or EOF of a regular file): the destination
+ * gets EOF once the buffered bytes are through. */
+void shim_relay_close_input (shim_relay_t *self);
+/* After the container exited: copy what is left, within a deadline. */
+void shim_relay_drain (shim_relay_t *self, int timeout_ms);
+
+/* console.c */
+int shim_console_listen (shim_t *self, zcd_error_t **err);
+/* Path to give the runtime as --console-socket; static storage. */
+const char *shim_console_socket_path (shim_t *self);
+int shim_console_receive (shim_t *self, zcd_error_t **err);
+void shim_console_resize (shim_t *self, unsigned width, unsigned height);
+
+/* report.c */
+void shim_log (shim_t *self, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+void shim_report_started (shim_t *self);
+void shim_report_error (shim_t *self, const zcd_error_t *error);
+int shim_write_number (const char *name, unsigned long long value, zcd_error_t **err);
+
+/* sandbox.c: only what the reap loop still needs; see the file for the list. */
+int shim_sandbox_install (zcd_error_t **err);
+
+/* reap.c */
+/* init only: fork the process that will run `runtime delete` once told to,
+ * so the sandboxed shim never needs execve. */
+int shim_delete_helper_fork (shim_t *self, zcd_error_t **err);
+int shim_signals_block_child (shim_t *self, zcd_error_t **err);
+/* Relay, obey control records and reap until the container process exits;
+ * then write exitStatus and (init) have the helper delete the container. */
+int shim_reap_loop (shim_t *self);
+
+#endif

@@ -1,0 +1,234 @@
+/* The container's stdio.  Without a terminal, stdout and stderr go straight
+ * to the runtime (and from it to the container): no copying, no buffer.
+ * stdin, when given, goes through a pipe the shim feeds, so that a
+ * close_stdin record can close the write end and the container sees EOF
+ * even though the client's FIFO never ends.  With a terminal, the shim
+ * copies pty master -> stdout path and stdin path -> master. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/cleanup.h"
+#include "tools/shim/shim.h"
+
+/* FIFOs are opened read-write: open never blocks waiting for a peer, a
+ * writer's close never reads as EOF (for stdin only close_stdin ends the
+ * stream), and a reader's absence never raises SIGPIPE. */
+static int
+s_open_output (const char *path, zcd_error_t **err)
+{
+  if (path == NULL)
+    path = "/dev/null";
+  struct stat st;
+  int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC;
+  if (stat (path, &st) == 0 && S_ISFIFO (st.st_mode))
+    flags = O_RDWR | O_CLOEXEC;
+  int fd = open (path, flags, 0644);
+  if (fd < 0)
+    return zcd_fail_errno (err, errno, "open `%s`", path);
+  return fd;
+}
+
+static int
+s_open_input (const char *path, zcd_error_t **err)
+{
+  struct stat st;
+  int flags = O_RDONLY | O_CLOEXEC;
+  if (stat (path, &st) == 0 && S_ISFIFO (st.st_mode))
+    flags = O_RDWR | O_CLOEXEC;
+  int fd = open (path, flags);
+  if (fd < 0)
+    return zcd_fail_errno (err, errno, "open `%s`", path);
+  return fd;
+}
+
+static int
+s_set_nonblock (int fd)
+{
+  int flags = fcntl (fd, F_GETFL);
+  return flags < 0 ? -1 : fcntl (fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static int
+s_open_plain (shim_t *self, zcd_error_t **err)
+{
+  self->container_stdio[1] = s_open_output (self->args.stdout_path, err);
+  if (self->container_stdio[1] < 0)
+    return -1;
+  self->container_stdio[2] = s_open_output (self->args.stderr_path, err);
+  if (self->container_stdio[2] < 0)
+    return -1;
+  if (self->args.stdin_path == NULL)
+    {
+      self->container_stdio[0] = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+      return self->container_stdio[0] < 0 ? zcd_fail_errno (err, errno, "open /dev/null") : 0;
+    }
+  int source = s_open_input (self->args.stdin_path, err);
+  if (source < 0)
+    return -1;
+  int pipe_fds[2];
+  if (pipe2 (pipe_fds, O_CLOEXEC) < 0)
+    {
+      close (source);
+      return zcd_fail_errno (err, errno, "pipe for stdin");
+    }
+  self->container_stdio[0] = pipe_fds[0];
+  s_set_nonblock (pipe_fds[1]);
+  shim_relay_init (&self->stdin_relay, source, pipe_fds[1], false);
+  return 0;
+}
+
+int
+shim_stdio_open (shim_t *self, zcd_error_t **err)
+{
+  if (!self->args.terminal)
+    return s_open_plain (self, err);
+  /* The relays get their master end once the runtime sends it. */
+  int out = s_open_output (self->args.stdout_path, err);
+  if (out < 0)
+    return -1;
+  s_set_nonblock (out);
+  shim_relay_init (&self->output_relay, -1, out, false);
+  if (self->args.stdin_path)
+    {
+      int source = s_open_input (self->args.stdin_path, err);
+      if (source < 0)
+        return -1;
+      shim_relay_init (&self->stdin_relay, source, -1, true);
+    }
+  return 0;
+}
+
+void
+shim_stdio_after_start (shim_t *self)
+{
+  for (int i = 0; i < 3; i++)
+    if (self->container_stdio[i] >= 0)
+      {
+        close (self->container_stdio[i]);
+        self->container_stdio[i] = -1;
+      }
+}
+
+void
+shim_relay_init (shim_relay_t *self, int src, int dst, bool dst_is_terminal)
+{
+  self->src = src;
+  self->dst = dst;
+  self->dst_is_terminal = dst_is_terminal;
+  self->off = self->len = 0;
+  self->close_dst_when_drained = self->eot_when_drained = false;
+}
+
+static void
+s_close (int *fd)
+{
+  if (*fd >= 0)
+    close (*fd);
+  *fd = -1;
+}
+
+/* Nothing pending: carry out a deferred close_stdin. */
+static void
+s_after_drained (shim_relay_t *self)
+{
+  if (self->eot_when_drained && self->dst >= 0)
+    {
+      /* ^D ends the line discipline's read at the start of a line: the
+       * terminal's way of saying EOF, since the master stays open. */
+      const char eot = 4;
+      if (write (self->dst, &eot, 1) < 0 && errno == EAGAIN)
+        return;
+      self->eot_when_drained = false;
+    }
+  if (self->close_dst_when_drained)
+    {
+      s_close (&self->dst);
+      self->close_dst_when_drained = false;
+    }
+}
+
+void
+shim_relay_on_writable (shim_relay_t *self)
+{
+  while (self->len > 0 && self->dst >= 0)
+    {
+      ssize_t n = write (self->dst, self->buf + self->off, self->len);
+      if (n < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          if (errno == EAGAIN)
+            return;
+          /* The reader is gone (EPIPE, EIO): nothing will ever drain this. */
+          self->len = 0;
+          s_close (&self->dst);
+          break;
+        }
+      self->off += (size_t) n;
+      self->len -= (size_t) n;
+    }
+  if (self->len == 0)
+    {
+      self->off = 0;
+      s_after_drained (self);
+    }
+}
+
+void
+shim_relay_on_readable (shim_relay_t *self)
+{
+  if (self->src < 0 || self->len > 0)
+    return;
+  ssize_t n = read (self->src, self->buf, sizeof self->buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    return;
+  if (n <= 0)
+    {
+      /* EOF of a regular file used as stdin, or EIO of a master whose
+       * slave side is closed: the stream is over. */
+      if (n == 0)
+        shim_relay_close_input (self);
+      else
+        s_close (&self->src);
+      return;
+    }
+  self->off = 0;
+  self->len = (size_t) n;
+  shim_relay_on_writable (self);
+}
+
+void
+shim_relay_close_input (shim_relay_t *self)
+{
+  s_close (&self->src);
+  if (self->dst_is_terminal)
+    self->eot_when_drained = true;
+  else
+    self->close_dst_when_drained = true;
+  if (self->len == 0)
+    s_after_drained (self);
+}
+
+void
+shim_relay_drain (shim_relay_t *self, int timeout_ms)
+{
+  for (int rounds = 0; self->src >= 0 || self->len > 0; rounds++)
+    {
+      struct pollfd pfd = { .fd = self->len > 0 ? self->dst : self->src,
+                            .events = self->len > 0 ? POLLOUT : POLLIN };
+      if (pfd.fd < 0 || poll (&pfd, 1, timeout_ms) <= 0)
+        return;
+      if (self->len > 0)
+        shim_relay_on_writable (self);
+      else
+        shim_relay_on_readable (self);
+      /* A writer that keeps the slave open and talks forever must not hold
+       * the exit report hostage. */
+      if (rounds > 4096)
+        return;
+    }
+}
