@@ -486,7 +486,8 @@ s_compact (eventlog_t *log, zcd_error_t **err)
   memcpy (log->image, file, HEADER_SIZE + keep_len);
   log->image_len = log->flushed_len = HEADER_SIZE + keep_len;
   size_t shift = keep_off - HEADER_SIZE;
-  memmove (log->recs, log->recs + drop, (log->nrecs - drop) * sizeof *log->recs);
+  if (drop > 0)
+    memmove (log->recs, log->recs + drop, (log->nrecs - drop) * sizeof *log->recs);
   log->nrecs -= drop;
   for (size_t i = 0; i < log->nrecs; i++)
     log->recs[i].off -= shift;
@@ -603,7 +604,8 @@ eventlog_open (const char *path, uint64_t retain, eventlog_t **out, zcd_error_t 
       zcd_error_wrap (err, "event log");
       return -1;
     }
-  log_info ("event log `%s`: %zu records, last seq %" PRIu64, path, log->nrecs, log->last_seq);
+  log_info ("event log `%s`: %zu events retained (seq %" PRIu64 "..%" PRIu64 ")", path,
+            eventlog_count (log), eventlog_oldest_seq (log), log->last_seq);
   *out = log;
   return 0;
 }
