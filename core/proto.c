@@ -111,6 +111,13 @@ s_check_str (const proto_key_t *key, const msgpack_object *v, const char *path, 
   return 0;
 }
 
+static const char *
+s_not_uint_reason (const msgpack_object *v)
+{
+  return v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? "expected uint, got a negative value"
+                                                    : "expected uint";
+}
+
 static int
 s_check_uint (const proto_key_t *key, const msgpack_object *v, const char *path,
               zcd_error_t **err)
@@ -118,9 +125,7 @@ s_check_uint (const proto_key_t *key, const msgpack_object *v, const char *path,
   uint64_t u;
   if (!mp_as_uint (v, &u))
     return s_key_fail (err, path,
-                       v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER
-                           ? "expected uint, got a negative value"
-                           : "expected uint");
+                       s_not_uint_reason (v));
   if (u < key->min || u > key->max)
     {
       char what[96];
@@ -317,9 +322,9 @@ s_decode_envelope (proto_request_t *req, const msgpack_object **op_name, zcd_err
   if (v != NULL)
     {
       uint64_t version;
-      if (s_check_uint (&proto_common_keys[2], v, "v", err) < 0)
-        return -1;
-      mp_as_uint (v, &version);
+      if (!mp_as_uint (v, &version))
+        return s_key_fail (err, "v",
+                           s_not_uint_reason (v));
       if (version > PROTO_VERSION)
         return zcd_fail (err, ZCD_E_UNSUPPORTED_VERSION,
                          "protocol version %" PRIu64 " requested; this daemon speaks %d", version,

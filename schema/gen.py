@@ -114,7 +114,7 @@ class CWriter:
     def __init__(self):
         self.out = []
 
-    def key_table(self, sym, keys):
+    def key_table(self, sym, keys, decl=None):
         nested = {}
         for k in keys:
             if "fields" in k:
@@ -125,7 +125,7 @@ class CWriter:
                 self.out.append("static const char *const %s_%s_enum[] = { %s, NULL };\n"
                                 % (sym, c_ident(k["name"]),
                                    ", ".join(c_str(v) for v in k["enum"])))
-        self.out.append("static const proto_key_t %s[] = {\n" % sym)
+        self.out.append((decl or "static const proto_key_t %s[]" % sym) + " = {\n")
         for k in keys:
             self.out.append(self.key_initializer(sym, k, nested.get(k["name"])))
         if not keys:
@@ -224,17 +224,14 @@ def gen_source(m):
     w = CWriter()
     w.out.append("/* %s */\n" % BANNER)
     w.out.append('#include "core/proto_gen.h"\n\n')
-    w.key_table("s_common_keys", m["common_keys"])
+    w.key_table("s_common_keys", m["common_keys"],
+                "const proto_key_t proto_common_keys[PROTO_N_COMMON_KEYS]")
     for op in m["ops"]:
         sym = "s_keys_" + c_ident(op["name"])
         w.key_table(sym, op["keys"])
         if "one_of" in op:
             w.out.append("static const char *const %s_one_of[] = { %s, NULL };\n\n"
                          % (sym, ", ".join(c_str(k) for k in op["one_of"])))
-    w.out.append("const proto_key_t proto_common_keys[PROTO_N_COMMON_KEYS] = {\n")
-    for i in range(len(m["common_keys"])):
-        w.out.append("  s_common_keys[%d],\n" % i)
-    w.out.append("};\n\n")
     w.out.append("const proto_op_t proto_ops[PROTO_OP_COUNT] = {\n")
     for op in m["ops"]:
         code = "PROTO_OP_" + c_ident(op["name"]).upper()
