@@ -76,9 +76,11 @@ uint64_t eventlog_append (eventlog_t *log, const zcd_event_t *ev, const char **e
                           size_t *encoded_len);
 
 /* Write the buffered records and fdatasync once; then compact if the file
- * holds too many records.  On failure the records stay buffered (and
- * replayable) and the next flush writes them again at the same offset, so
- * a failed write never leaves garbage between records. */
+ * holds too many records (a synchronous rewrite of the retained records, one
+ * turn in every retain/10 + 64 events).  On failure the records stay
+ * buffered (and replayable) and the next flush writes them again at the same
+ * offset, so a failed write never leaves garbage between records; while
+ * flushes keep failing nothing is compacted and memory grows. */
 int eventlog_flush (eventlog_t *log, zcd_error_t **err);
 
 /* Rewrite the file with the newest `retain` records now (tests, shutdown). */
@@ -98,7 +100,8 @@ typedef int (*eventlog_replay_fn) (const char *encoded, size_t len, uint64_t seq
  * ts > since_ns (INT64_MIN: no time filter) and, when id is not NULL, that
  * container id.  *truncated (when not NULL) is set when events the request
  * asks for are no longer retained: older ones dropped by retention, or lost
- * to a corrupt record.  Returns 0, or fn's non-zero value. */
+ * to a corrupt record.  Appended but not yet flushed events are included.
+ * Returns 0, or fn's non-zero value. */
 int eventlog_replay (eventlog_t *log, uint64_t since_seq, int64_t since_ns, const char *id,
                      eventlog_replay_fn fn, void *arg, bool *truncated);
 
