@@ -321,7 +321,7 @@ def gen_ops_md(m):
             out.append("At least one of %s is required.\n\n"
                        % ", ".join("`%s`" % k for k in op["one_of"]))
         if "partial" in op:
-            out.append("Partial replies: `{\"rid\", %s}`.\n\n" % field_list(op["partial"]))
+            out.append("Partial replies: {`rid`, %s}.\n\n" % field_list(op["partial"]))
         if op["result"]:
             out.append("Result: {%s}.\n\n" % field_list(op["result"]))
         else:
@@ -339,7 +339,7 @@ def gen_records_md(m, names):
         fields = m["records"][name]
         out.append("`%s` = {%s}" % (name, field_list(fields)))
         note = m.get("record_notes", {}).get(name)
-        out.append(".\n" + (note + "\n" if note else "") + "\n")
+        out.append(".\n\n" + (note + "\n\n" if note else ""))
     return "".join(out).rstrip("\n") + "\n"
 
 
