@@ -195,13 +195,22 @@ s_read_config (const char *bundle, char **out, size_t *len_out, zcd_error_t **er
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
                      "bundle `%s`: config.json is larger than %u bytes", bundle,
                      BUNDLE_CONFIG_MAX);
-  /* One byte more than the limit, so a file that grew after fstat is
-   * still caught. */
-  cleanup_free char *buf = s_xcalloc (1, BUNDLE_CONFIG_MAX + 2);
+  /* Sized by fstat, one read in the common case; the buffer grows (up to
+   * one byte past the limit) only for a file that grew meanwhile. */
+  size_t cap = (size_t) st.st_size + 1;
+  cleanup_free char *buf = s_xcalloc (1, cap + 1);
   size_t len = 0;
   while (len <= BUNDLE_CONFIG_MAX)
     {
-      ssize_t n = read (fd, buf + len, BUNDLE_CONFIG_MAX + 1 - len);
+      if (len == cap)
+        {
+          cap = cap * 2 > BUNDLE_CONFIG_MAX + 1 ? BUNDLE_CONFIG_MAX + 1 : cap * 2;
+          char *grown = realloc (buf, cap + 1);
+          if (grown == NULL)
+            abort ();
+          buf = grown;
+        }
+      ssize_t n = read (fd, buf + len, cap - len);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
@@ -211,6 +220,7 @@ s_read_config (const char *bundle, char **out, size_t *len_out, zcd_error_t **er
         break;
       len += (size_t) n;
     }
+  buf[len] = '\0';
   if (len > BUNDLE_CONFIG_MAX)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
                      "bundle `%s`: config.json is larger than %u bytes", bundle,
