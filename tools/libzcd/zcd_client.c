@@ -12,8 +12,10 @@
 #include <zmq.h>
 
 /* Pipelining: let a benchmark keep many requests in flight before the
- * send queue pushes back with EAGAIN. */
-#define CLIENT_HWM 100000
+ * send queue pushes back with EAGAIN.  Receiving is unbounded: a replay of
+ * the whole event log (100,000 partial replies by default) must not make
+ * the daemon's ROUTER drop the final reply. */
+#define CLIENT_SNDHWM 100000
 
 typedef struct reply_node
 {
@@ -89,10 +91,10 @@ zcd_client_new (const char *endpoint)
   self->dealer = zmq_socket (self->ctx, ZMQ_DEALER);
   if (self->dealer == NULL)
     goto fail;
-  int linger = 0, hwm = CLIENT_HWM;
+  int linger = 0, sndhwm = CLIENT_SNDHWM, rcvhwm = 0;
   zmq_setsockopt (self->dealer, ZMQ_LINGER, &linger, sizeof linger);
-  zmq_setsockopt (self->dealer, ZMQ_SNDHWM, &hwm, sizeof hwm);
-  zmq_setsockopt (self->dealer, ZMQ_RCVHWM, &hwm, sizeof hwm);
+  zmq_setsockopt (self->dealer, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+  zmq_setsockopt (self->dealer, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
   if (zmq_connect (self->dealer, endpoint) != 0)
     goto fail;
   return self;
