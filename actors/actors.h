@@ -1,0 +1,102 @@
+/* What the daemon's actors share: the read-only daemon context, the names
+ * they address each other by, and the message types between them.
+ *
+ * Messages (msgpack maps, "type" picks the handler):
+ *   supervisor -> container  "req"      token, op, body (bin: the client's request, validated)
+ *   container  -> supervisor "reply"    token, ok, result (bin map) | code, message
+ *   container  -> supervisor "event"    etype, pid?, status?, system_pid?, oom_killed?, view? (bin)
+ *   container  -> supervisor "view"     view (bin): the Container map, minus pids
+ *   container  -> supervisor "gone"     the container left the table
+ *   container  -> supervisor "started"  the start (create) finished, ok or not: a start slot is free
+ *   container  -> process    "start" / "signal" / "control" / "kill-now"
+ *   process    -> container  "process-started" pid, system_pid
+ *                            "process-failed"  pid, code, message
+ *                            "process-exit"    pid, status, restored?
+ */
+#ifndef ZCD_ACTORS_H
+#define ZCD_ACTORS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/actor.h"
+#include "core/child.h"
+
+#define SUPERVISOR_NAME "supervisor"
+
+typedef struct zcd_config
+{
+  char *state_dir;
+  char **listen;  /* NULL-terminated */
+  char **publish; /* NULL-terminated */
+  char *runtime;
+  char **runtime_args; /* global args for every runtime call */
+  char *shim_path;
+  uint64_t start_timeout_ms;
+  int max_concurrent_starts;
+  uint64_t events_retain;
+  uint64_t max_request_size;
+  uint64_t heartbeat_ms;
+  char *group;
+  char *curve_secret;
+  char *curve_clients;
+  bool insecure_tcp;
+  const char *log_level;
+  const char *log_format;
+} zcd_config_t;
+
+typedef struct zcd_daemon
+{
+  const zcd_config_t *config;
+  actor_system_t *actors;
+  children_t *children;
+  loop_t *loop;
+  void *zmq_ctx;
+} zcd_daemon_t;
+
+/* Actor names: "c/<id>" for a container, "p/<id>/<pid>" for a process. */
+#define CONTAINER_ACTOR_PREFIX "c/"
+#define PROCESS_ACTOR_PREFIX "p/"
+
+/* container.c */
+typedef struct container_spec container_spec_t;
+/* Start a container actor for a validated `create` request (body is the
+ * request map).  The actor answers the request (token) itself. */
+actor_t *container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64_t token,
+                                 zcd_error_t **err);
+/* Rebuild a container actor from its state directory after a restart. */
+actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id, zcd_error_t **err);
+
+/* process.c */
+typedef struct process_info
+{
+  char *container_id;
+  char *pid_name; /* "init" or the exec id */
+  char *bundle;
+  char *runtime;
+  char **runtime_args;
+  bool no_pivot;
+  bool terminal;
+  char *stdin_path, *stdout_path, *stderr_path;
+  char *checkpoint_dir; /* restore from here (init only) */
+  bool is_init;
+} process_info_t;
+
+/* Creates the process actor; it spawns the shim at once and reports
+ * process-started / process-failed, then process-exit, to its container. */
+actor_t *process_actor_spawn (zcd_daemon_t *daemon, const process_info_t *info, zcd_error_t **err);
+/* Re-attach to a process whose shim may still run (restart). */
+actor_t *process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
+                                const char *pid_name, bool is_init, zcd_error_t **err);
+void process_info_free (process_info_t *info);
+
+/* Helpers shared by the actors (actors/common.c). */
+char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
+char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);
+/* argv for "<runtime> [global args] <words...>", NULL-terminated; free with mp_strv_free. */
+char **zcd_runtime_argv (const char *runtime, char *const *runtime_args, const char *const *words);
+/* Turn a runtime's captured output into one error line: the "msg" of
+ * JSON log lines, or the plain text, trimmed. */
+char *zcd_runtime_error_text (const char *out, const char *err);
+
+#endif

@@ -1,0 +1,105 @@
+/* Small helpers the daemon's actors share (actors/actors.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "actors/actors.h"
+#include "core/mp.h"
+
+char *
+zcd_container_dir (const zcd_config_t *cfg, const char *id)
+{
+  char *path = NULL;
+  if (asprintf (&path, "%s/%s", cfg->state_dir, id) < 0)
+    return NULL;
+  return path;
+}
+
+char *
+zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name)
+{
+  char *path = NULL;
+  if (asprintf (&path, "%s/%s/%s", cfg->state_dir, id, pid_name) < 0)
+    return NULL;
+  return path;
+}
+
+char **
+zcd_runtime_argv (const char *runtime, char *const *runtime_args, const char *const *words)
+{
+  size_t n = 1 + mp_strv_len (runtime_args);
+  for (const char *const *w = words; w && *w; w++)
+    n++;
+  char **argv = calloc (n + 1, sizeof *argv);
+  size_t i = 0;
+  argv[i++] = strdup (runtime);
+  for (char *const *a = runtime_args; a && *a; a++)
+    argv[i++] = strdup (*a);
+  for (const char *const *w = words; w && *w; w++)
+    argv[i++] = strdup (*w);
+  argv[i] = NULL;
+  return argv;
+}
+
+static void
+s_append_line (char **acc, const char *text, size_t len)
+{
+  while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' ' || text[len - 1] == '\r'))
+    len--;
+  while (len > 0 && (*text == ' ' || *text == '\n'))
+    text++, len--;
+  if (len == 0)
+    return;
+  size_t old = *acc ? strlen (*acc) : 0;
+  char *grown = realloc (*acc, old + len + 3);
+  if (grown == NULL)
+    return;
+  if (old)
+    memcpy (grown + old, "; ", 2), old += 2;
+  memcpy (grown + old, text, len);
+  grown[old + len] = '\0';
+  *acc = grown;
+}
+
+/* runc and crun write JSON log lines ({"level":"error","msg":...}) when
+ * given --log-format json, plain text otherwise: keep what a person needs,
+ * the error messages, in order. */
+static void
+s_collect (char **acc, const char *text)
+{
+  if (text == NULL)
+    return;
+  const char *line = text;
+  while (*line)
+    {
+      const char *end = strchr (line, '\n');
+      size_t len = end ? (size_t) (end - line) : strlen (line);
+      json_error_t jerr;
+      json_t *j = len > 0 && line[0] == '{' ? json_loadb (line, len, 0, &jerr) : NULL;
+      if (j)
+        {
+          const char *level = json_string_value (json_object_get (j, "level"));
+          const char *msg = json_string_value (json_object_get (j, "msg"));
+          if (msg && (level == NULL || strcmp (level, "error") == 0 || strcmp (level, "fatal") == 0))
+            s_append_line (acc, msg, strlen (msg));
+          json_decref (j);
+        }
+      else
+        s_append_line (acc, line, len);
+      if (end == NULL)
+        break;
+      line = end + 1;
+    }
+}
+
+char *
+zcd_runtime_error_text (const char *out, const char *err)
+{
+  char *acc = NULL;
+  s_collect (&acc, err);
+  if (acc == NULL)
+    s_collect (&acc, out);
+  return acc ? acc : strdup ("the runtime failed without a message");
+}

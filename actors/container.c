@@ -1,0 +1,517 @@
+/* The container actor: one per container.  It owns the container's status,
+ * labels and process table, runs its operations one at a time in arrival
+ * order (its mailbox plus a queue is the order), and drives the runtime
+ * for pause, resume, update and kill through asynchronous children, so a
+ * hanging runtime delays only this container.  It reports events, views
+ * and replies to the supervisor. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "actors/actors.h"
+#include "actors/container.h"
+#include "core/bundle.h"
+#include "core/cgroup.h"
+#include "core/cleanup.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "core/mp.h"
+#include "core/shimproto.h"
+
+/* How long exec processes get to report their exit after the init's, before
+ * they are killed: the kernel kills them with the pid namespace, so this
+ * only matters for containers sharing the host's. */
+#define EXEC_DRAIN_MS 5000
+#define RUNTIME_CALL_MS 30000
+
+static void s_next_op (container_t *self);
+static void s_send_view (container_t *self);
+
+/* ------------------------------------------------------------------ */
+/* Talking to the supervisor                                           */
+
+static void
+s_send (container_t *self, actor_msg_builder_t *mb)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  if (actor_msg_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, mb, &err) < 0)
+    log_error ("container %s: to supervisor: %s", self->id, err->msg);
+}
+
+static void
+s_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *message)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "reply", 4);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_bool (&mb.pk, "ok", false);
+  mp_pack_kv_str (&mb.pk, "code", zcd_code_name (code));
+  mp_pack_kv_str (&mb.pk, "message", message);
+  s_send (self, &mb);
+}
+
+/* result: a packed msgpack map, or NULL for {} */
+static void
+s_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "reply", result ? 3 : 2);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_bool (&mb.pk, "ok", true);
+  if (result)
+    {
+      mp_pack_str (&mb.pk, "result");
+      msgpack_pack_bin (&mb.pk, result->size);
+      msgpack_pack_bin_body (&mb.pk, result->data, result->size);
+    }
+  s_send (self, &mb);
+}
+
+static const char *
+s_status_name (const container_t *self)
+{
+  return self->paused ? "paused" : self->phase == CONTAINER_STOPPING ? "stopped" : "running";
+}
+
+static void
+s_pack_view_field (container_t *self, msgpack_packer *pk)
+{
+  msgpack_sbuffer view;
+  msgpack_sbuffer_init (&view);
+  container_pack_view (self, &view);
+  mp_pack_str (pk, "view");
+  msgpack_pack_bin (pk, view.size);
+  msgpack_pack_bin_body (pk, view.data, view.size);
+  msgpack_sbuffer_destroy (&view);
+}
+
+/* An event, with the view as it is after it (PROTOCOL.md: a client applying
+ * events to a `state` snapshot holds the exact state). */
+static void
+s_emit (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
+        int status, bool with_oom, bool oom_killed)
+{
+  actor_msg_builder_t mb;
+  size_t n = 3 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
+             + (with_oom ? 1 : 0) + (self->cgroup_procs ? 1 : 0);
+  actor_msg_begin (&mb, "event", n);
+  mp_pack_kv_str (&mb.pk, "etype", etype);
+  mp_pack_kv_str (&mb.pk, "id", self->id);
+  if (p)
+    mp_pack_kv_str (&mb.pk, "pid", p->name);
+  if (p && p->system_pid)
+    mp_pack_kv_uint (&mb.pk, "system_pid", p->system_pid);
+  if (with_status)
+    mp_pack_kv_uint (&mb.pk, "status", (uint64_t) status);
+  if (with_oom)
+    mp_pack_kv_bool (&mb.pk, "oom_killed", oom_killed);
+  if (self->cgroup_procs)
+    mp_pack_kv_str (&mb.pk, "cgroup_procs", self->cgroup_procs);
+  s_pack_view_field (self, &mb.pk);
+  s_send (self, &mb);
+}
+
+static void
+s_send_view (container_t *self)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "view", 3);
+  mp_pack_kv_str (&mb.pk, "id", self->id);
+  mp_pack_kv_uint (&mb.pk, "processes", container_count_processes (self));
+  s_pack_view_field (self, &mb.pk);
+  s_send (self, &mb);
+}
+
+static void
+s_send_started (container_t *self, bool ok)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "started", 3);
+  mp_pack_kv_str (&mb.pk, "id", self->id);
+  mp_pack_kv_bool (&mb.pk, "ok", ok);
+  mp_pack_kv_uint (&mb.pk, "token", self->create_token);
+  s_send (self, &mb);
+}
+
+/* ------------------------------------------------------------------ */
+/* Leaving                                                             */
+
+static void
+s_remove (container_t *self)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "gone", 1);
+  mp_pack_kv_str (&mb.pk, "id", self->id);
+  s_send (self, &mb);
+  cleanup_error zcd_error_t *err = NULL;
+  if (zcd_rm_rf (self->dir, &err) < 0)
+    log_error ("container %s: %s", self->id, err->msg);
+  actor_destroy (self->actor);
+}
+
+/* Once the init exited and every exec's exit is out, the init's exit goes
+ * last (PROTOCOL.md section 5), then the container leaves the table. */
+static void
+s_maybe_finish (container_t *self)
+{
+  if (!self->init_exited)
+    return;
+  for (container_proc_t *p = self->procs; p; p = p->next)
+    if (!p->is_init && p->started)
+      return;
+  container_proc_t *init = container_find_proc (self, "init");
+  bool oom = self->oom_seen || (self->cgroup && cgroup_oom_killed (self->cgroup));
+  self->phase = CONTAINER_STOPPING;
+  s_emit (self, "exit", init, true, self->init_status, true, oom);
+  s_remove (self);
+}
+
+static void
+s_on_drain_timeout (loop_t *loop, void *arg)
+{
+  container_t *self = arg;
+  self->drain_timer = NULL;
+  for (container_proc_t *p = self->procs; p; p = p->next)
+    if (!p->is_init && p->started && p->system_pid)
+      kill ((pid_t) p->system_pid, SIGKILL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages from process actors                                        */
+
+static void
+s_on_process_started (actor_t *actor, const actor_msg_t *msg)
+{
+  container_t *self = actor_state (actor);
+  cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
+  container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
+  if (p == NULL)
+    return;
+  p->started = true;
+  p->system_pid = (uint32_t) mp_get_uint (msg->body, "system_pid", 0);
+  if (p->is_init)
+    {
+      container_attach_cgroup (self, (pid_t) p->system_pid);
+      self->phase = CONTAINER_RUNNING;
+      container_save_state (self);
+      s_emit (self, self->restoring_from ? "restore" : "start-container", p, false, 0, false,
+              false);
+      s_send_started (self, true);
+      msgpack_sbuffer result;
+      msgpack_sbuffer_init (&result);
+      msgpack_packer pk;
+      msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
+      msgpack_pack_map (&pk, 1);
+      mp_pack_str (&pk, "container");
+      container_pack_container (self, &pk);
+      s_reply_ok (self, self->create_token, &result);
+      msgpack_sbuffer_destroy (&result);
+      return;
+    }
+  s_emit (self, "start-process", p, false, 0, false, false);
+  msgpack_sbuffer result;
+  msgpack_sbuffer_init (&result);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 1);
+  mp_pack_kv_uint (&pk, "system_pid", p->system_pid);
+  s_reply_ok (self, p->token, &result);
+  msgpack_sbuffer_destroy (&result);
+  self->busy = false;
+  s_next_op (self);
+}
+
+static void
+s_on_process_failed (actor_t *actor, const actor_msg_t *msg)
+{
+  container_t *self = actor_state (actor);
+  cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
+  cleanup_free char *code = mp_get_strdup (msg->body, "code");
+  cleanup_free char *message = mp_get_strdup (msg->body, "message");
+  container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
+  if (p == NULL)
+    return;
+  zcd_code_t c = code ? zcd_code_from_name (code) : ZCD_E_RUNTIME_ERROR;
+  if (c == ZCD_CODE_COUNT)
+    c = ZCD_E_RUNTIME_ERROR;
+  if (p->is_init)
+    {
+      /* A failed create leaves nothing: the id is free again at once. */
+      s_send_started (self, false);
+      s_reply_error (self, self->create_token, c, message ? message : "");
+      s_remove (self);
+      return;
+    }
+  s_reply_error (self, p->token, c, message ? message : "");
+  container_remove_proc (self, p);
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
+  zcd_rm_rf (dir, NULL);
+  self->busy = false;
+  s_next_op (self);
+}
+
+static void
+s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
+{
+  container_t *self = actor_state (actor);
+  cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
+  container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
+  if (p == NULL)
+    return;
+  int status = (int) mp_get_uint (msg->body, "status", 255);
+  if (p->is_init)
+    {
+      self->init_exited = true;
+      self->init_status = status;
+      if (!self->drain_timer)
+        self->drain_timer = loop_timer_add (actor_loop (actor), EXEC_DRAIN_MS, s_on_drain_timeout, self);
+      s_maybe_finish (self);
+      return;
+    }
+  p->started = false;
+  /* The view leaves the process out from now on; the event names it. */
+  container_proc_t gone = *p;
+  gone.name = strdup (p->name);
+  container_remove_proc (self, p);
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, gone.name);
+  zcd_rm_rf (dir, NULL);
+  s_emit (self, "exit", &gone, true, status, false, false);
+  free (gone.name);
+  s_maybe_finish (self);
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations, one at a time                                           */
+
+typedef struct runtime_call
+{
+  container_t *self;
+  uint64_t token;
+  container_op_kind_t kind;
+} runtime_call_t;
+
+static void
+s_runtime_done (const child_result_t *res, void *arg)
+{
+  runtime_call_t *call = arg;
+  container_t *self = call->self;
+  self->pending_call = NULL;
+  bool failed = res->exit_code != 0 || res->timed_out;
+  if (!failed && call->kind == OP_UPDATE && self->then_status != OP_NONE)
+    {
+      /* update with resources and a status: the resources went first (and
+       * got their event); now the pause or resume, same request. */
+      container_op_kind_t next = self->then_status;
+      self->then_status = OP_NONE;
+      container_op_finished (self, OP_UPDATE);
+      const char *words[] = { next == OP_PAUSE ? "pause" : "resume", self->id, NULL };
+      uint64_t token = call->token;
+      free (call);
+      if (container_run_runtime (self, token, next, words) < 0)
+        {
+          self->busy = false;
+          s_next_op (self);
+        }
+      return;
+    }
+  self->then_status = OP_NONE;
+  if (failed)
+    {
+      cleanup_free char *text = res->timed_out ? strdup ("the runtime did not answer in time")
+                                               : zcd_runtime_error_text (res->out, res->err);
+      s_reply_error (self, call->token, ZCD_E_RUNTIME_ERROR, text);
+    }
+  else
+    {
+      container_op_finished (self, call->kind);
+      s_reply_ok (self, call->token, NULL);
+    }
+  free (call);
+  self->busy = false;
+  s_next_op (self);
+}
+
+/* Run `<runtime> words...` for an operation; the reply goes when it ends. */
+int
+container_run_runtime (container_t *self, uint64_t token, container_op_kind_t kind,
+                       const char *const *words)
+{
+  char **argv = zcd_runtime_argv (self->runtime, self->runtime_args, words);
+  runtime_call_t *call = calloc (1, sizeof *call);
+  call->self = self;
+  call->token = token;
+  call->kind = kind;
+  child_opts_t opts = CHILD_OPTS_DEFAULT;
+  opts.deadline_ms = RUNTIME_CALL_MS;
+  cleanup_error zcd_error_t *err = NULL;
+  self->pending_call = child_spawn (self->daemon->children, argv, &opts, s_runtime_done, call, &err);
+  mp_strv_free (argv);
+  if (self->pending_call == NULL)
+    {
+      s_reply_error (self, token, ZCD_E_RUNTIME_ERROR, err->msg);
+      free (call);
+      return -1;
+    }
+  return 0;
+}
+
+/* After a successful runtime call: new state and its event. */
+void
+container_op_finished (container_t *self, container_op_kind_t kind)
+{
+  switch (kind)
+    {
+    case OP_PAUSE:
+      self->paused = true;
+      container_save_state (self);
+      s_emit (self, "pause", NULL, false, 0, false, false);
+      break;
+    case OP_RESUME:
+      self->paused = false;
+      container_save_state (self);
+      s_emit (self, "resume", NULL, false, 0, false, false);
+      break;
+    case OP_UPDATE:
+      s_emit (self, "update", NULL, false, 0, false, false);
+      break;
+    default:
+      break;
+    }
+}
+
+void
+container_op_done (container_t *self, uint64_t token, zcd_error_t *err)
+{
+  if (err)
+    s_reply_error (self, token, err->code, err->msg);
+  else
+    s_reply_ok (self, token, NULL);
+  self->busy = false;
+}
+
+static void
+s_next_op (container_t *self)
+{
+  while (!self->busy && self->ops_head && actor_state (self->actor) == self)
+    {
+      container_op_t *op = self->ops_head;
+      self->ops_head = op->next;
+      if (self->ops_head == NULL)
+        self->ops_tail = NULL;
+      self->busy = true;
+      container_run_op (self, op);
+      free (op->body);
+      free (op);
+    }
+}
+
+static void
+s_on_req (actor_t *actor, const actor_msg_t *msg)
+{
+  container_t *self = actor_state (actor);
+  const msgpack_object *body = mp_map_get (msg->body, "body");
+  container_op_t *op = calloc (1, sizeof *op);
+  op->token = mp_get_uint (msg->body, "token", 0);
+  op->name = mp_get_strdup (msg->body, "op");
+  if (body && body->type == MSGPACK_OBJECT_BIN)
+    {
+      op->body = malloc (body->via.bin.size ? body->via.bin.size : 1);
+      memcpy (op->body, body->via.bin.ptr, body->via.bin.size);
+      op->body_len = body->via.bin.size;
+    }
+  if (self->ops_tail)
+    self->ops_tail->next = op;
+  else
+    self->ops_head = op;
+  self->ops_tail = op;
+  s_next_op (self);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle                                                          */
+
+static void
+s_destroy_state (actor_t *actor)
+{
+  container_t *self = actor_state (actor);
+  if (self)
+    container_free (self);
+}
+
+static const actor_route_t s_routes[] = {
+  { "req", s_on_req },
+  { "process-started", s_on_process_started },
+  { "process-failed", s_on_process_failed },
+  { "process-exit", s_on_process_exit },
+  { NULL, NULL },
+};
+
+const actor_class_t container_actor_class = {
+  .kind = "container",
+  .routes = s_routes,
+  .destroy_state = s_destroy_state,
+};
+
+actor_t *
+container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64_t token,
+                        zcd_error_t **err)
+{
+  container_t *self = container_new_from_request (daemon, body, err);
+  if (self == NULL)
+    return NULL;
+  self->create_token = token;
+  char name[128];
+  snprintf (name, sizeof name, CONTAINER_ACTOR_PREFIX "%s", self->id);
+  self->actor = actor_new (daemon->actors, &container_actor_class, name, self, err);
+  if (self->actor == NULL)
+    {
+      container_free (self);
+      return NULL;
+    }
+  if (container_save_state (self) < 0 || container_start_init (self, err) < 0)
+    {
+      zcd_rm_rf (self->dir, NULL);
+      actor_destroy (self->actor);
+      return NULL;
+    }
+  return self->actor;
+}
+
+void
+container_notify_view (container_t *self)
+{
+  s_send_view (self);
+}
+
+void
+container_note_oom (container_t *self)
+{
+  if (self->oom_seen)
+    return;
+  self->oom_seen = true;
+  s_emit (self, "oom", NULL, false, 0, false, false);
+}
+
+/* Used by restore: a process that exited while the daemon was down. */
+void
+container_process_exited (container_t *self, const char *pid, int status)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "process-exit", 2);
+  mp_pack_kv_str (&mb.pk, "pid", pid);
+  mp_pack_kv_uint (&mb.pk, "status", (uint64_t) status);
+  actor_msg_send (self->daemon->actors, actor_name (self->actor), actor_name (self->actor), &mb, NULL);
+}
+
+const char *
+container_status_name (const container_t *self)
+{
+  return s_status_name (self);
+}

@@ -1,0 +1,122 @@
+/* The container actor's insides, shared by its two files: container.c (the
+ * actor: messages, events, life cycle) and container_ops.c (the model:
+ * request parsing, views, state on disk, the operations themselves). */
+#ifndef ZCD_CONTAINER_H
+#define ZCD_CONTAINER_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "actors/actors.h"
+#include "core/cgroup.h"
+
+typedef enum
+{
+  CONTAINER_CREATING,
+  CONTAINER_RUNNING,
+  CONTAINER_STOPPING
+} container_phase_t;
+
+typedef enum
+{
+  OP_NONE,
+  OP_PAUSE,
+  OP_RESUME,
+  OP_UPDATE,
+  OP_SIGNAL
+} container_op_kind_t;
+
+/* One process as PROTOCOL.md `Process` reports it. */
+typedef struct container_proc
+{
+  char *name; /* "init" or the exec id */
+  bool is_init;
+  bool started;
+  uint32_t system_pid;
+  uint64_t token; /* the exec request waiting for the start */
+  bool terminal;
+  char **args, **env;
+  char *cwd;
+  uint32_t uid, gid;
+  uint32_t *additional_gids;
+  size_t n_additional_gids;
+  char **capabilities;
+  char *rlimits; /* packed msgpack array of {type, soft, hard} */
+  size_t rlimits_len;
+  bool no_new_privileges;
+  char *apparmor_profile, *selinux_label;
+  char *stdin_path, *stdout_path, *stderr_path;
+  struct container_proc *next;
+} container_proc_t;
+
+typedef struct container_op
+{
+  uint64_t token;
+  char *name;
+  char *body; /* the client's request, validated at the edge */
+  size_t body_len;
+  struct container_op *next;
+} container_op_t;
+
+typedef struct container
+{
+  zcd_daemon_t *daemon;
+  actor_t *actor;
+  char *id;
+  char *dir;
+  char *bundle;
+  char **labels;
+  char *runtime;
+  char **runtime_args; /* daemon's --runtime-args, then the request's */
+  bool no_pivot;
+  char *stdin_path, *stdout_path, *stderr_path;
+  char *restoring_from; /* checkpoint path of a restore */
+  int64_t created;
+  container_phase_t phase;
+  bool paused;
+  container_proc_t *procs;
+  container_op_t *ops_head, *ops_tail;
+  bool busy;
+  child_t *pending_call;
+  container_op_kind_t then_status; /* update: pause/resume after the resources */
+  uint64_t create_token;
+  bool init_exited;
+  int init_status;
+  bool oom_seen;
+  loop_timer_t *drain_timer;
+  cgroup_paths_t *cgroup;
+  char *cgroup_procs;
+  int oom_fd;
+  loop_watch_t *oom_watch;
+} container_t;
+
+extern const actor_class_t container_actor_class;
+
+/* container_ops.c */
+container_t *container_new_from_request (zcd_daemon_t *daemon, const msgpack_object *body,
+                                         zcd_error_t **err);
+void container_free (container_t *self);
+int container_start_init (container_t *self, zcd_error_t **err);
+int container_save_state (container_t *self);
+void container_run_op (container_t *self, container_op_t *op);
+void container_attach_cgroup (container_t *self, pid_t init_pid);
+container_proc_t *container_find_proc (container_t *self, const char *name);
+void container_remove_proc (container_t *self, container_proc_t *p);
+uint32_t container_count_processes (const container_t *self);
+/* The Container map minus "pids", as the supervisor caches it. */
+void container_pack_view (container_t *self, msgpack_sbuffer *out);
+/* The whole Container map, pids included. */
+void container_pack_container (container_t *self, msgpack_packer *pk);
+
+/* container.c */
+int container_run_runtime (container_t *self, uint64_t token, container_op_kind_t kind,
+                           const char *const *words);
+void container_op_finished (container_t *self, container_op_kind_t kind);
+/* Answer the running operation (err NULL = ok {}) and free the slot. */
+void container_op_done (container_t *self, uint64_t token, zcd_error_t *err);
+void container_note_oom (container_t *self);
+void container_notify_view (container_t *self);
+const char *container_status_name (const container_t *self);
+
+#endif

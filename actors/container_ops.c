@@ -1,0 +1,813 @@
+/* The container actor's model and operations (see container.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "actors/container.h"
+#include "core/bundle.h"
+#include "core/cleanup.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "core/mp.h"
+#include "core/shimproto.h"
+
+static char *
+s_strdup0 (const char *s)
+{
+  return s ? strdup (s) : NULL;
+}
+
+static char **
+s_strv_dup (char *const *v)
+{
+  size_t n = mp_strv_len (v);
+  char **out = calloc (n + 1, sizeof *out);
+  for (size_t i = 0; i < n; i++)
+    out[i] = strdup (v[i]);
+  return out;
+}
+
+static char **
+s_strv_concat (char *const *a, char *const *b)
+{
+  size_t na = mp_strv_len (a), nb = mp_strv_len (b);
+  char **out = calloc (na + nb + 1, sizeof *out);
+  for (size_t i = 0; i < na; i++)
+    out[i] = strdup (a[i]);
+  for (size_t i = 0; i < nb; i++)
+    out[na + i] = strdup (b[i]);
+  return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* Processes                                                           */
+
+static void
+s_proc_free (container_proc_t *p)
+{
+  free (p->name);
+  mp_strv_free (p->args);
+  mp_strv_free (p->env);
+  free (p->cwd);
+  free (p->additional_gids);
+  mp_strv_free (p->capabilities);
+  free (p->rlimits);
+  free (p->apparmor_profile);
+  free (p->selinux_label);
+  free (p->stdin_path);
+  free (p->stdout_path);
+  free (p->stderr_path);
+  free (p);
+}
+
+container_proc_t *
+container_find_proc (container_t *self, const char *name)
+{
+  for (container_proc_t *p = self->procs; p; p = p->next)
+    if (strcmp (p->name, name) == 0)
+      return p;
+  return NULL;
+}
+
+void
+container_remove_proc (container_t *self, container_proc_t *p)
+{
+  for (container_proc_t **pp = &self->procs; *pp; pp = &(*pp)->next)
+    if (*pp == p)
+      {
+        *pp = p->next;
+        s_proc_free (p);
+        return;
+      }
+}
+
+uint32_t
+container_count_processes (const container_t *self)
+{
+  uint32_t n = 0;
+  for (container_proc_t *p = self->procs; p; p = p->next)
+    if (p->started)
+      n++;
+  return n;
+}
+
+static void
+s_proc_append (container_t *self, container_proc_t *p)
+{
+  container_proc_t **pp = &self->procs;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = p;
+}
+
+static void
+s_pack_rlimits_from_bundle (container_proc_t *p, const bundle_info_t *info)
+{
+  msgpack_sbuffer buf;
+  msgpack_sbuffer_init (&buf);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &buf, msgpack_sbuffer_write);
+  msgpack_pack_array (&pk, info->n_rlimits);
+  for (size_t i = 0; i < info->n_rlimits; i++)
+    {
+      msgpack_pack_map (&pk, 3);
+      mp_pack_kv_str (&pk, "type", info->rlimits[i].type);
+      mp_pack_kv_uint (&pk, "soft", info->rlimits[i].soft);
+      mp_pack_kv_uint (&pk, "hard", info->rlimits[i].hard);
+    }
+  p->rlimits = buf.data;
+  p->rlimits_len = buf.size;
+}
+
+static container_proc_t *
+s_init_proc_from_bundle (container_t *self, const bundle_info_t *info)
+{
+  container_proc_t *p = calloc (1, sizeof *p);
+  p->name = strdup ("init");
+  p->is_init = true;
+  p->terminal = info->terminal;
+  p->args = s_strv_dup (info->args);
+  p->env = s_strv_dup (info->env);
+  p->cwd = s_strdup0 (info->cwd ? info->cwd : "/");
+  p->uid = info->uid;
+  p->gid = info->gid;
+  if (info->n_additional_gids)
+    {
+      p->additional_gids = calloc (info->n_additional_gids, sizeof (uint32_t));
+      memcpy (p->additional_gids, info->additional_gids, info->n_additional_gids * sizeof (uint32_t));
+      p->n_additional_gids = info->n_additional_gids;
+    }
+  p->capabilities = s_strv_dup (info->capabilities);
+  s_pack_rlimits_from_bundle (p, info);
+  p->no_new_privileges = info->no_new_privileges;
+  p->apparmor_profile = s_strdup0 (info->apparmor_profile);
+  p->selinux_label = s_strdup0 (info->selinux_label);
+  p->stdin_path = s_strdup0 (self->stdin_path);
+  p->stdout_path = s_strdup0 (self->stdout_path);
+  p->stderr_path = s_strdup0 (self->stderr_path);
+  return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Views                                                               */
+
+static void
+s_pack_user (msgpack_packer *pk, const container_proc_t *p)
+{
+  msgpack_pack_map (pk, 3);
+  mp_pack_kv_uint (pk, "uid", p->uid);
+  mp_pack_kv_uint (pk, "gid", p->gid);
+  mp_pack_str (pk, "additional_gids");
+  msgpack_pack_array (pk, p->n_additional_gids);
+  for (size_t i = 0; i < p->n_additional_gids; i++)
+    msgpack_pack_uint32 (pk, p->additional_gids[i]);
+}
+
+static void
+s_pack_process (msgpack_packer *pk, const container_proc_t *p)
+{
+  msgpack_pack_map (pk, 15);
+  mp_pack_kv_str (pk, "pid", p->name);
+  mp_pack_kv_uint (pk, "system_pid", p->system_pid);
+  mp_pack_str (pk, "args");
+  mp_pack_strv (pk, p->args);
+  mp_pack_str (pk, "env");
+  mp_pack_strv (pk, p->env);
+  mp_pack_kv_str (pk, "cwd", p->cwd ? p->cwd : "/");
+  mp_pack_kv_bool (pk, "terminal", p->terminal);
+  mp_pack_str (pk, "user");
+  s_pack_user (pk, p);
+  mp_pack_kv_str (pk, "stdin", p->stdin_path ? p->stdin_path : "");
+  mp_pack_kv_str (pk, "stdout", p->stdout_path ? p->stdout_path : "");
+  mp_pack_kv_str (pk, "stderr", p->stderr_path ? p->stderr_path : "");
+  mp_pack_str (pk, "capabilities");
+  mp_pack_strv (pk, p->capabilities);
+  mp_pack_str (pk, "rlimits");
+  if (p->rlimits)
+    pk->callback (pk->data, p->rlimits, p->rlimits_len);
+  else
+    msgpack_pack_array (pk, 0);
+  mp_pack_kv_bool (pk, "no_new_privileges", p->no_new_privileges);
+  mp_pack_kv_str (pk, "apparmor_profile", p->apparmor_profile ? p->apparmor_profile : "");
+  mp_pack_kv_str (pk, "selinux_label", p->selinux_label ? p->selinux_label : "");
+}
+
+static void
+s_pack_view_entries (container_t *self, msgpack_packer *pk)
+{
+  mp_pack_kv_str (pk, "id", self->id);
+  mp_pack_kv_str (pk, "bundle", self->bundle);
+  mp_pack_kv_str (pk, "status", container_status_name (self));
+  mp_pack_str (pk, "labels");
+  mp_pack_strv (pk, self->labels);
+  mp_pack_kv_str (pk, "runtime", self->runtime);
+  mp_pack_kv_int (pk, "created", self->created);
+  mp_pack_str (pk, "processes");
+  msgpack_pack_array (pk, container_count_processes (self));
+  for (container_proc_t *p = self->procs; p; p = p->next)
+    if (p->started)
+      s_pack_process (pk, p);
+}
+
+void
+container_pack_view (container_t *self, msgpack_sbuffer *out)
+{
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, out, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 7);
+  s_pack_view_entries (self, &pk);
+}
+
+void
+container_pack_container (container_t *self, msgpack_packer *pk)
+{
+  msgpack_pack_map (pk, 8);
+  s_pack_view_entries (self, pk);
+  mp_pack_str (pk, "pids");
+  uint64_t pids[4096];
+  size_t n = 0;
+  cleanup_fclose FILE *f = self->cgroup_procs ? fopen (self->cgroup_procs, "re") : NULL;
+  unsigned long long v;
+  while (f && n < 4096 && fscanf (f, "%llu", &v) == 1)
+    pids[n++] = v;
+  msgpack_pack_array (pk, n);
+  for (size_t i = 0; i < n; i++)
+    msgpack_pack_uint64 (pk, pids[i]);
+}
+
+/* ------------------------------------------------------------------ */
+/* State on disk                                                       */
+
+static json_t *
+s_json_strv (char *const *v)
+{
+  json_t *a = json_array ();
+  for (; v && *v; v++)
+    json_array_append_new (a, json_string (*v));
+  return a;
+}
+
+int
+container_save_state (container_t *self)
+{
+  json_t *j = json_object ();
+  json_object_set_new (j, "id", json_string (self->id));
+  json_object_set_new (j, "bundle", json_string (self->bundle));
+  json_object_set_new (j, "labels", s_json_strv (self->labels));
+  json_object_set_new (j, "runtime", json_string (self->runtime));
+  json_object_set_new (j, "runtime_args", s_json_strv (self->runtime_args));
+  json_object_set_new (j, "no_pivot_root", json_boolean (self->no_pivot));
+  if (self->stdin_path)
+    json_object_set_new (j, "stdin", json_string (self->stdin_path));
+  if (self->stdout_path)
+    json_object_set_new (j, "stdout", json_string (self->stdout_path));
+  if (self->stderr_path)
+    json_object_set_new (j, "stderr", json_string (self->stderr_path));
+  json_object_set_new (j, "created", json_integer (self->created));
+  json_object_set_new (j, "paused", json_boolean (self->paused));
+  cleanup_free char *text = json_dumps (j, JSON_COMPACT);
+  json_decref (j);
+  cleanup_free char *path = NULL;
+  cleanup_error zcd_error_t *err = NULL;
+  if (asprintf (&path, "%s/state.json", self->dir) < 0
+      || zcd_write_file_atomic (path, text, strlen (text), 0600, &err) < 0)
+    {
+      log_error ("container %s: state.json: %s", self->id, err ? err->msg : "out of memory");
+      return -1;
+    }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Creation                                                            */
+
+void
+container_free (container_t *self)
+{
+  loop_t *loop = self->daemon->loop;
+  loop_timer_cancel (loop, self->drain_timer);
+  loop_remove (loop, self->oom_watch);
+  if (self->oom_fd >= 0)
+    close (self->oom_fd);
+  if (self->pending_call)
+    child_forget (self->daemon->children, self->pending_call);
+  while (self->procs)
+    {
+      container_proc_t *p = self->procs;
+      self->procs = p->next;
+      s_proc_free (p);
+    }
+  while (self->ops_head)
+    {
+      container_op_t *op = self->ops_head;
+      self->ops_head = op->next;
+      free (op->name);
+      free (op->body);
+      free (op);
+    }
+  cgroup_paths_destroy (&self->cgroup);
+  free (self->cgroup_procs);
+  free (self->id);
+  free (self->dir);
+  free (self->bundle);
+  mp_strv_free (self->labels);
+  free (self->runtime);
+  mp_strv_free (self->runtime_args);
+  free (self->stdin_path);
+  free (self->stdout_path);
+  free (self->stderr_path);
+  free (self->restoring_from);
+  free (self);
+}
+
+container_t *
+container_new_from_request (zcd_daemon_t *daemon, const msgpack_object *body, zcd_error_t **err)
+{
+  const zcd_config_t *cfg = daemon->config;
+  container_t *self = calloc (1, sizeof *self);
+  self->daemon = daemon;
+  self->oom_fd = -1;
+  self->id = mp_get_strdup (body, "id");
+  self->bundle = mp_get_strdup (body, "bundle");
+  self->labels = mp_get_strv (body, "labels");
+  if (self->labels == NULL)
+    self->labels = calloc (1, sizeof (char *));
+  self->runtime = mp_get_strdup (body, "runtime");
+  if (self->runtime == NULL)
+    self->runtime = strdup (cfg->runtime);
+  char **extra = mp_get_strv (body, "runtime_args");
+  self->runtime_args = s_strv_concat (cfg->runtime_args, extra);
+  mp_strv_free (extra);
+  self->no_pivot = mp_get_bool (body, "no_pivot_root", false);
+  self->stdin_path = mp_get_strdup (body, "stdin");
+  self->stdout_path = mp_get_strdup (body, "stdout");
+  self->stderr_path = mp_get_strdup (body, "stderr");
+  cleanup_free char *checkpoint = mp_get_strdup (body, "checkpoint");
+  if (checkpoint)
+    {
+      cleanup_free char *cdir = mp_get_strdup (body, "checkpoint_dir");
+      if (asprintf (&self->restoring_from, "%s/%s", cdir ? cdir : self->bundle, checkpoint) < 0)
+        self->restoring_from = NULL;
+      if (cdir == NULL)
+        {
+          free (self->restoring_from);
+          if (asprintf (&self->restoring_from, "%s/checkpoints/%s", self->bundle, checkpoint) < 0)
+            self->restoring_from = NULL;
+        }
+    }
+  self->created = zcd_now_ns ();
+  self->dir = zcd_container_dir (cfg, self->id);
+  bundle_info_t *info = NULL;
+  if (bundle_load (self->bundle, &info, err) < 0)
+    {
+      container_free (self);
+      return NULL;
+    }
+  s_proc_append (self, s_init_proc_from_bundle (self, info));
+  bundle_info_destroy (&info);
+  if (zcd_mkdir_p (self->dir, 0700, err) < 0)
+    {
+      container_free (self);
+      return NULL;
+    }
+  return self;
+}
+
+static process_info_t
+s_process_info (container_t *self, container_proc_t *p)
+{
+  process_info_t info = {
+    .container_id = self->id,
+    .pid_name = p->name,
+    .bundle = self->bundle,
+    .runtime = self->runtime,
+    .runtime_args = self->runtime_args,
+    .no_pivot = self->no_pivot,
+    .terminal = p->terminal,
+    .stdin_path = p->stdin_path,
+    .stdout_path = p->stdout_path,
+    .stderr_path = p->stderr_path,
+    .checkpoint_dir = p->is_init ? self->restoring_from : NULL,
+    .is_init = p->is_init,
+  };
+  return info;
+}
+
+int
+container_start_init (container_t *self, zcd_error_t **err)
+{
+  container_proc_t *init = container_find_proc (self, "init");
+  process_info_t info = s_process_info (self, init);
+  return process_actor_spawn (self->daemon, &info, err) ? 0 : -1;
+}
+
+void
+container_attach_cgroup (container_t *self, pid_t init_pid)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  if (cgroup_paths_for_pid (CGROUP_ROOT_DEFAULT, init_pid, &self->cgroup, &err) < 0)
+    {
+      log_warn ("container %s: cgroups: %s", self->id, err->msg);
+      return;
+    }
+  const char *dir = cgroup_paths_version (self->cgroup) == CGROUP_V2
+                        ? cgroup_paths_dir (self->cgroup, NULL)
+                        : cgroup_paths_dir (self->cgroup, "pids");
+  if (dir == NULL)
+    dir = cgroup_paths_dir (self->cgroup, "memory");
+  if (dir && asprintf (&self->cgroup_procs, "%s/cgroup.procs", dir) < 0)
+    self->cgroup_procs = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                          */
+
+static void
+s_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+static void
+s_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
+{
+  zcd_error_t *err = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  zcd_failv (&err, code, 0, fmt, ap);
+  va_end (ap);
+  container_op_done (self, token, err);
+  zcd_error_free (&err);
+}
+
+static bool
+s_accepts_ops (container_t *self, uint64_t token)
+{
+  if (self->phase != CONTAINER_RUNNING || self->init_exited)
+    {
+      s_fail_op (self, token, ZCD_E_INVALID_STATE, "container `%s` is %s", self->id,
+                 self->init_exited ? "stopping" : "not running yet");
+      return false;
+    }
+  return true;
+}
+
+static void
+s_op_signal (container_t *self, uint64_t token, const msgpack_object *body)
+{
+  cleanup_free char *pid = mp_get_strdup (body, "pid");
+  uint64_t sig = mp_get_uint (body, "signal", 0);
+  bool all = mp_get_bool (body, "all", false);
+  container_proc_t *p = container_find_proc (self, pid ? pid : "init");
+  if (p == NULL || !p->started)
+    {
+      s_fail_op (self, token, ZCD_E_NOT_FOUND, "no process `%s` in `%s`", pid ? pid : "init", self->id);
+      return;
+    }
+  if (!p->is_init && !all)
+    {
+      if (kill ((pid_t) p->system_pid, (int) sig) < 0 && errno != ESRCH)
+        {
+          s_fail_op (self, token, ZCD_E_INTERNAL, "kill %u: %s", p->system_pid, strerror (errno));
+          return;
+        }
+      container_op_done (self, token, NULL);
+      return;
+    }
+  char signame[16];
+  snprintf (signame, sizeof signame, "%llu", (unsigned long long) sig);
+  const char *words_all[] = { "kill", "--all", self->id, signame, NULL };
+  const char *words[] = { "kill", self->id, signame, NULL };
+  container_run_runtime (self, token, OP_SIGNAL, all ? words_all : words);
+}
+
+static int
+s_write_resources (container_t *self, const msgpack_object *res, char **path_out)
+{
+  json_t *j = json_object ();
+  json_t *memory = json_object (), *cpu = json_object ();
+  struct
+  {
+    const char *key;
+    json_t *obj;
+    const char *field;
+  } map[] = {
+    { "memory_limit", memory, "limit" },
+    { "memory_swap", memory, "swap" },
+    { "memory_reservation", memory, "reservation" },
+    { "kernel_memory_limit", memory, "kernel" },
+    { "kernel_tcp_memory_limit", memory, "kernelTCP" },
+    { "cpu_shares", cpu, "shares" },
+    { "cpu_period", cpu, "period" },
+    { "cpu_quota", cpu, "quota" },
+  };
+  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+    if (mp_map_get (res, map[i].key))
+      json_object_set_new (map[i].obj, map[i].field,
+                           json_integer ((json_int_t) mp_get_uint (res, map[i].key, 0)));
+  cleanup_free char *cpus = mp_get_strdup (res, "cpuset_cpus");
+  cleanup_free char *mems = mp_get_strdup (res, "cpuset_mems");
+  if (cpus)
+    json_object_set_new (cpu, "cpus", json_string (cpus));
+  if (mems)
+    json_object_set_new (cpu, "mems", json_string (mems));
+  json_object_set_new (j, "memory", memory);
+  json_object_set_new (j, "cpu", cpu);
+  if (mp_map_get (res, "blkio_weight"))
+    json_object_set_new (j, "blockIO", json_pack ("{s:I}", "weight",
+                                                  (json_int_t) mp_get_uint (res, "blkio_weight", 0)));
+  if (mp_map_get (res, "pids_limit"))
+    json_object_set_new (j, "pids", json_pack ("{s:I}", "limit",
+                                               (json_int_t) mp_get_uint (res, "pids_limit", 0)));
+  cleanup_free char *text = json_dumps (j, JSON_COMPACT);
+  json_decref (j);
+  if (asprintf (path_out, "%s/resources.json", self->dir) < 0)
+    return -1;
+  return zcd_write_file_atomic (*path_out, text, strlen (text), 0600, NULL);
+}
+
+static void
+s_op_update (container_t *self, uint64_t token, const msgpack_object *body)
+{
+  cleanup_free char *status = mp_get_strdup (body, "status");
+  const msgpack_object *res = mp_map_get (body, "resources");
+  container_op_kind_t change = OP_NONE;
+  if (status && strcmp (status, "paused") == 0 && !self->paused)
+    change = OP_PAUSE;
+  else if (status && strcmp (status, "running") == 0 && self->paused)
+    change = OP_RESUME;
+  if (res && res->type == MSGPACK_OBJECT_MAP && res->via.map.size > 0)
+    {
+      cleanup_free char *path = NULL;
+      if (s_write_resources (self, res, &path) < 0)
+        {
+          s_fail_op (self, token, ZCD_E_INTERNAL, "cannot write resources.json");
+          return;
+        }
+      self->then_status = change;
+      const char *words[] = { "update", "--resources", path, self->id, NULL };
+      container_run_runtime (self, token, OP_UPDATE, words);
+      return;
+    }
+  if (change == OP_NONE)
+    {
+      /* Already in the asked state: success, no event (PROTOCOL.md). */
+      container_op_done (self, token, NULL);
+      return;
+    }
+  const char *words[] = { change == OP_PAUSE ? "pause" : "resume", self->id, NULL };
+  container_run_runtime (self, token, change, words);
+}
+
+static int
+s_write_control (container_t *self, const char *pid, const struct zcd_control_record *rec)
+{
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
+  cleanup_free char *path = NULL;
+  if (asprintf (&path, "%s/control", dir) < 0)
+    return -1;
+  cleanup_close int fd = open (path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  return write (fd, rec, sizeof *rec) == (ssize_t) sizeof *rec ? 0 : -1;
+}
+
+static void
+s_op_update_process (container_t *self, uint64_t token, const msgpack_object *body)
+{
+  cleanup_free char *pid = mp_get_strdup (body, "pid");
+  container_proc_t *p = container_find_proc (self, pid);
+  if (p == NULL || !p->started)
+    {
+      s_fail_op (self, token, ZCD_E_NOT_FOUND, "no process `%s` in `%s`", pid, self->id);
+      return;
+    }
+  bool has_w = mp_map_get (body, "width") != NULL, has_h = mp_map_get (body, "height") != NULL;
+  if (has_w != has_h)
+    {
+      s_fail_op (self, token, ZCD_E_INVALID_ARGUMENT,
+                 "key `%s`: width and height go together", has_w ? "height" : "width");
+      return;
+    }
+  if (has_w && !p->terminal)
+    {
+      s_fail_op (self, token, ZCD_E_INVALID_STATE, "process `%s` has no terminal", pid);
+      return;
+    }
+  if (has_w)
+    {
+      struct zcd_control_record rec = { ZCD_CONTROL_MAGIC, ZCD_CONTROL_RESIZE,
+                                        (uint32_t) mp_get_uint (body, "width", 0),
+                                        (uint32_t) mp_get_uint (body, "height", 0) };
+      if (s_write_control (self, pid, &rec) < 0)
+        {
+          s_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
+          return;
+        }
+    }
+  if (mp_get_bool (body, "close_stdin", false))
+    {
+      struct zcd_control_record rec = { ZCD_CONTROL_MAGIC, ZCD_CONTROL_CLOSE_STDIN, 0, 0 };
+      if (s_write_control (self, pid, &rec) < 0)
+        {
+          s_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
+          return;
+        }
+    }
+  container_op_done (self, token, NULL);
+}
+
+void container_op_exec (container_t *self, uint64_t token, const msgpack_object *body);
+
+void
+container_run_op (container_t *self, container_op_t *op)
+{
+  msgpack_unpacked unpacked;
+  msgpack_unpacked_init (&unpacked);
+  if (op->body == NULL || mp_unpack (op->body, op->body_len, &unpacked, NULL) < 0)
+    {
+      s_fail_op (self, op->token, ZCD_E_INTERNAL, "undecodable forwarded request");
+      msgpack_unpacked_destroy (&unpacked);
+      return;
+    }
+  const msgpack_object *body = &unpacked.data;
+  const char *name = op->name ? op->name : "";
+  if (strcmp (name, "signal") == 0)
+    {
+      if (self->phase == CONTAINER_CREATING)
+        s_fail_op (self, op->token, ZCD_E_INVALID_STATE, "container `%s` is not running yet", self->id);
+      else
+        s_op_signal (self, op->token, body);
+    }
+  else if (strcmp (name, "update") == 0)
+    {
+      if (s_accepts_ops (self, op->token))
+        s_op_update (self, op->token, body);
+    }
+  else if (strcmp (name, "update_process") == 0)
+    s_op_update_process (self, op->token, body);
+  else if (strcmp (name, "exec") == 0)
+    {
+      if (s_accepts_ops (self, op->token))
+        container_op_exec (self, op->token, body);
+    }
+  else
+    s_fail_op (self, op->token, ZCD_E_UNKNOWN_OP, "container op `%s`", name);
+  msgpack_unpacked_destroy (&unpacked);
+}
+
+/* ------------------------------------------------------------------ */
+/* exec                                                                */
+
+/* The OCI process spec the runtime gets (`runtime exec --process`). */
+static json_t *
+s_oci_process (const container_proc_t *p, const msgpack_object *body)
+{
+  json_t *j = json_object ();
+  json_object_set_new (j, "terminal", json_boolean (p->terminal));
+  json_t *user = json_pack ("{s:I,s:I}", "uid", (json_int_t) p->uid, "gid", (json_int_t) p->gid);
+  if (p->n_additional_gids)
+    {
+      json_t *gids = json_array ();
+      for (size_t i = 0; i < p->n_additional_gids; i++)
+        json_array_append_new (gids, json_integer (p->additional_gids[i]));
+      json_object_set_new (user, "additionalGids", gids);
+    }
+  json_object_set_new (j, "user", user);
+  json_object_set_new (j, "args", s_json_strv (p->args));
+  json_object_set_new (j, "env", s_json_strv (p->env));
+  json_object_set_new (j, "cwd", json_string (p->cwd));
+  if (p->capabilities && p->capabilities[0])
+    {
+      json_t *caps = json_object ();
+      const char *sets[] = { "bounding", "effective", "inheritable", "permitted", "ambient" };
+      for (int i = 0; i < 5; i++)
+        json_object_set_new (caps, sets[i], s_json_strv (p->capabilities));
+      json_object_set_new (j, "capabilities", caps);
+    }
+  const msgpack_object *rl = mp_map_get (body, "rlimits");
+  if (rl && rl->type == MSGPACK_OBJECT_ARRAY)
+    {
+      json_t *arr = json_array ();
+      for (uint32_t i = 0; i < rl->via.array.size; i++)
+        {
+          const msgpack_object *e = &rl->via.array.ptr[i];
+          cleanup_free char *type = mp_get_strdup (e, "type");
+          json_array_append_new (arr, json_pack ("{s:s,s:I,s:I}", "type", type ? type : "",
+                                                 "soft", (json_int_t) mp_get_uint (e, "soft", 0),
+                                                 "hard", (json_int_t) mp_get_uint (e, "hard", 0)));
+        }
+      json_object_set_new (j, "rlimits", arr);
+    }
+  json_object_set_new (j, "noNewPrivileges", json_boolean (p->no_new_privileges));
+  if (p->apparmor_profile)
+    json_object_set_new (j, "apparmorProfile", json_string (p->apparmor_profile));
+  if (p->selinux_label)
+    json_object_set_new (j, "selinuxLabel", json_string (p->selinux_label));
+  return j;
+}
+
+static container_proc_t *
+s_exec_proc_from_request (const msgpack_object *body)
+{
+  container_proc_t *p = calloc (1, sizeof *p);
+  p->name = mp_get_strdup (body, "pid");
+  p->args = mp_get_strv (body, "args");
+  p->env = mp_get_strv (body, "env");
+  if (p->env == NULL)
+    p->env = calloc (1, sizeof (char *));
+  p->cwd = mp_get_strdup (body, "cwd");
+  if (p->cwd == NULL)
+    p->cwd = strdup ("/");
+  p->terminal = mp_get_bool (body, "terminal", false);
+  const msgpack_object *user = mp_map_get (body, "user");
+  if (user)
+    {
+      p->uid = (uint32_t) mp_get_uint (user, "uid", 0);
+      p->gid = (uint32_t) mp_get_uint (user, "gid", 0);
+      const msgpack_object *gids = mp_map_get (user, "additional_gids");
+      if (gids && gids->type == MSGPACK_OBJECT_ARRAY && gids->via.array.size)
+        {
+          p->n_additional_gids = gids->via.array.size;
+          p->additional_gids = calloc (p->n_additional_gids, sizeof (uint32_t));
+          for (size_t i = 0; i < p->n_additional_gids; i++)
+            {
+              uint64_t v = 0;
+              mp_as_uint (&gids->via.array.ptr[i], &v);
+              p->additional_gids[i] = (uint32_t) v;
+            }
+        }
+    }
+  p->capabilities = mp_get_strv (body, "capabilities");
+  if (p->capabilities == NULL)
+    p->capabilities = calloc (1, sizeof (char *));
+  const msgpack_object *rl = mp_map_get (body, "rlimits");
+  msgpack_sbuffer buf;
+  msgpack_sbuffer_init (&buf);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &buf, msgpack_sbuffer_write);
+  if (rl)
+    msgpack_pack_object (&pk, *rl);
+  else
+    msgpack_pack_array (&pk, 0);
+  p->rlimits = buf.data;
+  p->rlimits_len = buf.size;
+  p->no_new_privileges = mp_get_bool (body, "no_new_privileges", false);
+  p->apparmor_profile = mp_get_strdup (body, "apparmor_profile");
+  p->selinux_label = mp_get_strdup (body, "selinux_label");
+  p->stdin_path = mp_get_strdup (body, "stdin");
+  p->stdout_path = mp_get_strdup (body, "stdout");
+  p->stderr_path = mp_get_strdup (body, "stderr");
+  return p;
+}
+
+void
+container_op_exec (container_t *self, uint64_t token, const msgpack_object *body)
+{
+  cleanup_free char *pid = mp_get_strdup (body, "pid");
+  if (self->paused)
+    {
+      s_fail_op (self, token, ZCD_E_INVALID_STATE, "container `%s` is paused", self->id);
+      return;
+    }
+  if (container_find_proc (self, pid))
+    {
+      s_fail_op (self, token, ZCD_E_ALREADY_EXISTS, "process `%s` already exists in `%s`", pid,
+                 self->id);
+      return;
+    }
+  container_proc_t *p = s_exec_proc_from_request (body);
+  p->token = token;
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
+  cleanup_free char *spec_path = NULL;
+  cleanup_error zcd_error_t *err = NULL;
+  json_t *spec = s_oci_process (p, body);
+  cleanup_free char *text = json_dumps (spec, JSON_COMPACT);
+  json_decref (spec);
+  if (zcd_mkdir_p (dir, 0700, &err) < 0 || asprintf (&spec_path, "%s/process.json", dir) < 0
+      || zcd_write_file_atomic (spec_path, text, strlen (text), 0600, &err) < 0)
+    {
+      s_proc_free (p);
+      zcd_rm_rf (dir, NULL);
+      s_fail_op (self, token, ZCD_E_INTERNAL, "exec `%s`: %s", pid, err ? err->msg : "out of memory");
+      return;
+    }
+  s_proc_append (self, p);
+  process_info_t info = s_process_info (self, p);
+  if (process_actor_spawn (self->daemon, &info, &err) == NULL)
+    {
+      container_remove_proc (self, p);
+      zcd_rm_rf (dir, NULL);
+      s_fail_op (self, token, err ? err->code : ZCD_E_INTERNAL, "exec: %s", err ? err->msg : "?");
+      return;
+    }
+  /* The reply waits for process-started / process-failed; the container's
+   * next operation waits with it (one at a time). */
+}

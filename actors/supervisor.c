@@ -1,0 +1,800 @@
+#include "actors/supervisor.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "core/bundle.h"
+#include "core/cleanup.h"
+#include "core/edge.h"
+#include "core/eventlog.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "core/mp.h"
+#include "core/proto.h"
+#include "core/version.h"
+
+#define LATENCY_RING 4096
+/* Replayed events sent per streaming request per turn: a long replay to one
+ * client must not hold up the loop for everyone else. */
+#define REPLAY_BUDGET 2048
+
+typedef struct container_entry
+{
+  char *id;
+  char *view; /* msgpack map entries of the Container, minus "pids", without the header */
+  size_t view_len;
+  uint32_t view_entries;
+  char *cgroup_procs; /* where the container's pids are listed */
+  uint32_t processes;
+} container_entry_t;
+
+typedef struct queued_create
+{
+  uint64_t token;
+  char *id;
+  char *body; /* the request, as received */
+  size_t body_len;
+  struct queued_create *next;
+} queued_create_t;
+
+typedef struct replay
+{
+  edge_request_t *req;
+  uint64_t after_seq;
+  int64_t since_ns;
+  char *id;
+  bool truncated;
+  uint64_t oldest_seq;
+  bool blocked; /* the client's pipe was full this turn */
+  struct replay *next;
+} replay_t;
+
+struct supervisor
+{
+  zcd_daemon_t *daemon;
+  actor_t *actor;
+  edge_t *edge;
+  eventlog_t *log;
+  zhashx_t *containers; /* id -> container_entry_t */
+  zhashx_t *reserved;   /* ids admitted but not started yet -> token */
+  queued_create_t *queue_head, *queue_tail;
+  int starting;
+  replay_t *replays;
+  loop_timer_t *heartbeat;
+  char boot_id[40];
+  uint64_t started_mono_ns;
+  uint64_t events_total;
+  uint64_t latencies[LATENCY_RING];
+  uint64_t latency_count;
+  zhashx_t *start_times; /* token -> mono ns of the create request */
+};
+
+static void s_handle_request (void *arg, edge_request_t *req);
+
+/* ------------------------------------------------------------------ */
+/* Container table                                                     */
+
+static void
+s_entry_destroy (void **item)
+{
+  container_entry_t *e = *item;
+  if (e == NULL)
+    return;
+  free (e->id);
+  free (e->view);
+  free (e->cgroup_procs);
+  free (e);
+  *item = NULL;
+}
+
+static container_entry_t *
+s_entry_get (supervisor_t *self, const char *id)
+{
+  container_entry_t *e = zhashx_lookup (self->containers, id);
+  if (e)
+    return e;
+  e = calloc (1, sizeof *e);
+  e->id = strdup (id);
+  zhashx_insert (self->containers, id, e);
+  return e;
+}
+
+/* A view arrives as a msgpack map (bin payload): keep its entries raw, so
+ * `state` is a concatenation, not a re-encoding. */
+static void
+s_entry_set_view (container_entry_t *e, const msgpack_object *view_bin)
+{
+  if (view_bin == NULL || view_bin->type != MSGPACK_OBJECT_BIN)
+    return;
+  const unsigned char *p = (const unsigned char *) view_bin->via.bin.ptr;
+  size_t len = view_bin->via.bin.size;
+  uint32_t n;
+  size_t header;
+  if (len >= 1 && (p[0] & 0xf0) == 0x80)
+    n = p[0] & 0x0f, header = 1;
+  else if (len >= 3 && p[0] == 0xde)
+    n = (uint32_t) (p[1] << 8 | p[2]), header = 3;
+  else
+    return;
+  free (e->view);
+  e->view = malloc (len - header + 1);
+  memcpy (e->view, p + header, len - header);
+  e->view_len = len - header;
+  e->view_entries = n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+
+static void
+s_publish_event (supervisor_t *self, const zcd_event_t *ev)
+{
+  const char *encoded;
+  size_t len;
+  eventlog_append (self->log, ev, &encoded, &len);
+  self->events_total++;
+  char topic[256];
+  snprintf (topic, sizeof topic, "%s/%s", ev->id, ev->type);
+  /* Leaves in the before-sleep phase, after the log is flushed. */
+  edge_queue_publish (self->edge, topic, encoded, len);
+}
+
+static void
+s_on_event (actor_t *actor, const actor_msg_t *msg)
+{
+  supervisor_t *self = actor_state (actor);
+  const msgpack_object *b = msg->body;
+  cleanup_free char *etype = mp_get_strdup (b, "etype");
+  cleanup_free char *id = mp_get_strdup (b, "id");
+  cleanup_free char *pid = mp_get_strdup (b, "pid");
+  if (etype == NULL || id == NULL)
+    return;
+  container_entry_t *e = s_entry_get (self, id);
+  s_entry_set_view (e, mp_map_get (b, "view"));
+  cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
+  if (procs)
+    {
+      free (e->cgroup_procs);
+      e->cgroup_procs = steal_pointer (&procs);
+    }
+  zcd_event_t ev = {
+    .type = etype,
+    .id = id,
+    .pid = pid,
+    .has_status = mp_map_get (b, "status") != NULL,
+    .status = (uint32_t) mp_get_uint (b, "status", 0),
+    .system_pid = (uint32_t) mp_get_uint (b, "system_pid", 0),
+    .has_oom_killed = mp_map_get (b, "oom_killed") != NULL,
+    .oom_killed = mp_get_bool (b, "oom_killed", false),
+    .ts = 0,
+  };
+  s_publish_event (self, &ev);
+}
+
+static void
+s_on_view (actor_t *actor, const actor_msg_t *msg)
+{
+  supervisor_t *self = actor_state (actor);
+  cleanup_free char *id = mp_get_strdup (msg->body, "id");
+  if (id == NULL)
+    return;
+  container_entry_t *e = s_entry_get (self, id);
+  s_entry_set_view (e, mp_map_get (msg->body, "view"));
+  e->processes = (uint32_t) mp_get_uint (msg->body, "processes", e->processes);
+}
+
+static void
+s_on_gone (actor_t *actor, const actor_msg_t *msg)
+{
+  supervisor_t *self = actor_state (actor);
+  cleanup_free char *id = mp_get_strdup (msg->body, "id");
+  if (id)
+    zhashx_delete (self->containers, id);
+}
+
+/* ------------------------------------------------------------------ */
+/* The start gate: at most max_concurrent_starts runtime creates at once  */
+
+static void s_start_next (supervisor_t *self);
+
+static void
+s_record_latency (supervisor_t *self, uint64_t token)
+{
+  uint64_t *t0 = zhashx_lookup (self->start_times, (void *) (uintptr_t) token);
+  if (t0 == NULL)
+    return;
+  self->latencies[self->latency_count++ % LATENCY_RING] = zcd_mono_ns () - *t0;
+  zhashx_delete (self->start_times, (void *) (uintptr_t) token);
+}
+
+static void
+s_on_started (actor_t *actor, const actor_msg_t *msg)
+{
+  supervisor_t *self = actor_state (actor);
+  cleanup_free char *id = mp_get_strdup (msg->body, "id");
+  if (id)
+    zhashx_delete (self->reserved, id);
+  if (mp_get_bool (msg->body, "ok", false))
+    s_record_latency (self, mp_get_uint (msg->body, "token", 0));
+  else
+    zhashx_delete (self->start_times, (void *) (uintptr_t) mp_get_uint (msg->body, "token", 0));
+  if (self->starting > 0)
+    self->starting--;
+  s_start_next (self);
+}
+
+static void
+s_launch_create (supervisor_t *self, uint64_t token, const char *id, const char *body, size_t len)
+{
+  msgpack_unpacked unpacked;
+  msgpack_unpacked_init (&unpacked);
+  cleanup_error zcd_error_t *err = NULL;
+  if (mp_unpack (body, len, &unpacked, &err) == 0
+      && container_actor_create (self->daemon, &unpacked.data, token, &err) != NULL)
+    self->starting++;
+  else
+    {
+      zhashx_delete (self->reserved, id);
+      edge_reply_error (self->edge, token, err->code, err->msg);
+    }
+  msgpack_unpacked_destroy (&unpacked);
+}
+
+static void
+s_start_next (supervisor_t *self)
+{
+  int max = self->daemon->config->max_concurrent_starts;
+  while (self->queue_head && self->starting < max)
+    {
+      queued_create_t *q = self->queue_head;
+      self->queue_head = q->next;
+      if (self->queue_head == NULL)
+        self->queue_tail = NULL;
+      s_launch_create (self, q->token, q->id, q->body, q->body_len);
+      free (q->id);
+      free (q->body);
+      free (q);
+    }
+}
+
+static void
+s_op_create (supervisor_t *self, edge_request_t *req)
+{
+  const msgpack_object *body = edge_request_body (req);
+  cleanup_free char *id = mp_get_strdup (body, "id");
+  cleanup_free char *bundle = mp_get_strdup (body, "bundle");
+  if (zhashx_lookup (self->containers, id) || zhashx_lookup (self->reserved, id))
+    {
+      edge_fail (self->edge, req, ZCD_E_ALREADY_EXISTS, "container `%s` already exists", id);
+      return;
+    }
+  /* The bundle is checked here, at admission: a bad bundle is a precise
+   * invalid_argument and never takes a start slot. */
+  cleanup_error zcd_error_t *err = NULL;
+  bundle_info_t *info = NULL;
+  if (bundle_load (bundle, &info, &err) < 0)
+    {
+      edge_fail (self->edge, req, err->code, "%s", err->msg);
+      return;
+    }
+  bundle_info_destroy (&info);
+  uint64_t token = edge_request_park (self->edge, req);
+  uint64_t *t0 = malloc (sizeof *t0);
+  *t0 = zcd_mono_ns ();
+  zhashx_insert (self->start_times, (void *) (uintptr_t) token, t0);
+  zhashx_insert (self->reserved, id, (void *) (uintptr_t) token);
+  queued_create_t *q = calloc (1, sizeof *q);
+  q->token = token;
+  q->id = steal_pointer (&id);
+  edge_request_raw_body (req, &q->body, &q->body_len);
+  if (self->queue_tail)
+    self->queue_tail->next = q;
+  else
+    self->queue_head = q;
+  self->queue_tail = q;
+  s_start_next (self);
+}
+
+/* ------------------------------------------------------------------ */
+/* Ops the supervisor answers itself                                   */
+
+static void
+s_op_version (supervisor_t *self, edge_request_t *req)
+{
+  edge_reply_t *r = edge_reply_ok (self->edge, req, 5);
+  msgpack_packer *pk = edge_reply_packer (r);
+  mp_pack_kv_uint (pk, "major", ZCD_VERSION_MAJOR);
+  mp_pack_kv_uint (pk, "minor", ZCD_VERSION_MINOR);
+  mp_pack_kv_uint (pk, "patch", ZCD_VERSION_PATCH);
+  mp_pack_kv_str (pk, "revision", ZCD_REVISION);
+  mp_pack_kv_uint (pk, "protocol", PROTO_VERSION);
+  edge_reply_send (self->edge, r);
+}
+
+static void
+s_pack_pids (msgpack_packer *pk, const char *cgroup_procs)
+{
+  uint64_t pids[4096];
+  size_t n = 0;
+  cleanup_fclose FILE *f = cgroup_procs ? fopen (cgroup_procs, "re") : NULL;
+  if (f)
+    {
+      unsigned long long v;
+      while (n < 4096 && fscanf (f, "%llu", &v) == 1)
+        pids[n++] = v;
+    }
+  msgpack_pack_array (pk, n);
+  for (size_t i = 0; i < n; i++)
+    msgpack_pack_uint64 (pk, pids[i]);
+}
+
+static int
+s_compare_ids (const void *a, const void *b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+static void
+s_op_state (supervisor_t *self, edge_request_t *req)
+{
+  cleanup_free char *only = mp_get_strdup (edge_request_body (req), "id");
+  size_t cap = zhashx_size (self->containers), n = 0;
+  cleanup_free container_entry_t **list = calloc (cap + 1, sizeof *list);
+  for (container_entry_t *e = zhashx_first (self->containers); e; e = zhashx_next (self->containers))
+    if (e->view && (only == NULL || strcmp (only, e->id) == 0))
+      list[n++] = e;
+  if (only && n == 0)
+    {
+      edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", only);
+      return;
+    }
+  qsort (list, n, sizeof *list, s_compare_ids);
+  edge_reply_t *r = edge_reply_ok (self->edge, req, 4);
+  msgpack_packer *pk = edge_reply_packer (r);
+  mp_pack_str (pk, "containers");
+  msgpack_pack_array (pk, n);
+  for (size_t i = 0; i < n; i++)
+    {
+      msgpack_pack_map (pk, list[i]->view_entries + 1);
+      pk->callback (pk->data, list[i]->view, list[i]->view_len);
+      mp_pack_str (pk, "pids");
+      s_pack_pids (pk, list[i]->cgroup_procs);
+    }
+  mp_pack_str (pk, "machine");
+  msgpack_pack_map (pk, 2);
+  mp_pack_kv_uint (pk, "cpus", (uint64_t) sysconf (_SC_NPROCESSORS_ONLN));
+  mp_pack_kv_uint (pk, "memory", (uint64_t) sysconf (_SC_PHYS_PAGES) * (uint64_t) sysconf (_SC_PAGESIZE));
+  mp_pack_kv_uint (pk, "last_seq", eventlog_last_seq (self->log));
+  mp_pack_kv_str (pk, "boot_id", self->boot_id);
+  edge_reply_send (self->edge, r);
+}
+
+static int
+s_compare_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+static void
+s_pack_latency (supervisor_t *self, msgpack_packer *pk)
+{
+  size_t n = self->latency_count < LATENCY_RING ? self->latency_count : LATENCY_RING;
+  uint64_t sorted[LATENCY_RING];
+  memcpy (sorted, self->latencies, n * sizeof *sorted);
+  qsort (sorted, n, sizeof *sorted, s_compare_u64);
+#define PCT(p) (n ? sorted[(size_t) ((n - 1) * (p) / 100)] : 0)
+  msgpack_pack_map (pk, 5);
+  mp_pack_kv_uint (pk, "count", self->latency_count);
+  mp_pack_kv_uint (pk, "p50", PCT (50));
+  mp_pack_kv_uint (pk, "p95", PCT (95));
+  mp_pack_kv_uint (pk, "p99", PCT (99));
+  mp_pack_kv_uint (pk, "max", n ? sorted[n - 1] : 0);
+#undef PCT
+}
+
+static uint64_t
+s_rss_bytes (void)
+{
+  cleanup_fclose FILE *f = fopen ("/proc/self/statm", "re");
+  unsigned long long size = 0, resident = 0;
+  if (f == NULL || fscanf (f, "%llu %llu", &size, &resident) != 2)
+    return 0;
+  return resident * (uint64_t) sysconf (_SC_PAGESIZE);
+}
+
+static uint64_t
+s_open_fds (void)
+{
+  cleanup_dir DIR *d = opendir ("/proc/self/fd");
+  uint64_t n = 0;
+  if (d == NULL)
+    return 0;
+  for (struct dirent *de; (de = readdir (d));)
+    if (de->d_name[0] != '.')
+      n++;
+  return n > 0 ? n - 1 : 0; /* the directory's own fd */
+}
+
+static void
+s_op_metrics (supervisor_t *self, edge_request_t *req)
+{
+  uint64_t processes = 0, containers = 0;
+  for (container_entry_t *e = zhashx_first (self->containers); e; e = zhashx_next (self->containers))
+    if (e->view)
+      {
+        containers++;
+        processes += e->processes;
+      }
+  edge_reply_t *r = edge_reply_ok (self->edge, req, 9);
+  msgpack_packer *pk = edge_reply_packer (r);
+  mp_pack_kv_uint (pk, "containers", containers);
+  mp_pack_kv_uint (pk, "processes", processes);
+  mp_pack_kv_uint (pk, "events_total", self->events_total);
+  mp_pack_kv_uint (pk, "requests_total", edge_requests_total (self->edge));
+  mp_pack_kv_uint (pk, "errors_total", edge_errors_total (self->edge));
+  mp_pack_kv_uint (pk, "uptime_ns", zcd_mono_ns () - self->started_mono_ns);
+  mp_pack_kv_uint (pk, "rss_bytes", s_rss_bytes ());
+  mp_pack_kv_uint (pk, "open_fds", s_open_fds ());
+  mp_pack_str (pk, "start_latency_ns");
+  s_pack_latency (self, pk);
+  edge_reply_send (self->edge, r);
+}
+
+/* ------------------------------------------------------------------ */
+/* events: a replay streamed across turns, paced by the client's pipe    */
+
+static int
+s_replay_one (const char *encoded, size_t len, uint64_t seq, void *arg)
+{
+  replay_t *rp = arg;
+  if (edge_send_partial_event (rp->req, encoded, len) < 0)
+    {
+      rp->blocked = true;
+      return 1;
+    }
+  rp->after_seq = seq;
+  return 0;
+}
+
+typedef struct
+{
+  replay_t *rp;
+  size_t budget;
+} budget_t;
+
+static int
+s_replay_budgeted (const char *encoded, size_t len, uint64_t seq, void *arg)
+{
+  budget_t *b = arg;
+  if (b->budget == 0)
+    return 1;
+  b->budget--;
+  return s_replay_one (encoded, len, seq, b->rp);
+}
+
+/* true when the replay finished (its final reply is out). */
+static bool
+s_replay_step (supervisor_t *self, replay_t *rp)
+{
+  rp->blocked = false;
+  budget_t b = { rp, REPLAY_BUDGET };
+  bool truncated = false;
+  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_replay_budgeted, &b, &truncated);
+  if (rp->blocked || b.budget == 0)
+    return false;
+  uint64_t last = eventlog_last_seq (self->log);
+  edge_reply_t *r = edge_reply_ok (self->edge, rp->req, rp->truncated ? 3 : 1);
+  msgpack_packer *pk = edge_reply_packer (r);
+  mp_pack_kv_uint (pk, "last_seq", last);
+  if (rp->truncated)
+    {
+      mp_pack_kv_bool (pk, "truncated", true);
+      mp_pack_kv_uint (pk, "oldest_seq", rp->oldest_seq);
+    }
+  edge_reply_send_now (self->edge, r);
+  return true;
+}
+
+static void
+s_op_events (supervisor_t *self, edge_request_t *req)
+{
+  const msgpack_object *body = edge_request_body (req);
+  replay_t *rp = calloc (1, sizeof *rp);
+  rp->after_seq = mp_get_uint (body, "since_seq", 0);
+  int64_t since_ns = INT64_MIN;
+  const msgpack_object *since = mp_map_get (body, "since");
+  if (since)
+    mp_as_int (since, &since_ns);
+  rp->since_ns = since_ns;
+  rp->id = mp_get_strdup (body, "id");
+  /* Whether the request reaches past retention is decided once, against
+   * the log as it is now. */
+  bool truncated = false;
+  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, NULL, NULL, &truncated);
+  rp->truncated = truncated;
+  rp->oldest_seq = eventlog_oldest_seq (self->log);
+  rp->req = edge_request_keep (self->edge, req);
+  rp->next = self->replays;
+  self->replays = rp;
+}
+
+static void
+s_run_replays (supervisor_t *self)
+{
+  for (replay_t **p = &self->replays; *p;)
+    {
+      replay_t *rp = *p;
+      if (s_replay_step (self, rp))
+        {
+          *p = rp->next;
+          edge_request_release (self->edge, rp->req);
+          free (rp->id);
+          free (rp);
+        }
+      else
+        p = &rp->next;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                            */
+
+static void
+s_forward (supervisor_t *self, edge_request_t *req)
+{
+  cleanup_free char *id = mp_get_strdup (edge_request_body (req), "id");
+  char actor[128];
+  snprintf (actor, sizeof actor, CONTAINER_ACTOR_PREFIX "%s", id ? id : "");
+  if (id == NULL || actor_lookup (self->daemon->actors, actor) == NULL)
+    {
+      edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id ? id : "");
+      return;
+    }
+  const char *body;
+  size_t len;
+  edge_request_raw_view (req, &body, &len);
+  uint64_t token = edge_request_park (self->edge, req);
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "req", 3);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
+  mp_pack_str (&mb.pk, "body");
+  msgpack_pack_bin (&mb.pk, len);
+  msgpack_pack_bin_body (&mb.pk, body, len);
+  cleanup_error zcd_error_t *err = NULL;
+  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, actor, &mb, &err) < 0)
+    edge_reply_error (self->edge, token, err->code, err->msg);
+}
+
+static void
+s_handle_request (void *arg, edge_request_t *req)
+{
+  supervisor_t *self = arg;
+  switch (edge_request_op (req)->code)
+    {
+    case PROTO_OP_VERSION:
+      s_op_version (self, req);
+      break;
+    case PROTO_OP_STATE:
+      s_op_state (self, req);
+      break;
+    case PROTO_OP_METRICS:
+      s_op_metrics (self, req);
+      break;
+    case PROTO_OP_EVENTS:
+      s_op_events (self, req);
+      break;
+    case PROTO_OP_CREATE:
+      s_op_create (self, req);
+      break;
+    case PROTO_OP_EXEC:
+    case PROTO_OP_SIGNAL:
+    case PROTO_OP_UPDATE:
+    case PROTO_OP_UPDATE_PROCESS:
+      s_forward (self, req);
+      break;
+    default:
+      edge_fail (self->edge, req, ZCD_E_UNAVAILABLE, "`%s` is not implemented by this daemon yet",
+                 edge_request_op (req)->name);
+      break;
+    }
+}
+
+/* A container actor answers a parked request. */
+static void
+s_on_reply (actor_t *actor, const actor_msg_t *msg)
+{
+  supervisor_t *self = actor_state (actor);
+  uint64_t token = mp_get_uint (msg->body, "token", 0);
+  if (mp_get_bool (msg->body, "ok", false))
+    edge_reply_parked_ok (self->edge, token, mp_map_get (msg->body, "result"));
+  else
+    {
+      cleanup_free char *code = mp_get_strdup (msg->body, "code");
+      cleanup_free char *message = mp_get_strdup (msg->body, "message");
+      zcd_code_t c = code ? zcd_code_from_name (code) : ZCD_E_INTERNAL;
+      edge_reply_error (self->edge, token, c == ZCD_CODE_COUNT ? ZCD_E_INTERNAL : c,
+                        message ? message : "");
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The turn's end: flush the log, publish, reply, stream replays         */
+
+static void
+s_before_sleep (loop_t *loop, void *arg)
+{
+  supervisor_t *self = arg;
+  cleanup_error zcd_error_t *err = NULL;
+  if (eventlog_flush (self->log, &err) < 0)
+    /* Publishing an event the log does not hold would break the replay
+     * guarantee; keep it queued and try again next turn. */
+    log_error ("event log: %s", err->msg);
+  else
+    edge_flush (self->edge);
+  if (self->replays)
+    s_run_replays (self);
+}
+
+static void
+s_heartbeat (loop_t *loop, void *arg)
+{
+  supervisor_t *self = arg;
+  msgpack_sbuffer buf;
+  msgpack_sbuffer_init (&buf);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &buf, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 3);
+  mp_pack_kv_uint (&pk, "last_seq", eventlog_last_seq (self->log));
+  mp_pack_kv_str (&pk, "boot_id", self->boot_id);
+  mp_pack_kv_int (&pk, "ts", zcd_now_ns ());
+  edge_queue_publish (self->edge, "/heartbeat", buf.data, buf.size);
+  msgpack_sbuffer_destroy (&buf);
+  self->heartbeat = loop_timer_add (loop, self->daemon->config->heartbeat_ms, s_heartbeat, self);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle                                                          */
+
+static const actor_route_t s_routes[] = {
+  { "event", s_on_event },     { "reply", s_on_reply },     { "view", s_on_view },
+  { "gone", s_on_gone },       { "started", s_on_started }, { NULL, NULL },
+};
+
+static const actor_class_t s_class = { .kind = "supervisor", .routes = s_routes };
+
+static void
+s_read_boot_id (char *out, size_t size)
+{
+  cleanup_free char *text = NULL;
+  if (zcd_read_file ("/proc/sys/kernel/random/uuid", 64, &text, NULL, NULL) == 0)
+    {
+      text[strcspn (text, "\n")] = '\0';
+      snprintf (out, size, "%s", text);
+    }
+  else
+    snprintf (out, size, "%llx-%d", (unsigned long long) zcd_now_ns (), (int) getpid ());
+}
+
+static void s_restore_containers (supervisor_t *self);
+
+supervisor_t *
+supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
+{
+  const zcd_config_t *cfg = daemon->config;
+  supervisor_t *self = calloc (1, sizeof *self);
+  self->daemon = daemon;
+  self->started_mono_ns = zcd_mono_ns ();
+  s_read_boot_id (self->boot_id, sizeof self->boot_id);
+  self->containers = zhashx_new ();
+  zhashx_set_destructor (self->containers, s_entry_destroy);
+  self->reserved = zhashx_new ();
+  self->start_times = zhashx_new ();
+  zhashx_set_key_duplicator (self->start_times, NULL);
+  zhashx_set_key_destructor (self->start_times, NULL);
+  zhashx_set_key_hasher (self->start_times, edge_token_hash);
+  zhashx_set_key_comparator (self->start_times, edge_token_compare);
+  zhashx_set_destructor (self->start_times, edge_free_item);
+  cleanup_free char *log_path = NULL;
+  if (asprintf (&log_path, "%s/events.log", cfg->state_dir) < 0
+      || eventlog_open (log_path, cfg->events_retain, &self->log, err) < 0)
+    {
+      zcd_error_wrap (err, "event log");
+      supervisor_destroy (&self);
+      return NULL;
+    }
+  self->actor = actor_new (daemon->actors, &s_class, SUPERVISOR_NAME, self, err);
+  if (self->actor == NULL)
+    {
+      supervisor_destroy (&self);
+      return NULL;
+    }
+  /* Rebuild every container before the first request can be read. */
+  s_restore_containers (self);
+  edge_config_t edge_cfg = {
+    .listen = cfg->listen,
+    .publish = cfg->publish,
+    .max_request_size = cfg->max_request_size,
+    .group = cfg->group,
+    .curve_secret = cfg->curve_secret,
+    .curve_clients = cfg->curve_clients,
+    .insecure_tcp = cfg->insecure_tcp,
+  };
+  self->edge = edge_new (daemon->zmq_ctx, daemon->loop, &edge_cfg, s_handle_request, self, err);
+  if (self->edge == NULL)
+    {
+      supervisor_destroy (&self);
+      return NULL;
+    }
+  loop_set_before_sleep (daemon->loop, s_before_sleep, self);
+  self->heartbeat = loop_timer_add (daemon->loop, cfg->heartbeat_ms, s_heartbeat, self);
+  return self;
+}
+
+void
+supervisor_destroy (supervisor_t **pself)
+{
+  if (pself == NULL || *pself == NULL)
+    return;
+  supervisor_t *self = *pself;
+  if (self->log)
+    eventlog_flush (self->log, NULL);
+  if (self->edge)
+    edge_flush (self->edge);
+  loop_timer_cancel (self->daemon->loop, self->heartbeat);
+  while (self->replays)
+    {
+      replay_t *rp = self->replays;
+      self->replays = rp->next;
+      edge_request_release (self->edge, rp->req);
+      free (rp->id);
+      free (rp);
+    }
+  while (self->queue_head)
+    {
+      queued_create_t *q = self->queue_head;
+      self->queue_head = q->next;
+      free (q->id);
+      free (q->body);
+      free (q);
+    }
+  edge_destroy (&self->edge);
+  eventlog_destroy (&self->log);
+  zhashx_destroy (&self->containers);
+  zhashx_destroy (&self->reserved);
+  zhashx_destroy (&self->start_times);
+  /* The actor's state is this struct: detach it before the actor goes. */
+  free (self);
+  *pself = NULL;
+}
+
+static void
+s_restore_containers (supervisor_t *self)
+{
+  const char *dir = self->daemon->config->state_dir;
+  cleanup_dir DIR *d = opendir (dir);
+  if (d == NULL)
+    return;
+  for (struct dirent *de; (de = readdir (d));)
+    {
+      if (!zcd_valid_id (de->d_name, strlen (de->d_name)))
+        continue;
+      char path[4096];
+      struct stat st;
+      snprintf (path, sizeof path, "%s/%s/state.json", dir, de->d_name);
+      if (stat (path, &st) < 0)
+        continue;
+      cleanup_error zcd_error_t *err = NULL;
+      if (container_actor_restore (self->daemon, de->d_name, &err) == NULL)
+        log_error ("restore %s: %s", de->d_name, err ? err->msg : "unknown error");
+    }
+}

@@ -1,0 +1,87 @@
+/* The protocol edge: the command ROUTER and the event PUB sockets, request
+ * framing and validation (PROTOCOL.md section 2), the table of requests
+ * waiting for an answer from an actor, and the per-turn output queue.
+ *
+ * A request handed to the handler is the edge's.  The handler answers it
+ * at once (edge_fail, or edge_reply_ok + edge_reply_send), parks it
+ * (edge_request_park: a token an actor answers later with
+ * edge_reply_parked_ok / edge_reply_error) or keeps it for a streamed reply
+ * (edge_request_keep ... edge_request_release).  A request the handler does
+ * none of that to is answered `internal`: every request gets exactly one
+ * final reply.
+ *
+ * Replies and publications queue up and leave in edge_flush, which the
+ * supervisor calls once per turn after the event log is flushed. */
+#ifndef ZCD_EDGE_H
+#define ZCD_EDGE_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/loop.h"
+#include "core/proto.h"
+
+typedef struct edge edge_t;
+typedef struct edge_request edge_request_t;
+typedef struct edge_reply edge_reply_t;
+typedef void (*edge_request_fn) (void *arg, edge_request_t *req);
+
+typedef struct edge_config
+{
+  char *const *listen;  /* NULL-terminated endpoints */
+  char *const *publish; /* NULL-terminated endpoints */
+  uint64_t max_request_size;
+  const char *group;         /* ipc socket files' group, NULL = root */
+  const char *curve_secret;  /* czmq certificate file of the server */
+  const char *curve_clients; /* directory of allowed client certificates */
+  bool insecure_tcp;
+} edge_config_t;
+
+edge_t *edge_new (void *zmq_ctx, loop_t *loop, const edge_config_t *cfg, edge_request_fn fn,
+                  void *arg, zcd_error_t **err);
+/* Sends what is queued, closes the sockets, removes the ipc files. */
+void edge_destroy (edge_t **self);
+
+const msgpack_object *edge_request_body (const edge_request_t *req);
+const proto_op_t *edge_request_op (const edge_request_t *req);
+/* The raw body; valid while the handler runs. */
+void edge_request_raw_view (const edge_request_t *req, const char **body, size_t *len);
+/* A malloc'ed copy of the raw body, the caller's. */
+void edge_request_raw_body (const edge_request_t *req, char **copy, size_t *len);
+
+uint64_t edge_request_park (edge_t *self, edge_request_t *req);
+edge_request_t *edge_request_keep (edge_t *self, edge_request_t *req);
+void edge_request_release (edge_t *self, edge_request_t *req);
+
+void edge_fail (edge_t *self, edge_request_t *req, zcd_code_t code, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+/* Start an ok reply with n_entries result entries to pack. */
+edge_reply_t *edge_reply_ok (edge_t *self, edge_request_t *req, uint32_t n_entries);
+msgpack_packer *edge_reply_packer (edge_reply_t *r);
+void edge_reply_send (edge_t *self, edge_reply_t *r);     /* queued for this turn's flush */
+void edge_reply_send_now (edge_t *self, edge_reply_t *r); /* for the end of a stream */
+
+/* Answers to parked requests.  result: a bin object holding a msgpack map
+ * (or NULL for {}). */
+void edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result);
+void edge_reply_error (edge_t *self, uint64_t token, zcd_code_t code, const char *message);
+
+/* A streaming partial reply {rid, event} sent at once; -1 when the client's
+ * pipe is full (try again next turn). */
+int edge_send_partial_event (edge_request_t *req, const char *event, size_t len);
+
+void edge_queue_publish (edge_t *self, const char *topic, const void *data, size_t len);
+void edge_flush (edge_t *self);
+
+uint64_t edge_requests_total (const edge_t *self);
+uint64_t edge_errors_total (const edge_t *self);
+uint64_t edge_replies_lost (const edge_t *self);
+
+/* zhashx helpers for uint64 keys stored in the pointer. */
+size_t edge_token_hash (const void *key);
+int edge_token_compare (const void *a, const void *b);
+void edge_free_item (void **item);
+
+#endif
