@@ -123,6 +123,26 @@ s_serve_events (fake_t *fake, void *router, request_t *req, const msgpack_object
   free (id);
 }
 
+static void
+s_serve_state (fake_t *fake, void *router, request_t *req, const msgpack_object *body)
+{
+  msgpack_sbuffer sbuf;
+  msgpack_sbuffer_init (&sbuf);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+  pthread_mutex_lock (&fake->lock);
+  uint64_t last = fake->n_log ? fake->log[fake->n_log - 1].seq : 0;
+  pthread_mutex_unlock (&fake->lock);
+  msgpack_pack_map (&pk, 4);
+  s_pack_rid (&pk, body);
+  mp_pack_kv_bool (&pk, "ok", true);
+  mp_pack_kv_uint (&pk, "last_seq", last);
+  s_pack_s (&pk, "containers");
+  msgpack_pack_array (&pk, 0);
+  s_reply (router, req, true, &sbuf);
+  msgpack_sbuffer_destroy (&sbuf);
+}
+
 /* Every other op: an ok reply saying how the request was framed, with the
  * request itself under "req"; "fail" gets an error. */
 static void
@@ -179,6 +199,8 @@ s_serve_one (fake_t *fake, void *router, request_t *req, request_t *held)
   const msgpack_object *op = mp_map_get (body, "op");
   if (mp_str_eq (op, "events"))
     s_serve_events (fake, router, req, body);
+  else if (mp_str_eq (op, "state"))
+    s_serve_state (fake, router, req, body);
   else if (mp_str_eq (op, "never"))
     ;
   else if (mp_str_eq (op, "hold"))
@@ -772,13 +794,13 @@ static void
 test_subscriber_since_now_skips_history (void **state)
 {
   fake_t *fake = *state;
-  /* The fake's "state" reply (an echo) says last_seq 0; use since 5 to
-   * model "now" at seq 5 through the replay path instead. */
   for (uint64_t seq = 1; seq <= 5; seq++)
     s_log_append (fake, seq, s_id_of (seq));
-  zcd_subscriber_t *sub = zcd_subscriber_new (fake->cmd_ep, fake->evt_ep, NULL, 5);
+  zcd_subscriber_t *sub = zcd_subscriber_new (fake->cmd_ep, fake->evt_ep, NULL, ZCD_SINCE_NOW);
   assert_int_equal (zcd_subscriber_start (sub), 0);
   s_wait_subscribed (fake);
+  assert_int_equal (zcd_subscriber_last_seq (sub), 5);
+  assert_int_equal (s_replays_served (fake), 0); /* state, not events */
   s_expect_quiet (sub);
   s_log_append (fake, 6, s_id_of (6));
   s_publish (fake, 6);
