@@ -515,3 +515,10 @@ container_status_name (const container_t *self)
 {
   return s_status_name (self);
 }
+
+actor_t *
+container_actor_restore (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
+{
+  zcd_fail (err, ZCD_E_INTERNAL, "live restore is not built yet");
+  return NULL;
+}
