@@ -167,7 +167,7 @@ s_maybe_finish (container_t *self)
     if (!p->is_init && p->started)
       return;
   container_proc_t *init = container_find_proc (self, "init");
-  bool oom = self->oom_seen || (self->cgroup && cgroup_oom_killed (self->cgroup));
+  bool oom = self->oom_seen;
   self->phase = CONTAINER_STOPPING;
   s_emit (self, "exit", init, true, self->init_status, true, oom);
   s_remove (self);
@@ -268,6 +268,15 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   int status = (int) mp_get_uint (msg->body, "status", 255);
   if (p->is_init)
     {
+      /* An OOM kill whose notification is still queued on the eventfd is
+       * published now, before the exit. */
+      if (self->oom_fd >= 0)
+        {
+          bool oom = false;
+          cgroup_oom_watch_read (self->cgroup, self->oom_fd, &oom, NULL);
+          if (oom || (status == 137 && cgroup_oom_killed (self->cgroup)))
+            container_note_oom (self);
+        }
       self->init_exited = true;
       self->init_status = status;
       if (!self->drain_timer)

@@ -410,6 +410,41 @@ container_start_init (container_t *self, zcd_error_t **err)
   return process_actor_spawn (self->daemon, &info, err) ? 0 : -1;
 }
 
+static void
+s_on_oom (loop_t *loop, int fd, uint32_t revents, void *arg)
+{
+  container_t *self = arg;
+  bool oom = false;
+  cleanup_error zcd_error_t *err = NULL;
+  if (cgroup_oom_watch_read (self->cgroup, fd, &oom, &err) < 0)
+    log_warn ("container %s: oom watch: %s", self->id, err->msg);
+  if (oom)
+    container_note_oom (self);
+  /* A v1 eventfd also fires once when the cgroup goes away: after the
+   * removal nothing more can come, so stop watching. */
+  if (revents & (EPOLLHUP | EPOLLERR) || (!oom && access (self->cgroup_procs ? self->cgroup_procs : "/", F_OK) < 0))
+    {
+      loop_remove (loop, self->oom_watch);
+      self->oom_watch = NULL;
+    }
+}
+
+/* The oom event must precede the init's exit (PROTOCOL.md section 5): the
+ * kernel signals the OOM before the killed process is even reaped, so a
+ * watch set up at start sees it first. */
+static void
+s_watch_oom (container_t *self)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  if (cgroup_oom_watch_open (self->cgroup, &self->oom_fd, &err) < 0)
+    {
+      log_warn ("container %s: no OOM notifications: %s", self->id, err->msg);
+      self->oom_fd = -1;
+      return;
+    }
+  self->oom_watch = loop_add_fd (self->daemon->loop, self->oom_fd, EPOLLIN, s_on_oom, self);
+}
+
 void
 container_attach_cgroup (container_t *self, pid_t init_pid)
 {
@@ -426,6 +461,7 @@ container_attach_cgroup (container_t *self, pid_t init_pid)
     dir = cgroup_paths_dir (self->cgroup, "memory");
   if (dir && asprintf (&self->cgroup_procs, "%s/cgroup.procs", dir) < 0)
     self->cgroup_procs = NULL;
+  s_watch_oom (self);
 }
 
 /* ------------------------------------------------------------------ */
