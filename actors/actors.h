@@ -90,6 +90,18 @@ actor_t *process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
                                 const char *pid_name, bool is_init, zcd_error_t **err);
 void process_info_free (process_info_t *info);
 
+/* stats.c: the "stats" actor ("collect": token, ids, pids -> "reply"). */
+#define STATS_ACTOR "stats"
+actor_t *stats_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
+
+/* checkpoint.c: the "checkpoint" actor.  It learns at start whether CRIU
+ * works (`criu check`) and answers checkpoint_list/delete itself; a
+ * checkpoint_create goes on to the container actor only when CRIU works.
+ * Messages: "req" (as to containers, plus "bundle" of the container when
+ * known). */
+#define CHECKPOINT_ACTOR "checkpoint"
+actor_t *checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
+
 /* Helpers shared by the actors (actors/common.c). */
 char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
 char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);

@@ -92,6 +92,15 @@ s_pack_view_field (container_t *self, msgpack_packer *pk)
   msgpack_sbuffer_destroy (&view);
 }
 
+/* What the supervisor needs to route stats and checkpoints: 2 entries. */
+static void
+s_pack_identity (container_t *self, msgpack_packer *pk)
+{
+  container_proc_t *init = container_find_proc (self, "init");
+  mp_pack_kv_str (pk, "bundle", self->bundle);
+  mp_pack_kv_uint (pk, "init_pid", init ? init->system_pid : 0);
+}
+
 /* An event, with the view as it is after it (PROTOCOL.md: a client applying
  * events to a `state` snapshot holds the exact state). */
 static void
@@ -99,11 +108,12 @@ s_emit (container_t *self, const char *etype, const container_proc_t *p, bool wi
         int status, bool with_oom, bool oom_killed)
 {
   actor_msg_builder_t mb;
-  size_t n = 3 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
+  size_t n = 5 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
              + (with_oom ? 1 : 0) + (self->cgroup_procs ? 1 : 0);
   actor_msg_begin (&mb, "event", n);
   mp_pack_kv_str (&mb.pk, "etype", etype);
   mp_pack_kv_str (&mb.pk, "id", self->id);
+  s_pack_identity (self, &mb.pk);
   if (p)
     mp_pack_kv_str (&mb.pk, "pid", p->name);
   if (p && p->system_pid)
@@ -122,8 +132,9 @@ static void
 s_send_view (container_t *self)
 {
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "view", 3);
+  actor_msg_begin (&mb, "view", 5);
   mp_pack_kv_str (&mb.pk, "id", self->id);
+  s_pack_identity (self, &mb.pk);
   mp_pack_kv_uint (&mb.pk, "processes", container_count_processes (self));
   s_pack_view_field (self, &mb.pk);
   s_send (self, &mb);
@@ -389,6 +400,10 @@ container_op_finished (container_t *self, container_op_kind_t kind)
       break;
     case OP_UPDATE:
       s_emit (self, "update", NULL, false, 0, false, false);
+      break;
+    case OP_CHECKPOINT:
+      container_checkpoint_done (self);
+      s_emit (self, "checkpoint", NULL, false, 0, false, false);
       break;
     default:
       break;

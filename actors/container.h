@@ -24,7 +24,8 @@ typedef enum
   OP_PAUSE,
   OP_RESUME,
   OP_UPDATE,
-  OP_SIGNAL
+  OP_SIGNAL,
+  OP_CHECKPOINT
 } container_op_kind_t;
 
 /* One process as PROTOCOL.md `Process` reports it. */
@@ -79,6 +80,8 @@ typedef struct container
   container_op_t *ops_head, *ops_tail;
   bool busy;
   child_t *pending_call;
+  char *checkpoint_meta_path; /* written when the dump succeeds */
+  char *checkpoint_meta;
   container_op_kind_t then_status; /* update: pause/resume after the resources */
   uint64_t create_token;
   bool init_exited;
@@ -116,6 +119,7 @@ void container_op_finished (container_t *self, container_op_kind_t kind);
 /* Answer the running operation (err NULL = ok {}) and free the slot. */
 void container_op_done (container_t *self, uint64_t token, zcd_error_t *err);
 void container_note_oom (container_t *self);
+void container_checkpoint_done (container_t *self);
 void container_notify_view (container_t *self);
 const char *container_status_name (const container_t *self);
 

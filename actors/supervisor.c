@@ -33,6 +33,8 @@ typedef struct container_entry
   size_t view_len;
   uint32_t view_entries;
   char *cgroup_procs; /* where the container's pids are listed */
+  char *bundle;
+  uint64_t init_pid;
   uint32_t processes;
 } container_entry_t;
 
@@ -91,6 +93,7 @@ s_entry_destroy (void **item)
   free (e->id);
   free (e->view);
   free (e->cgroup_procs);
+  free (e->bundle);
   free (e);
   *item = NULL;
 }
@@ -148,6 +151,18 @@ s_publish_event (supervisor_t *self, const zcd_event_t *ev)
 }
 
 static void
+s_entry_set_identity (container_entry_t *e, const msgpack_object *b)
+{
+  char *bundle = mp_get_strdup (b, "bundle");
+  if (bundle)
+    {
+      free (e->bundle);
+      e->bundle = bundle;
+    }
+  e->init_pid = mp_get_uint (b, "init_pid", e->init_pid);
+}
+
+static void
 s_on_event (actor_t *actor, const actor_msg_t *msg)
 {
   supervisor_t *self = actor_state (actor);
@@ -159,6 +174,7 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
     return;
   container_entry_t *e = s_entry_get (self, id);
   s_entry_set_view (e, mp_map_get (b, "view"));
+  s_entry_set_identity (e, b);
   cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
   if (procs)
     {
@@ -188,6 +204,7 @@ s_on_view (actor_t *actor, const actor_msg_t *msg)
     return;
   container_entry_t *e = s_entry_get (self, id);
   s_entry_set_view (e, mp_map_get (msg->body, "view"));
+  s_entry_set_identity (e, msg->body);
   e->processes = (uint32_t) mp_get_uint (msg->body, "processes", e->processes);
 }
 
@@ -575,6 +592,87 @@ s_forward (supervisor_t *self, edge_request_t *req)
     edge_reply_error (self->edge, token, err->code, err->msg);
 }
 
+static container_entry_t *
+s_visible (supervisor_t *self, const char *id)
+{
+  container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
+  return e && e->view ? e : NULL;
+}
+
+static void
+s_op_stats (supervisor_t *self, edge_request_t *req)
+{
+  const msgpack_object *body = edge_request_body (req);
+  char **ids = mp_get_strv (body, "ids");
+  char *one = mp_get_strdup (body, "id");
+  if (one)
+    {
+      mp_strv_free (ids);
+      ids = calloc (2, sizeof (char *));
+      ids[0] = one;
+    }
+  size_t n = mp_strv_len (ids);
+  for (size_t i = 0; ids && i < n; i++)
+    if (s_visible (self, ids[i]) == NULL)
+      {
+        edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", ids[i]);
+        mp_strv_free (ids);
+        return;
+      }
+  if (ids == NULL)
+    {
+      size_t cap = zhashx_size (self->containers);
+      ids = calloc (cap + 1, sizeof (char *));
+      for (container_entry_t *e = zhashx_first (self->containers); e; e = zhashx_next (self->containers))
+        if (e->view)
+          ids[n++] = strdup (e->id);
+    }
+  uint64_t token = edge_request_park (self->edge, req);
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "collect", 3);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_str (&mb.pk, "ids");
+  msgpack_pack_array (&mb.pk, n);
+  for (size_t i = 0; i < n; i++)
+    mp_pack_str (&mb.pk, ids[i]);
+  mp_pack_str (&mb.pk, "pids");
+  msgpack_pack_array (&mb.pk, n);
+  for (size_t i = 0; i < n; i++)
+    msgpack_pack_uint64 (&mb.pk, s_visible (self, ids[i])->init_pid);
+  mp_strv_free (ids);
+  cleanup_error zcd_error_t *err = NULL;
+  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, STATS_ACTOR, &mb, &err) < 0)
+    edge_reply_error (self->edge, token, err->code, err->msg);
+}
+
+static void
+s_op_checkpoint (supervisor_t *self, edge_request_t *req)
+{
+  cleanup_free char *id = mp_get_strdup (edge_request_body (req), "id");
+  container_entry_t *e = s_visible (self, id);
+  if (id && e == NULL)
+    {
+      edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id);
+      return;
+    }
+  const char *body;
+  size_t len;
+  edge_request_raw_view (req, &body, &len);
+  uint64_t token = edge_request_park (self->edge, req);
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "req", e && e->bundle ? 4 : 3);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
+  mp_pack_str (&mb.pk, "body");
+  msgpack_pack_bin (&mb.pk, len);
+  msgpack_pack_bin_body (&mb.pk, body, len);
+  if (e && e->bundle)
+    mp_pack_kv_str (&mb.pk, "bundle", e->bundle);
+  cleanup_error zcd_error_t *err = NULL;
+  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, CHECKPOINT_ACTOR, &mb, &err) < 0)
+    edge_reply_error (self->edge, token, err->code, err->msg);
+}
+
 static void
 s_handle_request (void *arg, edge_request_t *req)
 {
@@ -601,6 +699,14 @@ s_handle_request (void *arg, edge_request_t *req)
     case PROTO_OP_UPDATE:
     case PROTO_OP_UPDATE_PROCESS:
       s_forward (self, req);
+      break;
+    case PROTO_OP_STATS:
+      s_op_stats (self, req);
+      break;
+    case PROTO_OP_CHECKPOINT_CREATE:
+    case PROTO_OP_CHECKPOINT_LIST:
+    case PROTO_OP_CHECKPOINT_DELETE:
+      s_op_checkpoint (self, req);
       break;
     default:
       edge_fail (self->edge, req, ZCD_E_UNAVAILABLE, "`%s` is not implemented by this daemon yet",
@@ -714,6 +820,12 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
     }
   self->actor = actor_new (daemon->actors, &s_class, SUPERVISOR_NAME, self, err);
   if (self->actor == NULL)
+    {
+      supervisor_destroy (&self);
+      return NULL;
+    }
+  if (stats_actor_new (daemon, err) == NULL
+      || checkpoint_actor_new (daemon, err) == NULL)
     {
       supervisor_destroy (&self);
       return NULL;
