@@ -327,7 +327,7 @@ class Daemon:
                     pytest.fail(f"zcd exited with {self.proc.returncode} at start:\n"
                                 + self.log_tail())
                 try:
-                    reply = probe.recv(rid, timeout=0.05)
+                    reply = probe.recv(rid, timeout=0.05)[1]
                     break
                 except TimeoutError:
                     if time.monotonic() > deadline:
