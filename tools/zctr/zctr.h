@@ -1,0 +1,89 @@
+/* zctr internals: the CLI's shared state and one entry point per command. */
+#ifndef ZCTR_H
+#define ZCTR_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tools/libzcd/zcd_client.h"
+
+/* Exit codes: a failed request 1, bad usage 2; --attach exits with the
+ * process's own status. */
+#define ZCTR_EXIT_FAIL 1
+#define ZCTR_EXIT_USAGE 2
+
+typedef struct
+{
+  const char *address;        /* NULL = library default ($ZCD_ADDRESS) */
+  const char *events_address; /* NULL = library default */
+  bool json;
+  int timeout_ms;
+  zcd_client_t *client; /* created on first use */
+} zctr_t;
+
+/* Options every command accepts, wherever they appear. */
+enum
+{
+  ZCTR_OPT_ADDRESS = 1000,
+  ZCTR_OPT_EVENTS_ADDRESS,
+  ZCTR_OPT_JSON,
+  ZCTR_OPT_TIMEOUT,
+  ZCTR_OPT_FIRST_LOCAL /* commands number their own options from here */
+};
+#define ZCTR_GLOBAL_OPTIONS                                                                      \
+  { "address", required_argument, NULL, ZCTR_OPT_ADDRESS },                                      \
+      { "events-address", required_argument, NULL, ZCTR_OPT_EVENTS_ADDRESS },                    \
+      { "json", no_argument, NULL, ZCTR_OPT_JSON },                                              \
+      { "timeout", required_argument, NULL, ZCTR_OPT_TIMEOUT },                                  \
+      { "help", no_argument, NULL, 'h' }
+
+/* Handle a global option or 'h'/'?' from getopt_long.  Returns 0 when
+ * handled, or an exit code (usage printed) the command must return. */
+int zctr_common_option (zctr_t *z, int opt, const char *arg, bool *handled);
+
+/* getopt_long over a command's own options (local, NULL-terminated, codes
+ * from ZCTR_OPT_FIRST_LOCAL) plus the global ones; each local option goes to
+ * on_opt, which returns 0 or an exit code.  On 0, optind indexes the first
+ * operand of argv (argv[0] is the command's name). */
+typedef int (zctr_local_opt_fn) (void *ctx, int opt, const char *arg);
+int zctr_getopt (zctr_t *z, int argc, char **argv, const struct option *local,
+                 zctr_local_opt_fn *on_opt, void *ctx);
+
+/* The connected client (borrowed), or NULL after printing why. */
+zcd_client_t *zctr_client (zctr_t *z);
+/* Print "zctr: <what>" and the client's last error on stderr; returns 1. */
+int zctr_fail_request (zctr_t *z, const char *what);
+/* Print "zctr: <message>" on stderr; returns code. */
+int zctr_error (int code, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+/* Print a whole reply as indented JSON on stdout. */
+void zctr_print_json (const msgpack_object *obj);
+/* Print an object as "path: value" lines (human output of nested maps). */
+void zctr_print_flat (const msgpack_object *obj, const char *prefix);
+
+/* Strict numbers; memory also takes a k/m/g suffix (powers of 1024). */
+bool zctr_parse_u64 (const char *s, uint64_t *out);
+bool zctr_parse_bytes (const char *s, uint64_t *out);
+/* Signal by number or name (KILL, SIGKILL, kill); 0 if unknown. */
+int zctr_parse_signal (const char *s);
+
+/* Print an event on stdout, one line (JSON with --json). */
+void zctr_print_event (zctr_t *z, const zcd_event_t *event);
+
+/* Attach: FIFOs for the process's stdio, copied to and from ours until its
+ * exit event.  zctr_attach_prepare makes the FIFOs and opens our ends, and
+ * the subscriber (before the request is sent); zctr_attach_run copies and
+ * returns the process's exit status (or an error exit code). */
+typedef struct zctr_attach zctr_attach_t;
+zctr_attach_t *zctr_attach_prepare (zctr_t *z, const char *id, const char *pid, bool tty);
+const char *zctr_attach_path (const zctr_attach_t *a, int fd); /* 0, 1, 2 */
+int zctr_attach_run (zctr_attach_t *a);
+void zctr_attach_destroy (zctr_attach_t **a_p);
+
+int zctr_cmd_containers (zctr_t *z, int argc, char **argv);
+int zctr_cmd_events (zctr_t *z, int argc, char **argv);
+int zctr_cmd_watch (zctr_t *z, int argc, char **argv);
+int zctr_cmd_checkpoints (zctr_t *z, int argc, char **argv);
+int zctr_cmd_spec (zctr_t *z, int argc, char **argv);
+
+#endif

@@ -1,0 +1,147 @@
+/* zctr checkpoints: create, list, delete. */
+#include "tools/zctr/zctr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum
+{
+  OPT_EXIT = ZCTR_OPT_FIRST_LOCAL,
+  OPT_TCP,
+  OPT_UNIX_SOCKETS,
+  OPT_SHELL,
+  OPT_EMPTY_NS,
+  OPT_CHECKPOINT_DIR,
+};
+
+typedef struct
+{
+  zcd_checkpoint_opts_t opts;
+  const char **empty_ns;
+  size_t n_empty_ns;
+} checkpoint_args_t;
+
+static int
+s_checkpoint_opt (void *ctx, int opt, const char *arg)
+{
+  checkpoint_args_t *a = ctx;
+  switch (opt)
+    {
+    case OPT_EXIT:
+      a->opts.exit = true;
+      break;
+    case OPT_TCP:
+      a->opts.tcp = true;
+      break;
+    case OPT_UNIX_SOCKETS:
+      a->opts.unix_sockets = true;
+      break;
+    case OPT_SHELL:
+      a->opts.shell = true;
+      break;
+    case OPT_EMPTY_NS:
+      {
+        const char **grown = realloc (a->empty_ns, (a->n_empty_ns + 2) * sizeof *grown);
+        if (grown == NULL)
+          abort ();
+        a->empty_ns = grown;
+        a->empty_ns[a->n_empty_ns++] = arg;
+        a->empty_ns[a->n_empty_ns] = NULL;
+        break;
+      }
+    case OPT_CHECKPOINT_DIR:
+      a->opts.checkpoint_dir = arg;
+      break;
+    }
+  return 0;
+}
+
+static void
+s_print_checkpoints (const zcd_reply_t *reply)
+{
+  printf ("%-24s %-20s %-5s %-5s %-5s %-5s\n", "NAME", "CREATED", "EXIT", "TCP", "UNIX", "SHELL");
+  const msgpack_object *list = zcd_reply_get (reply, "checkpoints");
+  for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++)
+    {
+      const msgpack_object *c = &list->via.array.ptr[i];
+      char *name = zcd_obj_strdup (zcd_obj_get (c, "name"));
+      int64_t created = 0;
+      zcd_obj_int (zcd_obj_get (c, "created"), &created);
+      time_t secs = (time_t) (created / 1000000000);
+      struct tm tm;
+      char when[32] = "-";
+      if (created > 0 && gmtime_r (&secs, &tm))
+        strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      bool flags[4] = { false, false, false, false };
+      static const char *const keys[4] = { "exit", "tcp", "unix_sockets", "shell" };
+      for (int k = 0; k < 4; k++)
+        zcd_obj_bool (zcd_obj_get (c, keys[k]), &flags[k]);
+      printf ("%-24s %-20s %-5s %-5s %-5s %-5s\n", name ? name : "?", when,
+              flags[0] ? "yes" : "no", flags[1] ? "yes" : "no", flags[2] ? "yes" : "no",
+              flags[3] ? "yes" : "no");
+      free (name);
+    }
+}
+
+static int
+s_run (zctr_t *z, const char *sub, int argc, char **argv, checkpoint_args_t *a)
+{
+  int operands = argc - optind;
+  const char *id = operands > 0 ? argv[optind] : NULL;
+  const char *name = operands > 1 ? argv[optind + 1] : NULL;
+  bool is_list = strcmp (sub, "list") == 0 || strcmp (sub, "ls") == 0;
+  if (is_list ? (operands > 1 || (id == NULL && a->opts.checkpoint_dir == NULL)) : operands != 2)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr checkpoints %s (see zctr --help)", sub);
+  zcd_client_t *cli = zctr_client (z);
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  zcd_reply_t *reply = NULL;
+  int rc;
+  if (strcmp (sub, "create") == 0)
+    {
+      a->opts.empty_ns = a->empty_ns;
+      rc = zcd_client_checkpoint_create (cli, id, name, &a->opts, &reply);
+    }
+  else if (is_list)
+    rc = zcd_client_checkpoint_list (cli, id, a->opts.checkpoint_dir, &reply);
+  else if (strcmp (sub, "delete") == 0 || strcmp (sub, "rm") == 0)
+    rc = zcd_client_checkpoint_delete (cli, id, a->opts.checkpoint_dir, name, &reply);
+  else
+    return zctr_error (ZCTR_EXIT_USAGE, "unknown checkpoints command: %s", sub);
+  if (rc < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, sub);
+    }
+  if (z->json)
+    zctr_print_json (zcd_reply_root (reply));
+  else if (is_list)
+    s_print_checkpoints (reply);
+  zcd_reply_destroy (&reply);
+  return 0;
+}
+
+int
+zctr_cmd_checkpoints (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "exit", no_argument, NULL, OPT_EXIT },
+    { "tcp", no_argument, NULL, OPT_TCP },
+    { "unix-sockets", no_argument, NULL, OPT_UNIX_SOCKETS },
+    { "shell", no_argument, NULL, OPT_SHELL },
+    { "empty-ns", required_argument, NULL, OPT_EMPTY_NS },
+    { "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
+    { NULL, 0, NULL, 0 },
+  };
+  if (argc < 2)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr checkpoints create|list|delete ...");
+  const char *sub = argv[1];
+  checkpoint_args_t a = { 0 };
+  int rc = zctr_getopt (z, argc - 1, argv + 1, longopts, s_checkpoint_opt, &a);
+  if (rc == 0)
+    rc = s_run (z, sub, argc - 1, argv + 1, &a);
+  free (a.empty_ns);
+  return rc;
+}

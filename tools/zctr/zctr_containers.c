@@ -1,0 +1,546 @@
+/* zctr containers: start, list, exec, kill, pause, resume, update, stats. */
+#include "tools/zctr/zctr.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum
+{
+  OPT_LABEL = ZCTR_OPT_FIRST_LOCAL,
+  OPT_RUNTIME,
+  OPT_RUNTIME_ARG,
+  OPT_NO_PIVOT,
+  OPT_STDIN,
+  OPT_STDOUT,
+  OPT_STDERR,
+  OPT_ATTACH,
+  OPT_ID,
+  OPT_PID,
+  OPT_TTY,
+  OPT_CWD,
+  OPT_ENV,
+  OPT_UID,
+  OPT_GID,
+  OPT_SIGNAL,
+  OPT_ALL,
+  OPT_MEMORY,
+  OPT_CPU_SHARES,
+  OPT_CPU_QUOTA,
+  OPT_CPU_PERIOD,
+  OPT_PIDS_LIMIT,
+  OPT_CPUSET_CPUS,
+  OPT_CPUSET_MEMS,
+  OPT_BLKIO_WEIGHT,
+};
+
+/* A growing NULL-terminated vector of borrowed strings (argv entries). */
+typedef struct
+{
+  const char **v;
+  size_t n;
+} strv_t;
+
+static void
+s_strv_push (strv_t *sv, const char *s)
+{
+  const char **grown = realloc (sv->v, (sv->n + 2) * sizeof *grown);
+  if (grown == NULL)
+    abort ();
+  sv->v = grown;
+  sv->v[sv->n++] = s;
+  sv->v[sv->n] = NULL;
+}
+
+/* Paths go to the daemon, which resolves nothing against our cwd. */
+static char *
+s_absolute (const char *path)
+{
+  char *abs = realpath (path, NULL);
+  if (abs)
+    return abs;
+  if (path[0] == '/')
+    return strdup (path);
+  char cwd[PATH_MAX];
+  char *joined = NULL;
+  if (getcwd (cwd, sizeof cwd) == NULL || asprintf (&joined, "%s/%s", cwd, path) < 0)
+    return NULL;
+  return joined;
+}
+
+/* Print the reply as JSON when asked, then release it. */
+static int
+s_done (zctr_t *z, zcd_reply_t *reply)
+{
+  if (z->json && reply)
+    zctr_print_json (zcd_reply_root (reply));
+  zcd_reply_destroy (&reply);
+  return 0;
+}
+
+typedef struct
+{
+  strv_t labels, runtime_args;
+  zcd_create_opts_t opts;
+  bool attach;
+  char *abs_stdio[3];
+} start_args_t;
+
+static int
+s_start_opt (void *ctx, int opt, const char *arg)
+{
+  start_args_t *a = ctx;
+  switch (opt)
+    {
+    case OPT_LABEL:
+      s_strv_push (&a->labels, arg);
+      break;
+    case OPT_RUNTIME:
+      a->opts.runtime = arg;
+      break;
+    case OPT_RUNTIME_ARG:
+      s_strv_push (&a->runtime_args, arg);
+      break;
+    case OPT_NO_PIVOT:
+      a->opts.no_pivot_root = true;
+      break;
+    case OPT_STDIN:
+    case OPT_STDOUT:
+    case OPT_STDERR:
+      free (a->abs_stdio[opt - OPT_STDIN]);
+      a->abs_stdio[opt - OPT_STDIN] = s_absolute (arg);
+      break;
+    case OPT_ATTACH:
+      a->attach = true;
+      break;
+    }
+  return 0;
+}
+
+static int
+s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
+{
+  zcd_client_t *cli = zctr_client (z);
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  zctr_attach_t *attach = NULL;
+  if (a->attach)
+    {
+      if (a->abs_stdio[0] || a->abs_stdio[1] || a->abs_stdio[2])
+        return zctr_error (ZCTR_EXIT_USAGE, "--attach makes its own stdio: drop --stdin/--stdout/--stderr");
+      attach = zctr_attach_prepare (z, id, "init", false);
+      if (attach == NULL)
+        return ZCTR_EXIT_FAIL;
+    }
+  a->opts.labels = a->labels.v;
+  a->opts.runtime_args = a->runtime_args.v;
+  a->opts.stdin_path = attach ? zctr_attach_path (attach, 0) : a->abs_stdio[0];
+  a->opts.stdout_path = attach ? zctr_attach_path (attach, 1) : a->abs_stdio[1];
+  a->opts.stderr_path = attach ? zctr_attach_path (attach, 2) : a->abs_stdio[2];
+  zcd_reply_t *reply = NULL;
+  if (zcd_client_create (cli, id, bundle, &a->opts, &reply) < 0)
+    {
+      zcd_reply_destroy (&reply);
+      zctr_attach_destroy (&attach);
+      return zctr_fail_request (z, "start");
+    }
+  if (attach == NULL)
+    return s_done (z, reply);
+  zcd_reply_destroy (&reply);
+  int status = zctr_attach_run (attach);
+  zctr_attach_destroy (&attach);
+  return status;
+}
+
+static int
+s_start (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "label", required_argument, NULL, OPT_LABEL },
+    { "runtime", required_argument, NULL, OPT_RUNTIME },
+    { "runtime-arg", required_argument, NULL, OPT_RUNTIME_ARG },
+    { "no-pivot", no_argument, NULL, OPT_NO_PIVOT },
+    { "stdin", required_argument, NULL, OPT_STDIN },
+    { "stdout", required_argument, NULL, OPT_STDOUT },
+    { "stderr", required_argument, NULL, OPT_STDERR },
+    { "attach", no_argument, NULL, OPT_ATTACH },
+    { NULL, 0, NULL, 0 },
+  };
+  start_args_t a = { 0 };
+  int rc = zctr_getopt (z, argc, argv, longopts, s_start_opt, &a);
+  if (rc == 0 && argc - optind != 2)
+    rc = zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers start ID BUNDLE [options]");
+  char *bundle = rc == 0 ? s_absolute (argv[optind + 1]) : NULL;
+  if (rc == 0)
+    rc = s_start_run (z, argv[optind], bundle, &a);
+  free (bundle);
+  free (a.labels.v);
+  free (a.runtime_args.v);
+  for (int i = 0; i < 3; i++)
+    free (a.abs_stdio[i]);
+  return rc;
+}
+
+typedef struct
+{
+  const char *id, *pid;
+  strv_t env;
+  zcd_exec_opts_t opts;
+  bool attach, bad;
+  char *abs_stdio[3];
+} exec_args_t;
+
+static int
+s_exec_opt (void *ctx, int opt, const char *arg)
+{
+  exec_args_t *a = ctx;
+  uint64_t n = 0;
+  switch (opt)
+    {
+    case OPT_ID:
+      a->id = arg;
+      break;
+    case OPT_PID:
+      a->pid = arg;
+      break;
+    case OPT_TTY:
+      a->opts.terminal = true;
+      break;
+    case OPT_ATTACH:
+      a->attach = true;
+      break;
+    case OPT_CWD:
+      a->opts.cwd = arg;
+      break;
+    case OPT_ENV:
+      s_strv_push (&a->env, arg);
+      break;
+    case OPT_UID:
+    case OPT_GID:
+      if (!zctr_parse_u64 (arg, &n) || n > UINT32_MAX)
+        return zctr_error (ZCTR_EXIT_USAGE, "--%s: not an id: %s", opt == OPT_UID ? "uid" : "gid", arg);
+      a->opts.set_user = true;
+      if (opt == OPT_UID)
+        a->opts.uid = (uint32_t) n;
+      else
+        a->opts.gid = (uint32_t) n;
+      break;
+    case OPT_STDIN:
+    case OPT_STDOUT:
+    case OPT_STDERR:
+      free (a->abs_stdio[opt - OPT_STDIN]);
+      a->abs_stdio[opt - OPT_STDIN] = s_absolute (arg);
+      break;
+    }
+  return 0;
+}
+
+static int
+s_exec_run (zctr_t *z, exec_args_t *a, const char *const *args)
+{
+  zcd_client_t *cli = zctr_client (z);
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  zctr_attach_t *attach = NULL;
+  if (a->attach)
+    {
+      attach = zctr_attach_prepare (z, a->id, a->pid, a->opts.terminal);
+      if (attach == NULL)
+        return ZCTR_EXIT_FAIL;
+    }
+  a->opts.env = a->env.v;
+  for (int fd = 0; fd < 3; fd++)
+    {
+      const char *path = attach ? zctr_attach_path (attach, fd) : a->abs_stdio[fd];
+      if (fd == 0)
+        a->opts.stdin_path = path;
+      else if (fd == 1)
+        a->opts.stdout_path = path;
+      else
+        a->opts.stderr_path = path;
+    }
+  zcd_reply_t *reply = NULL;
+  if (zcd_client_exec (cli, a->id, a->pid, args, &a->opts, &reply) < 0)
+    {
+      zcd_reply_destroy (&reply);
+      zctr_attach_destroy (&attach);
+      return zctr_fail_request (z, "exec");
+    }
+  if (attach == NULL)
+    return s_done (z, reply);
+  zcd_reply_destroy (&reply);
+  int status = zctr_attach_run (attach);
+  zctr_attach_destroy (&attach);
+  return status;
+}
+
+static int
+s_exec (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "id", required_argument, NULL, OPT_ID },
+    { "pid", required_argument, NULL, OPT_PID },
+    { "tty", no_argument, NULL, OPT_TTY },
+    { "attach", no_argument, NULL, OPT_ATTACH },
+    { "cwd", required_argument, NULL, OPT_CWD },
+    { "env", required_argument, NULL, OPT_ENV },
+    { "uid", required_argument, NULL, OPT_UID },
+    { "gid", required_argument, NULL, OPT_GID },
+    { "stdin", required_argument, NULL, OPT_STDIN },
+    { "stdout", required_argument, NULL, OPT_STDOUT },
+    { "stderr", required_argument, NULL, OPT_STDERR },
+    { NULL, 0, NULL, 0 },
+  };
+  exec_args_t a = { 0 };
+  int rc = zctr_getopt (z, argc, argv, longopts, s_exec_opt, &a);
+  if (rc == 0 && (a.id == NULL || a.pid == NULL || optind >= argc))
+    rc = zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers exec --id ID --pid P [options] -- ARGS...");
+  if (rc == 0)
+    rc = s_exec_run (z, &a, (const char *const *) argv + optind);
+  free (a.env.v);
+  for (int i = 0; i < 3; i++)
+    free (a.abs_stdio[i]);
+  return rc;
+}
+
+typedef struct
+{
+  const char *pid;
+  int signal;
+  bool all;
+} kill_args_t;
+
+static int
+s_kill_opt (void *ctx, int opt, const char *arg)
+{
+  kill_args_t *a = ctx;
+  if (opt == OPT_PID)
+    a->pid = arg;
+  else if (opt == OPT_ALL)
+    a->all = true;
+  else if (opt == OPT_SIGNAL && (a->signal = zctr_parse_signal (arg)) == 0)
+    return zctr_error (ZCTR_EXIT_USAGE, "--signal: unknown signal: %s", arg);
+  return 0;
+}
+
+static int
+s_kill (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "pid", required_argument, NULL, OPT_PID },
+    { "signal", required_argument, NULL, OPT_SIGNAL },
+    { "all", no_argument, NULL, OPT_ALL },
+    { NULL, 0, NULL, 0 },
+  };
+  kill_args_t a = { .pid = "init", .signal = 15 };
+  int rc = zctr_getopt (z, argc, argv, longopts, s_kill_opt, &a);
+  if (rc)
+    return rc;
+  if (argc - optind != 1)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers kill ID [--pid P] [--signal S] [--all]");
+  zcd_client_t *cli = zctr_client (z);
+  zcd_reply_t *reply = NULL;
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  if (zcd_client_signal (cli, argv[optind], a.pid, a.signal, a.all, &reply) < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, "kill");
+    }
+  return s_done (z, reply);
+}
+
+static int
+s_pause_resume (zctr_t *z, int argc, char **argv)
+{
+  int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
+  if (rc)
+    return rc;
+  if (argc - optind != 1)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers %s ID", argv[0]);
+  zcd_client_t *cli = zctr_client (z);
+  zcd_reply_t *reply = NULL;
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  bool pause = strcmp (argv[0], "pause") == 0;
+  rc = pause ? zcd_client_pause (cli, argv[optind], &reply)
+             : zcd_client_resume (cli, argv[optind], &reply);
+  if (rc < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, argv[0]);
+    }
+  return s_done (z, reply);
+}
+
+static int
+s_update_opt (void *ctx, int opt, const char *arg)
+{
+  zcd_resources_t *res = ctx;
+  if (opt == OPT_CPUSET_CPUS || opt == OPT_CPUSET_MEMS)
+    {
+      *(opt == OPT_CPUSET_CPUS ? &res->cpuset_cpus : &res->cpuset_mems) = arg;
+      return 0;
+    }
+  uint64_t *field = opt == OPT_MEMORY       ? &res->memory_limit
+                    : opt == OPT_CPU_SHARES ? &res->cpu_shares
+                    : opt == OPT_CPU_QUOTA  ? &res->cpu_quota
+                    : opt == OPT_CPU_PERIOD ? &res->cpu_period
+                    : opt == OPT_PIDS_LIMIT ? &res->pids_limit
+                                            : &res->blkio_weight;
+  bool ok = opt == OPT_MEMORY ? zctr_parse_bytes (arg, field) : zctr_parse_u64 (arg, field);
+  if (!ok)
+    return zctr_error (ZCTR_EXIT_USAGE, "not a valid number: %s", arg);
+  return 0;
+}
+
+static int
+s_update (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "memory", required_argument, NULL, OPT_MEMORY },
+    { "cpu-shares", required_argument, NULL, OPT_CPU_SHARES },
+    { "cpu-quota", required_argument, NULL, OPT_CPU_QUOTA },
+    { "cpu-period", required_argument, NULL, OPT_CPU_PERIOD },
+    { "pids-limit", required_argument, NULL, OPT_PIDS_LIMIT },
+    { "cpuset-cpus", required_argument, NULL, OPT_CPUSET_CPUS },
+    { "cpuset-mems", required_argument, NULL, OPT_CPUSET_MEMS },
+    { "blkio-weight", required_argument, NULL, OPT_BLKIO_WEIGHT },
+    { NULL, 0, NULL, 0 },
+  };
+  zcd_resources_t res;
+  zcd_resources_init (&res);
+  int rc = zctr_getopt (z, argc, argv, longopts, s_update_opt, &res);
+  if (rc)
+    return rc;
+  if (argc - optind != 1)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers update ID [resource options]");
+  zcd_client_t *cli = zctr_client (z);
+  zcd_reply_t *reply = NULL;
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  if (zcd_client_update (cli, argv[optind], &res, &reply) < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, "update");
+    }
+  return s_done (z, reply);
+}
+
+static void
+s_print_list (const zcd_reply_t *reply)
+{
+  printf ("%-24s %-8s %-24s %s\n", "ID", "STATUS", "PIDS", "BUNDLE");
+  const msgpack_object *list = zcd_reply_get (reply, "containers");
+  for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++)
+    {
+      const msgpack_object *c = &list->via.array.ptr[i];
+      char *id = zcd_obj_strdup (zcd_obj_get (c, "id"));
+      char *status = zcd_obj_strdup (zcd_obj_get (c, "status"));
+      char *bundle = zcd_obj_strdup (zcd_obj_get (c, "bundle"));
+      char pids[256] = "";
+      const msgpack_object *pv = zcd_obj_get (c, "pids");
+      size_t used = 0;
+      for (uint32_t j = 0; pv && pv->type == MSGPACK_OBJECT_ARRAY && j < pv->via.array.size; j++)
+        {
+          uint64_t pid = 0;
+          if (zcd_obj_uint (&pv->via.array.ptr[j], &pid) && used < sizeof pids)
+            used += (size_t) snprintf (pids + used, sizeof pids - used, "%s%llu", j ? "," : "",
+                                       (unsigned long long) pid);
+        }
+      printf ("%-24s %-8s %-24s %s\n", id ? id : "?", status ? status : "?", pids[0] ? pids : "-",
+              bundle ? bundle : "?");
+      free (id);
+      free (status);
+      free (bundle);
+    }
+}
+
+static int
+s_list (zctr_t *z, int argc, char **argv)
+{
+  int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
+  if (rc)
+    return rc;
+  zcd_client_t *cli = zctr_client (z);
+  zcd_reply_t *reply = NULL;
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  if (zcd_client_state (cli, NULL, &reply) < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, "list");
+    }
+  if (!z->json)
+    s_print_list (reply);
+  return s_done (z, reply);
+}
+
+static void
+s_print_stats (const zcd_reply_t *reply)
+{
+  printf ("%-24s %16s %14s %14s %6s\n", "ID", "CPU_NS", "MEMORY", "MEM_LIMIT", "PIDS");
+  const msgpack_object *stats = zcd_reply_get (reply, "stats");
+  for (uint32_t i = 0; stats && stats->type == MSGPACK_OBJECT_MAP && i < stats->via.map.size; i++)
+    {
+      const msgpack_object *key = &stats->via.map.ptr[i].key;
+      const msgpack_object *s = &stats->via.map.ptr[i].val;
+      uint64_t cpu = 0, mem = 0, limit = 0, pids = 0;
+      zcd_obj_uint (zcd_obj_get (s, "cpu/usage/total"), &cpu);
+      zcd_obj_uint (zcd_obj_get (s, "memory/usage/usage"), &mem);
+      zcd_obj_uint (zcd_obj_get (s, "memory/usage/limit"), &limit);
+      zcd_obj_uint (zcd_obj_get (s, "pids/current"), &pids);
+      printf ("%-24.*s %16llu %14llu %14llu %6llu\n", key->type == MSGPACK_OBJECT_STR ? (int) key->via.str.size : 1,
+              key->type == MSGPACK_OBJECT_STR ? key->via.str.ptr : "?", (unsigned long long) cpu,
+              (unsigned long long) mem, (unsigned long long) limit, (unsigned long long) pids);
+    }
+}
+
+static int
+s_stats (zctr_t *z, int argc, char **argv)
+{
+  int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
+  if (rc)
+    return rc;
+  zcd_client_t *cli = zctr_client (z);
+  zcd_reply_t *reply = NULL;
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  if (zcd_client_stats (cli, (const char *const *) argv + optind, &reply) < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, "stats");
+    }
+  if (!z->json)
+    s_print_stats (reply);
+  return s_done (z, reply);
+}
+
+int
+zctr_cmd_containers (zctr_t *z, int argc, char **argv)
+{
+  if (argc < 2)
+    return s_list (z, 1, argv);
+  const char *sub = argv[1];
+  argc--, argv++;
+  if (strcmp (sub, "start") == 0 || strcmp (sub, "create") == 0)
+    return s_start (z, argc, argv);
+  if (strcmp (sub, "list") == 0 || strcmp (sub, "ls") == 0)
+    return s_list (z, argc, argv);
+  if (strcmp (sub, "exec") == 0)
+    return s_exec (z, argc, argv);
+  if (strcmp (sub, "kill") == 0)
+    return s_kill (z, argc, argv);
+  if (strcmp (sub, "pause") == 0 || strcmp (sub, "resume") == 0)
+    return s_pause_resume (z, argc, argv);
+  if (strcmp (sub, "update") == 0)
+    return s_update (z, argc, argv);
+  if (strcmp (sub, "stats") == 0)
+    return s_stats (z, argc, argv);
+  if (strcmp (sub, "watch") == 0)
+    return zctr_cmd_watch (z, argc, argv);
+  return zctr_error (ZCTR_EXIT_USAGE, "unknown containers command: %s (see zctr --help)", sub);
+}

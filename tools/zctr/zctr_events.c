@@ -1,0 +1,138 @@
+/* zctr events / containers watch: the lossless event stream. */
+#include "tools/zctr/zctr.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum
+{
+  OPT_ID = ZCTR_OPT_FIRST_LOCAL,
+  OPT_SINCE_SEQ,
+  OPT_COUNT,
+};
+
+void
+zctr_print_event (zctr_t *z, const zcd_event_t *event)
+{
+  if (z->json)
+    {
+      /* one object per line, so a reader can split the stream */
+      zcd_json_print (stdout, event->obj, false);
+      fputc ('\n', stdout);
+      fflush (stdout);
+      return;
+    }
+  time_t secs = (time_t) (event->ts / 1000000000);
+  struct tm tm;
+  char when[32] = "-";
+  if (event->ts > 0 && gmtime_r (&secs, &tm))
+    strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  printf ("%llu %s.%09lldZ %s %s", (unsigned long long) event->seq, when,
+          (long long) (event->ts > 0 ? event->ts % 1000000000 : 0), event->type,
+          event->id[0] ? event->id : "-");
+  if (event->pid)
+    printf (" pid=%s", event->pid);
+  if (event->has_system_pid)
+    printf (" system_pid=%llu", (unsigned long long) event->system_pid);
+  if (event->has_status)
+    printf (" status=%u", event->status);
+  if (event->oom_killed)
+    printf (" oom_killed");
+  fputc ('\n', stdout);
+  fflush (stdout);
+}
+
+typedef struct
+{
+  const char *id;
+  uint64_t since_seq;
+  uint64_t count; /* 0 = forever */
+} stream_args_t;
+
+static int
+s_stream_opt (void *ctx, int opt, const char *arg)
+{
+  stream_args_t *a = ctx;
+  if (opt == OPT_ID)
+    a->id = arg;
+  else if (opt == OPT_SINCE_SEQ && !zctr_parse_u64 (arg, &a->since_seq))
+    return zctr_error (ZCTR_EXIT_USAGE, "--since-seq: not a number: %s", arg);
+  else if (opt == OPT_COUNT && !zctr_parse_u64 (arg, &a->count))
+    return zctr_error (ZCTR_EXIT_USAGE, "--count: not a number: %s", arg);
+  return 0;
+}
+
+static int
+s_stream (zctr_t *z, const stream_args_t *a)
+{
+  zcd_subscriber_t *sub = zcd_subscriber_new (z->address, z->events_address, a->id, a->since_seq);
+  if (sub == NULL)
+    return zctr_error (ZCTR_EXIT_FAIL, "subscriber: %s", strerror (errno));
+  zcd_subscriber_set_timeout (sub, z->timeout_ms);
+  bool warned = false;
+  int rc = 0;
+  for (uint64_t seen = 0; a->count == 0 || seen < a->count;)
+    {
+      zcd_event_t *event = NULL;
+      if (zcd_subscriber_next (sub, -1, &event) < 0)
+        {
+          if (errno == EINTR || errno == EAGAIN)
+            continue;
+          rc = zctr_error (ZCTR_EXIT_FAIL, "events: %s", zcd_subscriber_last_error (sub));
+          break;
+        }
+      if (zcd_subscriber_truncated (sub) && !warned)
+        {
+          warned = true;
+          zctr_error (0, "warning: events older than the daemon retains were asked for: "
+                         "the replay is incomplete");
+        }
+      zctr_print_event (z, event);
+      zcd_event_destroy (&event);
+      seen++;
+      if (ferror (stdout))
+        break; /* the reader went away */
+    }
+  zcd_subscriber_destroy (&sub);
+  return rc;
+}
+
+int
+zctr_cmd_events (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "id", required_argument, NULL, OPT_ID },
+    { "since-seq", required_argument, NULL, OPT_SINCE_SEQ },
+    { "count", required_argument, NULL, OPT_COUNT },
+    { NULL, 0, NULL, 0 },
+  };
+  /* without --since-seq: what happens from now on, as ctr events does */
+  stream_args_t a = { .since_seq = ZCD_SINCE_NOW };
+  int rc = zctr_getopt (z, argc, argv, longopts, s_stream_opt, &a);
+  if (rc)
+    return rc;
+  if (optind < argc)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr events [--id ID] [--since-seq N] [--count N]");
+  return s_stream (z, &a);
+}
+
+int
+zctr_cmd_watch (zctr_t *z, int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "count", required_argument, NULL, OPT_COUNT },
+    { "since-seq", required_argument, NULL, OPT_SINCE_SEQ },
+    { NULL, 0, NULL, 0 },
+  };
+  stream_args_t a = { .since_seq = ZCD_SINCE_NOW };
+  int rc = zctr_getopt (z, argc, argv, longopts, s_stream_opt, &a);
+  if (rc)
+    return rc;
+  if (argc - optind > 1)
+    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers watch [ID] [--count N]");
+  a.id = optind < argc ? argv[optind] : NULL;
+  return s_stream (z, &a);
+}
