@@ -549,7 +549,7 @@ test_send_adds_rid_to_any_map_header (void **state)
   zcd_client_t *cli = zcd_client_new (fake->cmd_ep);
   /* 15 keys: a fixmap that must become a map16 once rid joins it. */
   zcd_body_t *body = zcd_body_new ("echo");
-  char key[8];
+  char key[16];
   for (int i = 0; i < 14; i++)
     {
       snprintf (key, sizeof key, "k%d", i);
