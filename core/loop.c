@@ -260,7 +260,13 @@ static void
 s_fire_timers (loop_t *self)
 {
   uint64_t now = zcd_mono_ms ();
-  while (self->heap_len > 0 && self->heap[0]->due_ms <= now)
+  /* Timers added by these handlers wait for the next turn: a zero-delay
+   * timer that re-arms itself would otherwise fire until the clock moves.
+   * A new root that is not ours to fire means nothing older is due either,
+   * since it sorts first with a due time of at least `now`. */
+  uint64_t first_new = self->timer_order;
+  while (self->heap_len > 0 && self->heap[0]->due_ms <= now
+         && self->heap[0]->order < first_new)
     {
       loop_timer_t *t = self->heap[0];
       s_heap_remove_at (self, 0);
