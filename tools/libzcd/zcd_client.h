@@ -163,7 +163,8 @@ int zcd_client_call_stream (zcd_client_t *self, const void *body, size_t len, in
                             zcd_partial_fn *on_partial, void *arg, zcd_reply_t **reply);
 /* zcd_client_call with a body built by zcd_body_t and the client timeout;
  * returns 0 only for an "ok": true reply.  On -1, *reply holds the daemon's
- * error reply when there was one (caller owns), else NULL (local failure). */
+ * error reply when there was one (caller owns; errno EREMOTEIO), else NULL
+ * (local failure: errno as for zcd_client_call). */
 int zcd_client_request (zcd_client_t *self, zcd_body_t *body, zcd_reply_t **reply);
 
 /* ------------------------------------------------------------------------
