@@ -27,9 +27,10 @@ s_init (shim_t *self)
 }
 
 /* fds 0-2 become /dev/null: the shim must not hold the daemon's pipes or
- * terminal, and no file it opens may land on a standard fd.  The sync fd
- * is moved out of the way first and made close-on-exec, so no runtime or
- * container ever holds it. */
+ * terminal, and no file it opens may land on a standard fd.  Every other
+ * inherited fd but the sync fd is closed: the shim lives as long as the
+ * container and must not pin a socket or file of whoever started it.  The
+ * sync fd is made close-on-exec, so no runtime or container holds it. */
 static int
 s_standard_fds (shim_args_t *args)
 {
@@ -38,7 +39,14 @@ s_standard_fds (shim_args_t *args)
   if (args->sync_fd >= 0 && args->sync_fd < 3)
     args->sync_fd = fcntl (args->sync_fd, F_DUPFD_CLOEXEC, 3);
   if (args->sync_fd >= 0)
-    fcntl (args->sync_fd, F_SETFD, FD_CLOEXEC);
+    {
+      fcntl (args->sync_fd, F_SETFD, FD_CLOEXEC);
+      if (args->sync_fd > 3)
+        close_range (3, (unsigned) args->sync_fd - 1, 0);
+      close_range ((unsigned) args->sync_fd + 1, ~0U, 0);
+    }
+  else
+    close_range (3, ~0U, 0);
   int devnull = open ("/dev/null", O_RDWR);
   if (devnull < 0)
     return -1;

@@ -95,7 +95,9 @@ shim_report_error (shim_t *self, const zcd_error_t *error)
     .sys_errno = error ? error->sys_errno : 0,
     .text_len = (uint32_t) len,
   };
-  shim_log (self, "start failed: %s", text);
+  /* A runtime failure is in shim.log already, in the runtime's words. */
+  if (head.code != ZCD_E_RUNTIME_ERROR)
+    shim_log (self, "start failed: %s", text);
   s_send (self, &head, text);
 }
 
