@@ -34,6 +34,7 @@ struct actor_system
   loop_t *loop;
   void *ctx;
   void *bus; /* ROUTER */
+  loop_watch_t *bus_watch;
   char endpoint[64];
   int mailbox_hwm;
   uint64_t serial;
@@ -46,6 +47,20 @@ struct actor_system
 };
 
 static void s_drain (loop_t *loop, void *arg);
+
+/* Mailboxes never write to the bus; the watch exists so the loop makes the
+ * bus process its commands when they arrive.  A closed mailbox (and its
+ * eventfd) is only freed once the bus acknowledges the pipe's end, and an
+ * idle bus would otherwise hold every destroyed actor's socket. */
+static void
+s_on_bus_input (loop_t *loop, void *bus, void *arg)
+{
+  zmq_msg_t stray;
+  zmq_msg_init (&stray);
+  while (zmq_msg_recv (&stray, bus, ZMQ_DONTWAIT) >= 0)
+    ;
+  zmq_msg_close (&stray);
+}
 
 actor_system_t *
 actor_system_new (loop_t *loop, void *zmq_ctx, int mailbox_hwm, zcd_error_t **err)
@@ -67,7 +82,8 @@ actor_system_new (loop_t *loop, void *zmq_ctx, int mailbox_hwm, zcd_error_t **er
       || zmq_setsockopt (self->bus, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0
       || zmq_setsockopt (self->bus, ZMQ_SNDHWM, &self->mailbox_hwm, sizeof (int)) < 0
       || zmq_setsockopt (self->bus, ZMQ_LINGER, &zero, sizeof zero) < 0
-      || zmq_bind (self->bus, self->endpoint) < 0)
+      || zmq_bind (self->bus, self->endpoint) < 0
+      || (self->bus_watch = loop_add_zsock (loop, self->bus, s_on_bus_input, self)) == NULL)
     {
       zcd_fail (err, ZCD_E_INTERNAL, "actor bus: %s", zmq_strerror (zmq_errno ()));
       if (self->bus)
@@ -122,6 +138,7 @@ actor_system_destroy (actor_system_t **sys)
     }
   s_reap (self->loop, self);
   zhashx_destroy (&self->by_name);
+  loop_remove (self->loop, self->bus_watch);
   zmq_close (self->bus);
   free (self);
   *sys = NULL;
