@@ -1,0 +1,644 @@
+/* core/actor: 10,000 actors created and destroyed without leaking fds,
+ * message order (streaming and ping-pong), destruction from handlers with
+ * messages still queued, name reuse, a full mailbox (ZCD_E_BUSY, never a
+ * blocked send) and a missing one (ZCD_E_NOT_FOUND). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "core/actor.h"
+#include "core/fsutil.h"
+#include "core/loop.h"
+#include "core/mp.h"
+
+#define MANY_ACTORS 10000
+#define STREAM_MSGS 10000
+
+typedef struct
+{
+  void *ctx;
+  loop_t *loop;
+  actor_system_t *sys;
+  loop_timer_t *guard;
+  bool guard_fired;
+} fixture_t;
+
+/* Per-actor test state, also the record the tests read afterwards (so it
+ * is not freed by destroy_state: that only counts). */
+typedef struct
+{
+  const char *label;
+  uint64_t received;
+  uint64_t next_expected;
+  bool out_of_order;
+  int destroyed;
+  char last_from[64];
+  char last_type[32];
+  uint64_t stop_at; /* stop the loop after this many messages (0 = never) */
+  bool *flag;       /* set when "die"/"kill" handling ran */
+} probe_t;
+
+static int s_count_fds (void)
+{
+  DIR *d = opendir ("/proc/self/fd");
+  assert_non_null (d);
+  int n = 0;
+  for (struct dirent *de = readdir (d); de; de = readdir (d))
+    if (de->d_name[0] != '.')
+      n++;
+  closedir (d);
+  return n;
+}
+
+static void
+s_raise_nofile (void)
+{
+  struct rlimit rl;
+  assert_int_equal (getrlimit (RLIMIT_NOFILE, &rl), 0);
+  rl.rlim_cur = rl.rlim_max;
+  assert_int_equal (setrlimit (RLIMIT_NOFILE, &rl), 0);
+}
+
+static int
+s_setup_hwm (void **state, int hwm)
+{
+  fixture_t *f = calloc (1, sizeof *f);
+  f->ctx = zmq_ctx_new ();
+  if (f->ctx == NULL || zmq_ctx_set (f->ctx, ZMQ_MAX_SOCKETS, 65535) < 0)
+    return -1;
+  f->loop = loop_new ();
+  zcd_error_t *err = NULL;
+  f->sys = actor_system_new (f->loop, f->ctx, hwm, &err);
+  if (f->sys == NULL)
+    {
+      fprintf (stderr, "actor_system_new: %s\n", err->msg);
+      zcd_error_free (&err);
+      return -1;
+    }
+  *state = f;
+  return 0;
+}
+
+static int
+s_setup (void **state)
+{
+  return s_setup_hwm (state, 100000);
+}
+
+static int
+s_setup_small_hwm (void **state)
+{
+  return s_setup_hwm (state, 10);
+}
+
+static int
+s_teardown (void **state)
+{
+  fixture_t *f = *state;
+  actor_system_destroy (&f->sys);
+  loop_destroy (&f->loop);
+  zmq_ctx_term (f->ctx);
+  free (f);
+  return 0;
+}
+
+static void
+s_guard_fired (loop_t *loop, void *arg)
+{
+  fixture_t *f = arg;
+  f->guard = NULL;
+  f->guard_fired = true;
+  loop_stop (loop);
+}
+
+/* Run until a handler stops the loop, failing after limit_ms. */
+static void
+s_run (fixture_t *f, uint64_t limit_ms)
+{
+  f->guard_fired = false;
+  f->guard = loop_timer_add (f->loop, limit_ms, s_guard_fired, f);
+  assert_int_equal (loop_run (f->loop), 0);
+  assert_false (f->guard_fired);
+  loop_timer_cancel (f->loop, f->guard);
+  f->guard = NULL;
+}
+
+static void
+s_stop_now (loop_t *loop, void *arg)
+{
+  loop_stop (loop);
+}
+
+/* Run turns until deferred work (drains, reaping) is done: a zero timer
+ * fires after this turn's deferred phase. */
+static void
+s_run_one_turn (fixture_t *f)
+{
+  assert_non_null (loop_timer_add (f->loop, 0, s_stop_now, NULL));
+  s_run (f, 5000);
+}
+
+/* ---- the test class ---- */
+
+static void
+s_on_num (actor_t *self, const actor_msg_t *msg)
+{
+  probe_t *p = actor_state (self);
+  uint64_t n = mp_get_uint (msg->body, "n", UINT64_MAX);
+  if (n != p->next_expected)
+    p->out_of_order = true;
+  p->next_expected = n + 1;
+  p->received++;
+  snprintf (p->last_from, sizeof p->last_from, "%s", msg->from);
+  snprintf (p->last_type, sizeof p->last_type, "%s", msg->type);
+  if (p->stop_at && p->received == p->stop_at)
+    loop_stop (actor_loop (self));
+}
+
+static void
+s_on_die (actor_t *self, const actor_msg_t *msg)
+{
+  probe_t *p = actor_state (self);
+  p->received++;
+  const char *name_before = actor_name (self);
+  actor_destroy (self);
+  /* The memory stays until the turn ends. */
+  assert_string_equal (actor_name (self), name_before);
+  actor_destroy (self); /* twice is harmless */
+  if (p->flag)
+    *p->flag = true;
+}
+
+static void
+s_on_kill (actor_t *self, const actor_msg_t *msg)
+{
+  probe_t *p = actor_state (self);
+  p->received++;
+  char *victim = mp_get_strdup (msg->body, "victim");
+  actor_t *other = actor_lookup (actor_system (self), victim);
+  assert_non_null (other);
+  actor_destroy (other);
+  assert_null (actor_lookup (actor_system (self), victim));
+  free (victim);
+  if (p->flag)
+    *p->flag = true;
+}
+
+static void
+s_on_unknown (actor_t *self, const actor_msg_t *msg)
+{
+  probe_t *p = actor_state (self);
+  snprintf (p->last_type, sizeof p->last_type, "?%s", msg->type);
+  p->received++;
+}
+
+static void
+s_count_destroy (actor_t *self)
+{
+  probe_t *p = actor_state (self);
+  p->destroyed++;
+}
+
+static const actor_route_t s_routes[] = {
+  { "num", s_on_num },
+  { "die", s_on_die },
+  { "kill", s_on_kill },
+  { NULL, NULL },
+};
+
+static const actor_class_t s_class = {
+  .kind = "test",
+  .routes = s_routes,
+  .unknown = s_on_unknown,
+  .destroy_state = s_count_destroy,
+};
+
+static actor_t *
+s_actor (fixture_t *f, const char *name, probe_t *p)
+{
+  zcd_error_t *err = NULL;
+  actor_t *a = actor_new (f->sys, &s_class, name, p, &err);
+  if (a == NULL)
+    fail_msg ("actor_new %s: %s", name, err->msg);
+  return a;
+}
+
+static int
+s_send_num (fixture_t *f, const char *from, const char *to, uint64_t n, zcd_error_t **err)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "num", 1);
+  mp_pack_kv_uint (&mb.pk, "n", n);
+  return actor_msg_send (f->sys, from, to, &mb, err);
+}
+
+static void
+s_send_num_ok (fixture_t *f, const char *from, const char *to, uint64_t n)
+{
+  zcd_error_t *err = NULL;
+  if (s_send_num (f, from, to, n, &err) < 0)
+    fail_msg ("send %s -> %s: %s", from, to, err->msg);
+}
+
+static void
+s_send_type_ok (fixture_t *f, const char *to, const char *type)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, type, 0);
+  zcd_error_t *err = NULL;
+  if (actor_msg_send (f->sys, "test", to, &mb, &err) < 0)
+    fail_msg ("send %s to %s: %s", type, to, err->msg);
+}
+
+/* ---- many actors ---- */
+
+typedef struct
+{
+  int expected;
+  int seen;
+} fd_wait_t;
+
+static void
+s_check_fds (loop_t *loop, void *arg)
+{
+  fd_wait_t *w = arg;
+  w->seen = s_count_fds ();
+  if (w->seen == w->expected)
+    loop_stop (loop);
+  else
+    assert_non_null (loop_timer_add (loop, 5, s_check_fds, w));
+}
+
+/* Closed mailboxes release their eventfd once the bus has acknowledged the
+ * end of their pipe, a few turns after actor_destroy: keep the loop
+ * running until the count is back. */
+static void
+s_wait_fds (fixture_t *f, int expected, uint64_t limit_ms)
+{
+  fd_wait_t w = { .expected = expected };
+  assert_non_null (loop_timer_add (f->loop, 0, s_check_fds, &w));
+  f->guard_fired = false;
+  f->guard = loop_timer_add (f->loop, limit_ms, s_guard_fired, f);
+  assert_int_equal (loop_run (f->loop), 0);
+  if (f->guard_fired)
+    fail_msg ("%d fds open, expected %d", w.seen, expected);
+  loop_timer_cancel (f->loop, f->guard);
+}
+
+static void
+test_ten_thousand_actors (void **state)
+{
+  fixture_t *f = *state;
+  int fds_before = s_count_fds ();
+  probe_t *probes = calloc (MANY_ACTORS, sizeof *probes);
+  actor_t **actors = calloc (MANY_ACTORS, sizeof *actors);
+  for (int i = 0; i < MANY_ACTORS; i++)
+    {
+      char name[32];
+      snprintf (name, sizeof name, "c%d", i);
+      actors[i] = s_actor (f, name, &probes[i]);
+    }
+  assert_int_equal (actor_system_count (f->sys), MANY_ACTORS);
+  assert_true (s_count_fds () >= fds_before + MANY_ACTORS);
+  /* Every mailbox works: one message each, the last stops the loop. */
+  probe_t *last = &probes[MANY_ACTORS - 1];
+  for (int i = 0; i < MANY_ACTORS; i++)
+    {
+      char name[32];
+      snprintf (name, sizeof name, "c%d", i);
+      s_send_num_ok (f, "test", name, 0);
+    }
+  last->stop_at = 1;
+  s_run (f, 30000);
+  for (int i = 0; i < MANY_ACTORS; i++)
+    assert_int_equal (probes[i].received, 1);
+  for (int i = 0; i < MANY_ACTORS; i++)
+    actor_destroy (actors[i]);
+  assert_int_equal (actor_system_count (f->sys), 0);
+  s_run_one_turn (f); /* frees them */
+  for (int i = 0; i < MANY_ACTORS; i++)
+    assert_int_equal (probes[i].destroyed, 1);
+  s_wait_fds (f, fds_before, 20000);
+  free (actors);
+  free (probes);
+}
+
+static void
+test_duplicate_and_missing_names (void **state)
+{
+  fixture_t *f = *state;
+  probe_t p = { 0 };
+  actor_t *a = s_actor (f, "only", &p);
+  zcd_error_t *err = NULL;
+  assert_null (actor_new (f->sys, &s_class, "only", &p, &err));
+  assert_non_null (err);
+  assert_int_equal (err->code, ZCD_E_ALREADY_EXISTS);
+  zcd_error_free (&err);
+  assert_ptr_equal (actor_lookup (f->sys, "only"), a);
+
+  uint64_t failures = actor_system_send_failures (f->sys);
+  assert_int_equal (s_send_num (f, "test", "nobody", 1, &err), -1);
+  assert_non_null (err);
+  assert_int_equal (err->code, ZCD_E_NOT_FOUND);
+  assert_non_null (strstr (err->msg, "nobody"));
+  zcd_error_free (&err);
+  assert_int_equal (actor_system_send_failures (f->sys), failures + 1);
+  assert_null (actor_lookup (f->sys, "nobody"));
+
+  /* A raw body with an unrouted type goes to the class's `unknown`. */
+  p.stop_at = 0;
+  s_send_type_ok (f, "only", "mystery");
+  s_run_one_turn (f);
+  assert_int_equal (p.received, 1);
+  assert_string_equal (p.last_type, "?mystery");
+  actor_destroy (a);
+  s_run_one_turn (f);
+  assert_int_equal (p.destroyed, 1);
+}
+
+/* ---- order ---- */
+
+static void
+test_stream_order (void **state)
+{
+  fixture_t *f = *state;
+  probe_t a = { 0 }, b = { .stop_at = STREAM_MSGS };
+  s_actor (f, "A", &a);
+  s_actor (f, "B", &b);
+  for (uint64_t i = 0; i < STREAM_MSGS; i++)
+    s_send_num_ok (f, "A", "B", i);
+  s_run (f, 30000);
+  assert_int_equal (b.received, STREAM_MSGS);
+  assert_false (b.out_of_order);
+  assert_string_equal (b.last_from, "A");
+  assert_int_equal (a.received, 0);
+}
+
+/* Flow control: the sender backs off on ZCD_E_BUSY and resumes on a later
+ * turn, so a small mailbox still gets every message, in order. */
+typedef struct
+{
+  fixture_t *f;
+  uint64_t next;
+  uint64_t busy;
+} pacer_t;
+
+static void
+s_pace (loop_t *loop, void *arg)
+{
+  pacer_t *p = arg;
+  while (p->next < STREAM_MSGS)
+    {
+      zcd_error_t *err = NULL;
+      if (s_send_num (p->f, "A", "B", p->next, &err) < 0)
+        {
+          assert_int_equal (err->code, ZCD_E_BUSY);
+          zcd_error_free (&err);
+          p->busy++;
+          break;
+        }
+      p->next++;
+    }
+  if (p->next < STREAM_MSGS)
+    assert_non_null (loop_timer_add (loop, 0, s_pace, p));
+}
+
+static void
+test_stream_order_through_small_mailbox (void **state)
+{
+  fixture_t *f = *state;
+  probe_t a = { 0 }, b = { .stop_at = STREAM_MSGS };
+  s_actor (f, "A", &a);
+  s_actor (f, "B", &b);
+  pacer_t pacer = { .f = f };
+  assert_non_null (loop_timer_add (f->loop, 0, s_pace, &pacer));
+  s_run (f, 30000);
+  assert_int_equal (b.received, STREAM_MSGS);
+  assert_false (b.out_of_order);
+  assert_true (pacer.busy > 0);
+  assert_int_equal (actor_system_send_failures (f->sys), pacer.busy);
+}
+
+typedef struct
+{
+  uint64_t rounds;
+  uint64_t limit;
+  bool wrong_sender;
+} pingpong_t;
+
+static void
+s_on_ball (actor_t *self, const actor_msg_t *msg)
+{
+  pingpong_t *p = actor_state (self);
+  uint64_t n = mp_get_uint (msg->body, "n", UINT64_MAX);
+  bool is_a = strcmp (actor_name (self), "ping") == 0;
+  if (strcmp (msg->from, is_a ? "pong" : "ping") != 0)
+    p->wrong_sender = true;
+  if (is_a)
+    {
+      if (n != p->rounds)
+        p->wrong_sender = true;
+      if (++p->rounds == p->limit)
+        {
+          loop_stop (actor_loop (self));
+          return;
+        }
+      n = p->rounds;
+    }
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "ball", 1);
+  mp_pack_kv_uint (&mb.pk, "n", n);
+  assert_int_equal (actor_msg_send (actor_system (self), actor_name (self), msg->from, &mb, NULL),
+                    0);
+}
+
+static const actor_route_t s_ball_routes[] = { { "ball", s_on_ball }, { NULL, NULL } };
+static const actor_class_t s_ball_class = { .kind = "ball", .routes = s_ball_routes };
+
+static void
+test_ping_pong (void **state)
+{
+  fixture_t *f = *state;
+  pingpong_t ping = { .limit = STREAM_MSGS }, pong = { 0 };
+  assert_non_null (actor_new (f->sys, &s_ball_class, "ping", &ping, NULL));
+  assert_non_null (actor_new (f->sys, &s_ball_class, "pong", &pong, NULL));
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "ball", 1);
+  mp_pack_kv_uint (&mb.pk, "n", 0);
+  assert_int_equal (actor_msg_send (f->sys, "ping", "pong", &mb, NULL), 0);
+  s_run (f, 30000);
+  assert_int_equal (ping.rounds, STREAM_MSGS);
+  assert_false (ping.wrong_sender);
+  assert_false (pong.wrong_sender);
+}
+
+/* ---- destruction with messages queued ---- */
+
+static void
+test_destroy_self_in_handler (void **state)
+{
+  fixture_t *f = *state;
+  bool died = false;
+  probe_t p = { .flag = &died };
+  s_actor (f, "mortal", &p);
+  s_send_num_ok (f, "test", "mortal", 0);
+  s_send_type_ok (f, "mortal", "die");
+  for (int i = 1; i <= 5; i++)
+    s_send_num_ok (f, "test", "mortal", (uint64_t) i);
+  s_run_one_turn (f);
+  assert_true (died);
+  assert_int_equal (p.received, 2); /* "num" 0 and "die"; nothing after */
+  assert_int_equal (p.destroyed, 1);
+  assert_null (actor_lookup (f->sys, "mortal"));
+  assert_int_equal (actor_system_count (f->sys), 0);
+  zcd_error_t *err = NULL;
+  assert_int_equal (s_send_num (f, "test", "mortal", 9, &err), -1);
+  assert_int_equal (err->code, ZCD_E_NOT_FOUND);
+  zcd_error_free (&err);
+  s_run_one_turn (f);
+  assert_int_equal (p.received, 2);
+}
+
+static void
+test_destroy_other_with_queued_messages (void **state)
+{
+  fixture_t *f = *state;
+  bool killed = false;
+  probe_t killer = { .flag = &killed }, victim = { 0 }, bystander = { 0 };
+  s_actor (f, "killer", &killer);
+  s_actor (f, "victim", &victim);
+  s_actor (f, "bystander", &bystander);
+  /* The killer is marked first, so it runs before the victim's drain. */
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "kill", 1);
+  mp_pack_kv_str (&mb.pk, "victim", "victim");
+  assert_int_equal (actor_msg_send (f->sys, "test", "killer", &mb, NULL), 0);
+  for (uint64_t i = 0; i < 10; i++)
+    {
+      s_send_num_ok (f, "test", "victim", i);
+      s_send_num_ok (f, "test", "bystander", i);
+    }
+  bystander.stop_at = 10;
+  s_run (f, 5000);
+  assert_true (killed);
+  assert_int_equal (victim.received, 0);
+  assert_int_equal (victim.destroyed, 1);
+  assert_int_equal (bystander.received, 10);
+  assert_false (bystander.out_of_order);
+  assert_int_equal (actor_system_count (f->sys), 2);
+}
+
+static void
+test_destroy_outside_loop_with_queued_messages (void **state)
+{
+  fixture_t *f = *state;
+  probe_t p = { 0 };
+  actor_t *a = s_actor (f, "queued", &p);
+  for (uint64_t i = 0; i < 100; i++)
+    s_send_num_ok (f, "test", "queued", i);
+  actor_destroy (a); /* marked: freed by the drain, not the reaper */
+  s_run_one_turn (f);
+  assert_int_equal (p.received, 0);
+  assert_int_equal (p.destroyed, 1);
+}
+
+static void
+test_reused_name_gets_no_old_messages (void **state)
+{
+  fixture_t *f = *state;
+  probe_t old = { 0 }, fresh = { 0 };
+  actor_t *a = s_actor (f, "box", &old);
+  for (uint64_t i = 100; i < 150; i++)
+    s_send_num_ok (f, "old-sender", "box", i);
+  actor_destroy (a);
+  s_actor (f, "box", &fresh);
+  s_send_num_ok (f, "new-sender", "box", 0);
+  s_send_num_ok (f, "new-sender", "box", 1);
+  fresh.stop_at = 2;
+  s_run (f, 5000);
+  /* A few more turns: nothing else may arrive. */
+  s_run_one_turn (f);
+  s_run_one_turn (f);
+  assert_int_equal (old.received, 0);
+  assert_int_equal (old.destroyed, 1);
+  assert_int_equal (fresh.received, 2);
+  assert_false (fresh.out_of_order);
+  assert_string_equal (fresh.last_from, "new-sender");
+  assert_int_equal (fresh.destroyed, 0);
+}
+
+/* ---- a full mailbox ---- */
+
+static void
+test_full_mailbox_is_busy_then_recovers (void **state)
+{
+  fixture_t *f = *state; /* mailbox_hwm 10 */
+  probe_t p = { 0 };
+  s_actor (f, "slow", &p);
+  zcd_error_t *err = NULL;
+  uint64_t accepted = 0;
+  uint64_t t0 = zcd_mono_ms ();
+  while (accepted < 1000 && s_send_num (f, "test", "slow", accepted, &err) == 0)
+    accepted++;
+  assert_true (zcd_mono_ms () - t0 < 2000); /* never blocked */
+  assert_non_null (err);
+  assert_int_equal (err->code, ZCD_E_BUSY);
+  assert_non_null (strstr (err->msg, "slow"));
+  zcd_error_free (&err);
+  /* Bounded by the HWM (send and receive side of the inproc pipe). */
+  assert_true (accepted >= 10);
+  assert_true (accepted <= 40);
+  /* Still busy while nothing drained. */
+  assert_int_equal (s_send_num (f, "test", "slow", accepted, &err), -1);
+  assert_int_equal (err->code, ZCD_E_BUSY);
+  zcd_error_free (&err);
+  assert_int_equal (actor_system_send_failures (f->sys), 2);
+
+  p.stop_at = accepted;
+  s_run (f, 5000);
+  assert_int_equal (p.received, accepted);
+  assert_false (p.out_of_order);
+
+  /* Drained: the same number fits again, continuing the sequence. */
+  for (uint64_t i = 0; i < accepted; i++)
+    s_send_num_ok (f, "test", "slow", accepted + i);
+  p.stop_at = 2 * accepted;
+  s_run (f, 5000);
+  assert_int_equal (p.received, 2 * accepted);
+  assert_false (p.out_of_order);
+}
+
+int
+main (void)
+{
+  s_raise_nofile ();
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown (test_ten_thousand_actors, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_duplicate_and_missing_names, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_stream_order, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_stream_order_through_small_mailbox, s_setup_small_hwm,
+                                     s_teardown),
+    cmocka_unit_test_setup_teardown (test_ping_pong, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_destroy_self_in_handler, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_destroy_other_with_queued_messages, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_destroy_outside_loop_with_queued_messages, s_setup,
+                                     s_teardown),
+    cmocka_unit_test_setup_teardown (test_reused_name_gets_no_old_messages, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_full_mailbox_is_busy_then_recovers, s_setup_small_hwm,
+                                     s_teardown),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
