@@ -212,6 +212,10 @@ s_poll_once (shim_t *self)
   s_watch_relay (&self->output_relay, &fds[SLOT_OUTPUT_SRC], &fds[SLOT_OUTPUT_DST]);
   if (poll (fds, SLOT_COUNT, -1) < 0)
     return;
+  /* Control first: a resize sent before some input is in effect by the
+   * time the container reads that input. */
+  if (fds[SLOT_CONTROL].revents)
+    s_read_control (self);
   if (fds[SLOT_OUTPUT_SRC].revents)
     shim_relay_on_readable (&self->output_relay);
   if (fds[SLOT_OUTPUT_DST].revents)
@@ -220,8 +224,6 @@ s_poll_once (shim_t *self)
     shim_relay_on_readable (&self->stdin_relay);
   if (fds[SLOT_STDIN_DST].revents)
     shim_relay_on_writable (&self->stdin_relay);
-  if (fds[SLOT_CONTROL].revents)
-    s_read_control (self);
   if (fds[SLOT_SIGNAL].revents)
     {
       s_drain_signal_fd (self);
