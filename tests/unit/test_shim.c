@@ -4,7 +4,8 @@
  * sync pipe on fd 3, then the record, the hang-up and exitStatus.
  *
  * Covered per runtime: output of `ls /` in the stdout file and status 0;
- * 137 after SIGKILL of the container process; 143 after SIGTERM (to a
+ * 137 after SIGKILL of the container process (and a shim that survives
+ * SIGTERM, SIGINT, SIGHUP, SIGPIPE); 143 after SIGTERM (to a
  * trapping PID 1, and to an exec'd `sleep` that dies of the signal); a
  * missing executable reported as ZCD_SYNC_ERROR in the runtime's own words;
  * close_stdin making `cat` see EOF; an exec into a running init with its
@@ -408,6 +409,19 @@ test_sigkill_is_137 (void **state)
   assert_non_null (starttime);
   assert_int_equal (strtoull (starttime, NULL, 10), zcd_proc_starttime (run.rec.pid));
   free (starttime);
+  /* The shim shrugs off what a terminal or a careless kill sends it: an
+   * ignored signal is dropped when sent, a fatal one would be acted on
+   * before the shim handles the container's exit, so the exitStatus below
+   * proves the shim survived them. */
+  char *shim_pid = s_read_file (&run, "shim.pid");
+  assert_non_null (shim_pid);
+  pid_t shim = (pid_t) atoi (shim_pid);
+  free (shim_pid);
+  assert_true (zcd_proc_starttime (shim) > 0);
+  assert_int_equal (kill (shim, SIGTERM), 0);
+  assert_int_equal (kill (shim, SIGINT), 0);
+  assert_int_equal (kill (shim, SIGHUP), 0);
+  assert_int_equal (kill (shim, SIGPIPE), 0);
   assert_int_equal (kill (run.rec.pid, SIGKILL), 0);
   s_wait_hangup (&run);
   assert_int_equal (s_exit_status (&run), 137);
