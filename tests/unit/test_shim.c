@@ -136,9 +136,29 @@ s_group_setup (void **state)
   return 0;
 }
 
+/* A failed test can leave a container behind: remove what the runtimes
+ * still know under our roots, so no process or cgroup outlives the run. */
+static void
+s_delete_leftovers (const runtime_t *rt)
+{
+  char cmd[PATH_MAX * 2];
+  s_format (cmd, sizeof cmd,
+            "for c in $(%s --root %s list -q 2>/dev/null); do %s --root %s delete --force $c; done"
+            " >/dev/null 2>&1",
+            rt->runtime, rt->root, rt->runtime, rt->root);
+  if (system (cmd) != 0)
+    print_message ("cleaning up %s containers failed\n", rt->runtime);
+}
+
 static int
 s_group_teardown (void **state)
 {
+  if (s_spec)
+    {
+      s_delete_leftovers (&s_runc);
+      if (s_on_path ("crun"))
+        s_delete_leftovers (&s_crun);
+    }
   s_reap_zombies ();
   if (s_spec)
     json_decref (s_spec);
