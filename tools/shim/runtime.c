@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,19 +62,54 @@ s_file_size (const char *path)
   return stat (path, &st) == 0 ? st.st_size : 0;
 }
 
-/* The messages the runtime wrote to its log since `from`, else the text it
- * wrote to the captured stderr, else a note that it said nothing. */
+/* Where the runtime's stderr text can be read back afterwards: our
+ * capture, or the container's stderr when that is a regular file (a
+ * runtime that fails before it sets up logging, like crun without CRIU
+ * saying "unknown command restore", writes only there). */
+typedef struct
+{
+  int fd;
+  off_t from;
+  bool owned; /* a read-only reopening, closed after use */
+} s_stderr_mark_t;
+
+static s_stderr_mark_t
+s_stderr_mark (int capture, int container_stderr)
+{
+  if (capture >= 0)
+    return (s_stderr_mark_t) { capture, 0, false };
+  struct stat st;
+  if (container_stderr < 0 || fstat (container_stderr, &st) < 0 || !S_ISREG (st.st_mode))
+    return (s_stderr_mark_t) { -1, 0, false };
+  /* The container's fd is write-only: read the same file through a new
+   * read-only open of it. */
+  char path[64];
+  snprintf (path, sizeof path, "/proc/self/fd/%d", container_stderr);
+  return (s_stderr_mark_t) { open (path, O_RDONLY | O_CLOEXEC), st.st_size, true };
+}
+
 static void
-s_collect_error_text (const char *log_path, off_t from, int stderr_capture, char *out, size_t cap)
+s_stderr_mark_release (s_stderr_mark_t *mark)
+{
+  if (mark->owned && mark->fd >= 0)
+    close (mark->fd);
+  mark->fd = -1;
+}
+
+/* The messages the runtime wrote to its log since `from`, else the text it
+ * wrote to stderr, else a note that it said nothing. */
+static void
+s_collect_error_text (const char *log_path, off_t from, s_stderr_mark_t mark, char *out,
+                      size_t cap)
 {
   out[0] = '\0';
   cleanup_free char *log = NULL;
   size_t len = 0;
   if (zcd_read_file (log_path, 1 << 20, &log, &len, NULL) == 0 && (off_t) len > from)
     shim_runtime_log_errors (log + from, len - (size_t) from, out, cap);
-  if (out[0] == '\0' && stderr_capture >= 0)
+  if (out[0] == '\0' && mark.fd >= 0)
     {
-      ssize_t n = pread (stderr_capture, out, cap - 1, 0);
+      ssize_t n = pread (mark.fd, out, cap - 1, mark.from);
       if (n < 0)
         n = 0;
       while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
@@ -135,6 +171,8 @@ shim_runtime_run (shim_t *self, const char *const *sub_argv, const int stdio[3],
   if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0)
     return zcd_fail_errno (err, errno, "open /dev/null");
   off_t log_from = s_file_size (log_path);
+  __attribute__ ((cleanup (s_stderr_mark_release))) s_stderr_mark_t stderr_mark
+      = s_stderr_mark (capture, stdio[2]);
   pid_t pid = s_spawn (argv, fds);
   if (pid < 0)
     return zcd_fail_errno (err, errno, "fork for %s %s", argv[0], sub_argv[0]);
@@ -145,7 +183,7 @@ shim_runtime_run (shim_t *self, const char *const *sub_argv, const int stdio[3],
     return 0;
   char how[64], text[ERROR_TEXT_MAX];
   s_describe_status (status, how, sizeof how);
-  s_collect_error_text (log_path, log_from, capture, text, sizeof text);
+  s_collect_error_text (log_path, log_from, stderr_mark, text, sizeof text);
   shim_log (self, "%s %s: %s: %s", argv[0], sub_argv[0], how, text);
   return zcd_fail (err, ZCD_E_RUNTIME_ERROR, "%s %s: %s: %s", self->args.runtime, sub_argv[0],
                    how, text);
