@@ -425,7 +425,7 @@ test_many_children_at_once (void **state)
   result_t *r = calloc (MANY_CHILDREN, sizeof *r);
   for (int i = 0; i < MANY_CHILDREN; i++)
     {
-      char script[32];
+      char script[48];
       snprintf (script, sizeof script, "echo %d; exit %d", i, i);
       char *argv[] = { "sh", "-c", script, NULL };
       s_spawn (f, argv, NULL, &r[i]);
