@@ -673,23 +673,28 @@ def zcd_factory(build_dir, zmq_ctx, request, tmp_path):
     yield start
 
     problems = []
-    failed = getattr(request.node, "rep_call", None)
+    rep = getattr(request.node, "rep_call", None)
+    test_failed = rep is not None and rep.failed
     for d in daemons:
         d.close_clients()
         if d.proc is None:
             continue
+        stopped_by_test = d.exit_code is not None
         was_running = d.running()
         code = d.stop()
-        if failed is not None and failed.failed:
-            print(f"--- zcd log ({d.state_dir}) ---\n{d.log_tail(80)}")
+        if test_failed:
+            print(f"--- zcd log ({d.state_dir}) ---\n{d.log_tail(40)}")
+        if not was_running and not stopped_by_test:
+            problems.append(f"zcd died during the test (exit {code}):\n{d.log_tail(20)}")
         if was_running and code != 0:
-            problems.append(f"zcd exited {code} on SIGTERM:\n{d.log_tail(30)}")
+            problems.append(f"zcd exited {code} on SIGTERM:\n{d.log_tail(20)}")
         if was_running:
             for ep in (d.cmd_ep, d.ev_ep):
                 if os.path.exists(ipc_path(ep)):
                     problems.append(f"{ipc_path(ep)} left after SIGTERM")
         left = sweep(d, extra_pids)
-        if left:
+        # a failed test stops half-way: what it left is no separate finding
+        if left and not test_failed:
             problems.append("left behind by the test: " + "; ".join(left))
     for sd in dirs:
         shutil.rmtree(sd, ignore_errors=True)

@@ -12,6 +12,13 @@ from conftest import (RUNTIMES, assert_error, cgroup_dir, leftover_runtime_conta
                       processes_under, read_text, wait_file_contains, wait_for)
 
 SLEEP = ["sleep", "1000"]
+# exec processes inherit nothing (PROTOCOL.md: env defaults to empty)
+PATH_ENV = ["PATH=/bin"]
+
+
+def exec_ok(client, **keys):
+    keys.setdefault("env", PATH_ENV)
+    return client.ok("exec", **keys)
 
 
 def start(client, events, bundle_path, cid, **keys):
@@ -21,6 +28,9 @@ def start(client, events, bundle_path, cid, **keys):
     container = reply["container"]
     assert container["id"] == cid
     assert container["status"] == "running"
+    # pids are the container's own processes, never the host's
+    assert os.getpid() not in container["pids"], "host processes listed as the container's"
+    assert 1 not in container["pids"]
     ev = events.wait_type(cid, "start-container", "init")
     init = init_process(container)
     assert ev["system_pid"] == init["system_pid"] > 0
@@ -168,7 +178,7 @@ def test_sigterm_with_trap_gives_143(client, events, bundle, cid, tmp_path):
 def test_exec_dies_on_sigterm_gives_143(client, events, bundle, cid):
     c = cid("tx")
     start(client, events, bundle(args=SLEEP), c)
-    client.ok("exec", id=c, pid="s1", args=["sleep", "1000"])
+    exec_ok(client, id=c, pid="s1", args=["sleep", "1000"])
     events.wait_type(c, "start-process", "s1")
     client.ok("signal", id=c, pid="s1", signal=15)
     assert events.wait_exit(c, "s1")["status"] == 143
@@ -307,7 +317,7 @@ def test_exec_echo(client, events, bundle, cid, tmp_path):
     c = cid("ex")
     out = tmp_path / "exec.out"
     start(client, events, bundle(args=SLEEP), c)
-    reply = client.ok("exec", id=c, pid="e1", args=["echo", "hello from exec"],
+    reply = exec_ok(client, id=c, pid="e1", args=["echo", "hello from exec"],
                       stdout=str(out))
     assert reply["system_pid"] > 0
     ev = events.wait_type(c, "start-process", "e1")
@@ -322,12 +332,12 @@ def test_exec_env_cwd_and_errors(client, events, bundle, cid, tmp_path):
     c = cid("env")
     out = tmp_path / "env.out"
     start(client, events, bundle(args=SLEEP), c)
-    client.ok("exec", id=c, pid="e1", args=["/bin/sh", "-c", "echo foo=$FOO; pwd"],
+    exec_ok(client, id=c, pid="e1", args=["/bin/sh", "-c", "echo foo=$FOO; pwd"],
               env=["FOO=bar"], cwd="/tmp", stdout=str(out))
     assert events.wait_exit(c, "e1")["status"] == 0
     assert out.read_text().split() == ["foo=bar", "/tmp"]
 
-    client.ok("exec", id=c, pid="long", args=SLEEP)
+    exec_ok(client, id=c, pid="long", args=SLEEP)
     assert_error(client.call("exec", id=c, pid="long", args=SLEEP), "already_exists")
     reply = client.call("exec", id=c, pid="init", args=SLEEP)
     assert reply.get("ok") is False
@@ -342,7 +352,7 @@ def test_exec_env_cwd_and_errors(client, events, bundle, cid, tmp_path):
 def test_exec_top_in_state(client, events, bundle, cid):
     c = cid("etop")
     start(client, events, bundle(args=SLEEP), c)
-    reply = client.ok("exec", id=c, pid="top1", args=["top", "-b"])
+    reply = exec_ok(client, id=c, pid="top1", args=["top", "-b"])
     spid = reply["system_pid"]
     st = state_of(client, c)
     procs = {p["pid"]: p for p in st["processes"]}
@@ -360,8 +370,8 @@ def test_exec_top_in_state(client, events, bundle, cid):
 def test_kill_init_with_exec_running(client, events, bundle, cid):
     c = cid("ki")
     start(client, events, bundle(args=SLEEP), c)
-    client.ok("exec", id=c, pid="e1", args=SLEEP)
-    client.ok("exec", id=c, pid="e2", args=["top", "-b"])
+    exec_ok(client, id=c, pid="e1", args=SLEEP)
+    exec_ok(client, id=c, pid="e2", args=["top", "-b"])
     init_exit = kill_and_wait(client, events, c)
     e1 = events.wait_exit(c, "e1", timeout=1)
     e2 = events.wait_exit(c, "e2", timeout=1)
@@ -375,7 +385,7 @@ def test_exec_leaving_detached_child_still_exits(client, events, bundle, cid, tm
     c = cid("det")
     out = tmp_path / "det.out"
     start(client, events, bundle(args=SLEEP), c)
-    client.ok("exec", id=c, pid="d1", args=["sh", "-c", "sleep 100 & echo spawned"],
+    exec_ok(client, id=c, pid="d1", args=["sh", "-c", "sleep 100 & echo spawned"],
               stdout=str(out))
     assert events.wait_exit(c, "d1", timeout=15)["status"] == 0
     assert "spawned" in out.read_text()
@@ -386,7 +396,7 @@ def test_exec_with_terminal(client, events, bundle, cid, tmp_path):
     c = cid("etty")
     out = tmp_path / "etty.out"
     start(client, events, bundle(args=SLEEP), c)
-    client.ok("exec", id=c, pid="t1", terminal=True, args=["sh", "-c", "tty; echo term-ok"],
+    exec_ok(client, id=c, pid="t1", terminal=True, args=["sh", "-c", "tty; echo term-ok"],
               stdout=str(out))
     assert events.wait_exit(c, "t1")["status"] == 0
     text = wait_file_contains(out, "term-ok")
@@ -399,7 +409,7 @@ def test_resize_terminal(client, events, bundle, cid, tmp_path):
     out = tmp_path / "rsz.out"
     start(client, events, bundle(args=SLEEP), c)
     script = "trap 'stty size' WINCH; echo ready; while :; do sleep 1 & wait; done"
-    client.ok("exec", id=c, pid="t1", terminal=True, args=["sh", "-c", script], stdout=str(out))
+    exec_ok(client, id=c, pid="t1", terminal=True, args=["sh", "-c", script], stdout=str(out))
     wait_file_contains(out, "ready")
     client.ok("update_process", id=c, pid="t1", width=123, height=45)
     wait_file_contains(out, "45 123")
@@ -495,7 +505,7 @@ def test_event_order_fields_and_replay(zcd, client, events, bundle, cid, tmp_pat
     other = cid("other")
     t0 = time.time_ns()
     start(client, events, bundle(args=SLEEP), c)
-    client.ok("exec", id=c, pid="e1", args=["true"])
+    exec_ok(client, id=c, pid="e1", args=["true"])
     events.wait_exit(c, "e1")
     client.ok("update", id=c, status="paused")
     client.ok("update", id=c, status="running")
@@ -682,7 +692,7 @@ def test_no_head_of_line_blocking(zcd_factory, runtime, bundle, cid, tmp_path):
         t = time.monotonic()
         assert client.ok("state", timeout=2)
         start(client, events, bundle(args=SLEEP), free, runtime=wrapper)
-        client.ok("exec", id=free, pid="e1", args=["true"])
+        exec_ok(client, id=free, pid="e1", args=["true"])
         events.wait_exit(free, "e1")
         client.ok("update", id=free, status="paused")
         client.ok("update", id=free, status="running")
