@@ -65,7 +65,17 @@ typedef struct container_spec container_spec_t;
 actor_t *container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64_t token,
                                  zcd_error_t **err);
 /* Rebuild a container actor from its state directory after a restart. */
-actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id, zcd_error_t **err);
+/* What the event log already holds for a container (the supervisor reads
+ * it at restart), so no event is published twice and none is missing. */
+typedef struct restore_hints
+{
+  bool covered;          /* the log reaches back to the container's creation */
+  bool start_logged;     /* its start-container (or restore) is in the log */
+  char **started_execs;  /* exec ids whose start-process is logged */
+  char **exited;         /* process ids whose exit is logged */
+} restore_hints_t;
+actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id,
+                                  const restore_hints_t *hints, zcd_error_t **err);
 
 /* process.c */
 typedef struct process_info
@@ -85,9 +95,22 @@ typedef struct process_info
 /* Creates the process actor; it spawns the shim at once and reports
  * process-started / process-failed, then process-exit, to its container. */
 actor_t *process_actor_spawn (zcd_daemon_t *daemon, const process_info_t *info, zcd_error_t **err);
-/* Re-attach to a process whose shim may still run (restart). */
+/* Re-attach to a process after a restart.  When its shim still runs, a
+ * process actor watches it again (returned, out->alive).  When the shim is
+ * gone, NULL is returned without an error and out says what became of the
+ * process: out->started (it had started) and out->status (DESIGN.md,
+ * "Restart": exitStatus, or 137 after killing a survivor, or 255). */
+typedef struct process_restore
+{
+  bool alive;
+  bool started;
+  uint32_t system_pid;
+  int status;
+} process_restore_t;
 actor_t *process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
-                                const char *pid_name, bool is_init, zcd_error_t **err);
+                                const char *pid_name, bool is_init, const char *runtime,
+                                char *const *runtime_args, process_restore_t *out,
+                                zcd_error_t **err);
 void process_info_free (process_info_t *info);
 
 /* stats.c: the "stats" actor ("collect": token, ids, pids -> "reply"). */

@@ -180,7 +180,8 @@ s_maybe_finish (container_t *self)
   container_proc_t *init = container_find_proc (self, "init");
   bool oom = self->oom_seen;
   self->phase = CONTAINER_STOPPING;
-  s_emit (self, "exit", init, true, self->init_status, true, oom);
+  if (!self->init_exit_logged)
+    s_emit (self, "exit", init, true, self->init_status, true, oom);
   s_remove (self);
 }
 
@@ -277,8 +278,10 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   if (p == NULL)
     return;
   int status = (int) mp_get_uint (msg->body, "status", 255);
+  bool logged = mp_get_bool (msg->body, "logged", false);
   if (p->is_init)
     {
+      self->init_exit_logged = logged;
       /* An OOM kill whose notification is still queued on the eventfd is
        * published now, before the exit. */
       if (self->oom_fd >= 0)
@@ -302,7 +305,8 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   container_remove_proc (self, p);
   cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, gone.name);
   zcd_rm_rf (dir, NULL);
-  s_emit (self, "exit", &gone, true, status, false, false);
+  if (!logged)
+    s_emit (self, "exit", &gone, true, status, false, false);
   free (gone.name);
   s_maybe_finish (self);
 }
@@ -523,15 +527,21 @@ container_note_oom (container_t *self)
   s_emit (self, "oom", NULL, false, 0, false, false);
 }
 
-/* Used by restore: a process that exited while the daemon was down. */
 void
-container_process_exited (container_t *self, const char *pid, int status)
+container_post_exit (container_t *self, const char *pid, int status, bool logged)
 {
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "process-exit", 2);
+  actor_msg_begin (&mb, "process-exit", 3);
   mp_pack_kv_str (&mb.pk, "pid", pid);
   mp_pack_kv_uint (&mb.pk, "status", (uint64_t) status);
+  mp_pack_kv_bool (&mb.pk, "logged", logged);
   actor_msg_send (self->daemon->actors, actor_name (self->actor), actor_name (self->actor), &mb, NULL);
+}
+
+void
+container_emit_start (container_t *self, container_proc_t *p)
+{
+  s_emit (self, p->is_init ? "start-container" : "start-process", p, false, 0, false, false);
 }
 
 const char *
@@ -540,9 +550,3 @@ container_status_name (const container_t *self)
   return s_status_name (self);
 }
 
-actor_t *
-container_actor_restore (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
-{
-  zcd_fail (err, ZCD_E_INTERNAL, "live restore is not built yet");
-  return NULL;
-}

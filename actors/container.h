@@ -86,6 +86,7 @@ typedef struct container
   uint64_t create_token;
   bool init_exited;
   int init_status;
+  bool init_exit_logged;
   bool oom_seen;
   loop_timer_t *drain_timer;
   cgroup_paths_t *cgroup;
@@ -106,6 +107,11 @@ void container_run_op (container_t *self, container_op_t *op);
 void container_attach_cgroup (container_t *self, pid_t init_pid);
 container_proc_t *container_find_proc (container_t *self, const char *name);
 void container_remove_proc (container_t *self, container_proc_t *p);
+void container_proc_append (container_t *self, container_proc_t *p);
+void container_proc_free (container_proc_t *p);
+struct bundle_info;
+container_proc_t *container_init_proc_from_bundle (container_t *self, const struct bundle_info *info);
+container_proc_t *container_exec_proc_from_request (const msgpack_object *body);
 uint32_t container_count_processes (const container_t *self);
 /* The Container map minus "pids", as the supervisor caches it. */
 void container_pack_view (container_t *self, msgpack_sbuffer *out);
@@ -119,6 +125,11 @@ void container_op_finished (container_t *self, container_op_kind_t kind);
 /* Answer the running operation (err NULL = ok {}) and free the slot. */
 void container_op_done (container_t *self, uint64_t token, zcd_error_t *err);
 void container_note_oom (container_t *self);
+/* Restore: post a process's exit to the actor's own mailbox; `logged`: the
+ * event log already has it, so it is not published again. */
+void container_post_exit (container_t *self, const char *pid, int status, bool logged);
+/* Restore: publish an event a crash kept from being logged. */
+void container_emit_start (container_t *self, container_proc_t *p);
 void container_checkpoint_done (container_t *self);
 void container_notify_view (container_t *self);
 const char *container_status_name (const container_t *self);

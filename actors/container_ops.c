@@ -51,8 +51,8 @@ s_strv_concat (char *const *a, char *const *b)
 /* ------------------------------------------------------------------ */
 /* Processes                                                           */
 
-static void
-s_proc_free (container_proc_t *p)
+void
+container_proc_free (container_proc_t *p)
 {
   free (p->name);
   mp_strv_free (p->args);
@@ -85,7 +85,7 @@ container_remove_proc (container_t *self, container_proc_t *p)
     if (*pp == p)
       {
         *pp = p->next;
-        s_proc_free (p);
+        container_proc_free (p);
         return;
       }
 }
@@ -100,8 +100,8 @@ container_count_processes (const container_t *self)
   return n;
 }
 
-static void
-s_proc_append (container_t *self, container_proc_t *p)
+void
+container_proc_append (container_t *self, container_proc_t *p)
 {
   container_proc_t **pp = &self->procs;
   while (*pp)
@@ -128,8 +128,8 @@ s_pack_rlimits_from_bundle (container_proc_t *p, const bundle_info_t *info)
   p->rlimits_len = buf.size;
 }
 
-static container_proc_t *
-s_init_proc_from_bundle (container_t *self, const bundle_info_t *info)
+container_proc_t *
+container_init_proc_from_bundle (container_t *self, const bundle_info_t *info)
 {
   container_proc_t *p = calloc (1, sizeof *p);
   p->name = strdup ("init");
@@ -304,7 +304,7 @@ container_free (container_t *self)
     {
       container_proc_t *p = self->procs;
       self->procs = p->next;
-      s_proc_free (p);
+      container_proc_free (p);
     }
   while (self->ops_head)
     {
@@ -374,7 +374,7 @@ container_new_from_request (zcd_daemon_t *daemon, const msgpack_object *body, zc
       container_free (self);
       return NULL;
     }
-  s_proc_append (self, s_init_proc_from_bundle (self, info));
+  container_proc_append (self, container_init_proc_from_bundle (self, info));
   bundle_info_destroy (&info);
   if (zcd_mkdir_p (self->dir, 0700, err) < 0)
     {
@@ -831,8 +831,8 @@ s_oci_process (const container_proc_t *p, const msgpack_object *body)
   return j;
 }
 
-static container_proc_t *
-s_exec_proc_from_request (const msgpack_object *body)
+container_proc_t *
+container_exec_proc_from_request (const msgpack_object *body)
 {
   container_proc_t *p = calloc (1, sizeof *p);
   p->name = mp_get_strdup (body, "pid");
@@ -900,7 +900,7 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
                  self->id);
       return;
     }
-  container_proc_t *p = s_exec_proc_from_request (body);
+  container_proc_t *p = container_exec_proc_from_request (body);
   p->token = token;
   cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
   cleanup_free char *spec_path = NULL;
@@ -908,15 +908,27 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
   json_t *spec = s_oci_process (p, body);
   cleanup_free char *text = json_dumps (spec, JSON_COMPACT);
   json_decref (spec);
-  if (zcd_mkdir_p (dir, 0700, &err) < 0 || asprintf (&spec_path, "%s/process.json", dir) < 0
+  /* The request itself is kept too: after a restart it gives back the
+   * process's `Process` view (stdio paths included). */
+  msgpack_sbuffer saved;
+  msgpack_sbuffer_init (&saved);
+  msgpack_packer spk;
+  msgpack_packer_init (&spk, &saved, msgpack_sbuffer_write);
+  msgpack_pack_object (&spk, *body);
+  cleanup_free char *request_path = NULL;
+  int rc = zcd_mkdir_p (dir, 0700, &err);
+  if (rc == 0 && asprintf (&request_path, "%s/request.msgpack", dir) >= 0)
+    rc = zcd_write_file_atomic (request_path, saved.data, saved.size, 0600, &err);
+  msgpack_sbuffer_destroy (&saved);
+  if (rc < 0 || asprintf (&spec_path, "%s/process.json", dir) < 0
       || zcd_write_file_atomic (spec_path, text, strlen (text), 0600, &err) < 0)
     {
-      s_proc_free (p);
+      container_proc_free (p);
       zcd_rm_rf (dir, NULL);
       s_fail_op (self, token, ZCD_E_INTERNAL, "exec `%s`: %s", pid, err ? err->msg : "out of memory");
       return;
     }
-  s_proc_append (self, p);
+  container_proc_append (self, p);
   process_info_t info = s_process_info (self, p);
   if (process_actor_spawn (self->daemon, &info, &err) == NULL)
     {

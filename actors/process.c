@@ -471,11 +471,59 @@ process_actor_spawn (zcd_daemon_t *daemon, const process_info_t *info, zcd_error
   return self->actor;
 }
 
+/* A shim is ours if it still runs in this process's state directory: its
+ * pid alone could have been recycled while the daemon was down. */
+static bool
+s_shim_alive (const char *dir)
+{
+  pid_t shim = s_read_pid_file (dir, "shim.pid");
+  if (shim <= 0)
+    return false;
+  char link[64], cwd[4096];
+  snprintf (link, sizeof link, "/proc/%d/cwd", (int) shim);
+  ssize_t n = readlink (link, cwd, sizeof cwd - 1);
+  if (n <= 0)
+    return false;
+  cwd[n] = '\0';
+  char real[4096];
+  if (realpath (dir, real) == NULL)
+    return false;
+  return strcmp (cwd, real) == 0;
+}
+
 actor_t *
 process_actor_restore (zcd_daemon_t *daemon, const char *container_id, const char *pid_name,
-                       bool is_init, zcd_error_t **err)
+                       bool is_init, const char *runtime, char *const *runtime_args,
+                       process_restore_t *out, zcd_error_t **err)
 {
-  zcd_fail (err, ZCD_E_INTERNAL, "restore of `%s/%s` is not built yet", container_id, pid_name);
+  memset (out, 0, sizeof *out);
+  process_t *self = s_process_new (daemon, container_id, pid_name, is_init, runtime, runtime_args);
+  pid_t pid = s_read_pid_file (self->dir, "pid");
+  out->started = pid > 0;
+  out->system_pid = pid > 0 ? (uint32_t) pid : 0;
+  self->system_pid = pid;
+  /* The FIFO is opened before the liveness check: a shim alive at the
+   * check holds its write end, so its hang-up cannot be missed. */
+  cleanup_error zcd_error_t *fifo_err = NULL;
+  bool watching = s_watch_exit (self, &fifo_err) == 0;
+  if (watching && s_shim_alive (self->dir))
+    {
+      if (s_register (daemon, self, err) == NULL)
+        {
+          s_process_free (self);
+          return NULL;
+        }
+      /* A shim still starting when the daemon died: its pid file may come
+       * later; its exit is watched all the same. */
+      self->phase = PROC_RUNNING;
+      out->alive = true;
+      return self->actor;
+    }
+  if (out->started)
+    out->status = s_collect_status (self);
+  else if (is_init)
+    s_runtime_delete_force (self);
+  s_process_free (self);
   return NULL;
 }
 

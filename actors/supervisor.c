@@ -70,6 +70,7 @@ struct supervisor
   queued_create_t *queue_head, *queue_tail;
   int starting;
   replay_t *replays;
+  loop_timer_t *replay_timer;
   loop_timer_t *heartbeat;
   char boot_id[40];
   uint64_t started_mono_ns;
@@ -521,6 +522,13 @@ s_replay_step (supervisor_t *self, replay_t *rp)
   return true;
 }
 
+/* Visits every matching event: only the truncated verdict is wanted. */
+static int
+s_replay_scan (const char *encoded, size_t len, uint64_t seq, void *arg)
+{
+  return 0;
+}
+
 static void
 s_op_events (supervisor_t *self, edge_request_t *req)
 {
@@ -536,7 +544,7 @@ s_op_events (supervisor_t *self, edge_request_t *req)
   /* Whether the request reaches past retention is decided once, against
    * the log as it is now. */
   bool truncated = false;
-  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, NULL, NULL, &truncated);
+  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_replay_scan, NULL, &truncated);
   rp->truncated = truncated;
   rp->oldest_seq = eventlog_oldest_seq (self->log);
   rp->req = edge_request_keep (self->edge, req);
@@ -737,6 +745,13 @@ s_on_reply (actor_t *actor, const actor_msg_t *msg)
 /* The turn's end: flush the log, publish, reply, stream replays         */
 
 static void
+s_replay_wake (loop_t *loop, void *arg)
+{
+  supervisor_t *self = arg;
+  self->replay_timer = NULL;
+}
+
+static void
 s_before_sleep (loop_t *loop, void *arg)
 {
   supervisor_t *self = arg;
@@ -749,6 +764,10 @@ s_before_sleep (loop_t *loop, void *arg)
     edge_flush (self->edge);
   if (self->replays)
     s_run_replays (self);
+  /* A replay paused on a full client pipe resumes on a short timer: the
+   * pipe draining wakes nothing in this loop. */
+  if (self->replays && self->replay_timer == NULL)
+    self->replay_timer = loop_timer_add (loop, 2, s_replay_wake, self);
 }
 
 static void
@@ -791,7 +810,6 @@ s_read_boot_id (char *out, size_t size)
     snprintf (out, size, "%llx-%d", (unsigned long long) zcd_now_ns (), (int) getpid ());
 }
 
-static void s_restore_containers (supervisor_t *self);
 
 supervisor_t *
 supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
@@ -831,7 +849,7 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
       return NULL;
     }
   /* Rebuild every container before the first request can be read. */
-  s_restore_containers (self);
+  supervisor_restore_all (daemon, self->log);
   edge_config_t edge_cfg = {
     .listen = cfg->listen,
     .publish = cfg->publish,
@@ -863,6 +881,7 @@ supervisor_destroy (supervisor_t **pself)
   if (self->edge)
     edge_flush (self->edge);
   loop_timer_cancel (self->daemon->loop, self->heartbeat);
+  loop_timer_cancel (self->daemon->loop, self->replay_timer);
   while (self->replays)
     {
       replay_t *rp = self->replays;
@@ -889,24 +908,3 @@ supervisor_destroy (supervisor_t **pself)
   *pself = NULL;
 }
 
-static void
-s_restore_containers (supervisor_t *self)
-{
-  const char *dir = self->daemon->config->state_dir;
-  cleanup_dir DIR *d = opendir (dir);
-  if (d == NULL)
-    return;
-  for (struct dirent *de; (de = readdir (d));)
-    {
-      if (!zcd_valid_id (de->d_name, strlen (de->d_name)))
-        continue;
-      char path[4096];
-      struct stat st;
-      snprintf (path, sizeof path, "%s/%s/state.json", dir, de->d_name);
-      if (stat (path, &st) < 0)
-        continue;
-      cleanup_error zcd_error_t *err = NULL;
-      if (container_actor_restore (self->daemon, de->d_name, &err) == NULL)
-        log_error ("restore %s: %s", de->d_name, err ? err->msg : "unknown error");
-    }
-}

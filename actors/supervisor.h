@@ -20,4 +20,8 @@ supervisor_t *supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err);
  * running (their shims are detached). */
 void supervisor_destroy (supervisor_t **self);
 
+struct eventlog;
+/* Rebuild the containers found in the state directory (supervisor_restore.c). */
+void supervisor_restore_all (zcd_daemon_t *daemon, struct eventlog *log);
+
 #endif

@@ -1,0 +1,211 @@
+/* Live restore of one container actor from its state directory (DESIGN.md,
+ * "Restart").  Runs before the daemon answers any request.  Every process
+ * directory gets its shim watched again, or its exit reported; the event
+ * log's hints keep an event from being published twice or never. */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "actors/container.h"
+#include "core/bundle.h"
+#include "core/cleanup.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "core/mp.h"
+
+static bool
+s_in (char *const *list, const char *name)
+{
+  for (; list && *list; list++)
+    if (strcmp (*list, name) == 0)
+      return true;
+  return false;
+}
+
+static char **
+s_json_strv (json_t *a)
+{
+  size_t n = json_is_array (a) ? json_array_size (a) : 0;
+  char **v = calloc (n + 1, sizeof *v);
+  for (size_t i = 0; i < n; i++)
+    v[i] = strdup (json_string_value (json_array_get (a, i)) ?: "");
+  return v;
+}
+
+static char *
+s_json_str (json_t *j, const char *key)
+{
+  const char *v = json_string_value (json_object_get (j, key));
+  return v ? strdup (v) : NULL;
+}
+
+static container_t *
+s_load_state (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
+{
+  container_t *self = calloc (1, sizeof *self);
+  self->daemon = daemon;
+  self->oom_fd = -1;
+  self->id = strdup (id);
+  self->dir = zcd_container_dir (daemon->config, id);
+  cleanup_free char *path = NULL;
+  json_error_t jerr;
+  json_t *j = asprintf (&path, "%s/state.json", self->dir) < 0 ? NULL : json_load_file (path, 0, &jerr);
+  if (j == NULL || !json_is_string (json_object_get (j, "bundle"))
+      || !json_is_string (json_object_get (j, "runtime")))
+    {
+      zcd_fail (err, ZCD_E_INTERNAL, "state.json unreadable or incomplete%s%s",
+                j ? "" : ": ", j ? "" : jerr.text);
+      json_decref (j);
+      container_free (self);
+      return NULL;
+    }
+  self->bundle = s_json_str (j, "bundle");
+  self->runtime = s_json_str (j, "runtime");
+  self->labels = s_json_strv (json_object_get (j, "labels"));
+  self->runtime_args = s_json_strv (json_object_get (j, "runtime_args"));
+  self->no_pivot = json_is_true (json_object_get (j, "no_pivot_root"));
+  self->stdin_path = s_json_str (j, "stdin");
+  self->stdout_path = s_json_str (j, "stdout");
+  self->stderr_path = s_json_str (j, "stderr");
+  self->created = (int64_t) json_integer_value (json_object_get (j, "created"));
+  self->paused = json_is_true (json_object_get (j, "paused"));
+  json_decref (j);
+  return self;
+}
+
+/* The init's `Process` view comes from the bundle again; a bundle gone
+ * meanwhile still leaves a process to account for. */
+static container_proc_t *
+s_init_proc (container_t *self)
+{
+  bundle_info_t *info = NULL;
+  container_proc_t *p;
+  if (bundle_load (self->bundle, &info, NULL) == 0)
+    p = container_init_proc_from_bundle (self, info);
+  else
+    {
+      p = calloc (1, sizeof *p);
+      p->name = strdup ("init");
+      p->is_init = true;
+      p->args = calloc (1, sizeof (char *));
+      p->env = calloc (1, sizeof (char *));
+      p->capabilities = calloc (1, sizeof (char *));
+      p->cwd = strdup ("/");
+    }
+  bundle_info_destroy (&info);
+  return p;
+}
+
+static container_proc_t *
+s_exec_proc (container_t *self, const char *name)
+{
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, name);
+  cleanup_free char *path = NULL, *data = NULL;
+  size_t len = 0;
+  container_proc_t *p = NULL;
+  msgpack_unpacked m;
+  msgpack_unpacked_init (&m);
+  if (asprintf (&path, "%s/request.msgpack", dir) >= 0
+      && zcd_read_file (path, 1 << 20, &data, &len, NULL) == 0
+      && mp_unpack (data, len, &m, NULL) == 0 && m.data.type == MSGPACK_OBJECT_MAP)
+    p = container_exec_proc_from_request (&m.data);
+  msgpack_unpacked_destroy (&m);
+  if (p == NULL)
+    {
+      p = calloc (1, sizeof *p);
+      p->args = calloc (1, sizeof (char *));
+      p->env = calloc (1, sizeof (char *));
+      p->capabilities = calloc (1, sizeof (char *));
+      p->cwd = strdup ("/");
+    }
+  free (p->name);
+  p->name = strdup (name);
+  return p;
+}
+
+/* One process: watched again if its shim lives, else its exit is posted.
+ * Returns false when the process never started (nothing to report). */
+static bool
+s_restore_process (container_t *self, container_proc_t *p, const restore_hints_t *hints)
+{
+  process_restore_t r;
+  cleanup_error zcd_error_t *err = NULL;
+  process_actor_restore (self->daemon, self->id, p->name, p->is_init, self->runtime,
+                         self->runtime_args, &r, &err);
+  if (err)
+    log_error ("container %s: process %s: %s", self->id, p->name, err->msg);
+  if (!r.started && !r.alive)
+    return false;
+  p->started = true;
+  p->system_pid = r.system_pid;
+  bool start_logged = p->is_init ? hints->start_logged : s_in (hints->started_execs, p->name);
+  if (hints->covered && !start_logged)
+    container_emit_start (self, p);
+  if (!r.alive)
+    container_post_exit (self, p->name, r.status, s_in (hints->exited, p->name));
+  return true;
+}
+
+static void
+s_restore_execs (container_t *self, const restore_hints_t *hints)
+{
+  cleanup_dir DIR *d = opendir (self->dir);
+  for (struct dirent *de; d && (de = readdir (d));)
+    {
+      if (strcmp (de->d_name, "init") == 0 || !zcd_valid_id (de->d_name, strlen (de->d_name)))
+        continue;
+      container_proc_t *p = s_exec_proc (self, de->d_name);
+      container_proc_append (self, p);
+      if (!s_restore_process (self, p, hints))
+        {
+          /* An exec that never started: its request was never answered. */
+          cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, p->name);
+          container_remove_proc (self, p);
+          zcd_rm_rf (dir, NULL);
+        }
+    }
+}
+
+actor_t *
+container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hints_t *hints,
+                         zcd_error_t **err)
+{
+  container_t *self = s_load_state (daemon, id, err);
+  if (self == NULL)
+    return NULL;
+  char name[128];
+  snprintf (name, sizeof name, CONTAINER_ACTOR_PREFIX "%s", id);
+  self->actor = actor_new (daemon->actors, &container_actor_class, name, self, err);
+  if (self->actor == NULL)
+    {
+      container_free (self);
+      return NULL;
+    }
+  self->phase = CONTAINER_RUNNING;
+  container_proc_t *init = s_init_proc (self);
+  container_proc_append (self, init);
+  /* Exec exits are posted before the init's, so they are published first. */
+  s_restore_execs (self, hints);
+  if (!s_restore_process (self, init, hints))
+    {
+      /* The daemon died in the middle of the create: it was never
+       * acknowledged, and nothing of it runs. */
+      log_info ("container %s: never started; removed", id);
+      zcd_rm_rf (self->dir, NULL);
+      actor_destroy (self->actor);
+      return NULL;
+    }
+  if (init->system_pid && kill ((pid_t) init->system_pid, 0) == 0)
+    container_attach_cgroup (self, (pid_t) init->system_pid);
+  container_notify_view (self);
+  log_info ("container %s restored (%s, %u processes)", id, container_status_name (self),
+            container_count_processes (self));
+  return self->actor;
+}
