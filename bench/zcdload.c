@@ -510,7 +510,8 @@ s_mode_call (const opts_t *o)
 typedef struct
 {
   void *sock;
-  uint64_t last_seq, received, gaps, done_ns;
+  uint64_t last_seq, received, gaps;
+  uint64_t last_event_ns; /* when the newest counted event arrived */
   bool ready, done;
 } subscriber_t;
 
@@ -555,6 +556,7 @@ s_subscriber_on_event (fanout_t *f, subscriber_t *s, const char *topic, zmq_msg_
       s->gaps += seq != expected;
       s->last_seq = seq;
       s->received++;
+      s->last_event_ns = s_now ();
     }
   }
   zcd_error_free (&err);
@@ -589,7 +591,6 @@ s_sub_group_run (void *arg)
       }
       if (!s->done && target != UINT64_MAX
           && (s->last_seq >= target || target == atomic_load (&f->floor_seq))) {
-        s->done_ns = s_now ();
         __atomic_store_n (&s->done, true, __ATOMIC_RELEASE);
         left--;
       }
@@ -709,6 +710,10 @@ s_mode_fanout (const opts_t *o)
     fprintf (stderr, "zcdload: fanout needs -i IDS and -S SUBS\n");
     return 2;
   }
+  /* Whole pause+resume rounds, so every container ends running. */
+  opts_t rounds = *o;
+  rounds.n = (o->n + 2 * nids - 1) / (2 * nids) * (2 * nids);
+  o = &rounds;
   size_t ngroups = o->subs < 4 ? o->subs : 4;
   subscriber_t *subs = calloc (o->subs, sizeof *subs);
   sub_group_t groups[4];
@@ -741,8 +746,8 @@ s_mode_fanout (const opts_t *o)
     delivered += subs[i].received;
     gaps += subs[i].gaps;
     complete += subs[i].done;
-    if (subs[i].done_ns > end_ns)
-      end_ns = subs[i].done_ns;
+    if (subs[i].last_event_ns > end_ns)
+      end_ns = subs[i].last_event_ns;
   }
   double secs = (double) (end_ns - t0) / 1e9;
   printf ("{\"mode\": \"fanout\", \"subscribers\": %" PRIu64 ", \"updates\": %" PRIu64
@@ -822,9 +827,15 @@ s_mode_drain (const opts_t *o)
   s_connect (&c, o, false);
   size_t n = s_list_prefixed (&c, o->prefix, &ids), next = 0, got = 0;
   uint64_t t0 = s_now (), deadline = t0 + (uint64_t) (o->timeout_s * 1e9);
-  while (got < n && s_now () < deadline) {
-    while (next - got < o->c && next < n)
-      s_send_kill (c.dealer, ids[next], next), next++;
+  /* A paused container's processes cannot die of SIGKILL until thawed:
+   * resume each first (a no-op for a running one), on the same DEALER so
+   * the container actor sees the resume before the signal. */
+  while (got < 2 * n && s_now () < deadline) {
+    while (2 * next - got < 2 * o->c && next < n) {
+      s_send_update (c.dealer, ids[next], false, 2 * next);
+      s_send_kill (c.dealer, ids[next], 2 * next + 1);
+      next++;
+    }
     s_wait_readable (c.dealer, 100);
     reply_t r;
     while (s_recv_reply (c.dealer, &r))

@@ -1,0 +1,239 @@
+"""Shared by bench/bench.py and bench/peers.py: machine facts, summaries,
+the goals of the benchmark issue, and the printed table."""
+import os
+import platform
+import subprocess
+
+
+def summary(values):
+    values = sorted(values)
+    n = len(values)
+    return {"n": n, "median": values[n // 2] if n else 0, "max": values[-1] if n else 0,
+            "total": sum(values)}
+
+
+def _first_line(argv):
+    try:
+        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, timeout=10).stdout
+        return out.splitlines()[0].strip() if out else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+
+
+def machine():
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cgroup = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kib / 2**20, 1),
+            "kernel": platform.release(), "cgroup": cgroup,
+            "crun": _first_line(["crun", "--version"]),
+            "runc": _first_line(["runc", "--version"])}
+
+
+def _ratio(a, b):
+    return a / b if b else 0.0
+
+
+def _start_rows(res):
+    return res.get("start", [])
+
+
+def goals(res):
+    """[{goal, measured, met}]: reported against, never asserted."""
+    out = []
+    for row in _start_rows(res):
+        if row["c"] == 16:
+            r = _ratio(row["zcd"]["per_s"], row["bare_lifecycle"]["per_s"])
+            out.append({"goal": f"{row['runtime']}: zcd throughput >= 0.9 x bare "
+                                "create/start/wait/delete at C=16",
+                        "measured": f"{r:.2f} x", "met": r >= 0.9})
+        if row["c"] == 1:
+            d = row["zcd"]["create_ms"]["p50"] - row["bare_lifecycle"]["create_start_ms"]["p50"]
+            out.append({"goal": f"{row['runtime']}: create p50 at C=1 within 2 ms of bare "
+                                "create+start",
+                        "measured": f"{d:+.1f} ms", "met": d <= 2.0})
+    for peer in res.get("peers", {}).get("start", []):
+        if peer.get("c") == 16 and peer.get("zcd_over_containerd"):
+            r = peer["zcd_over_containerd"]
+            out.append({"goal": f"{peer['runtime']}: zcd >= 4 x containerd at C=16",
+                        "measured": f"{r:.2f} x", "met": r >= 4})
+    dens = res.get("density")
+    if dens:
+        rss = dens["shim_rss_kib"]["median"]
+        out.append({"goal": "zcd-shim RSS < 1 MiB (median per shim process)",
+                    "measured": f"{rss} KiB", "met": rss < 1024})
+        if dens.get("containers_with_shims"):
+            crss = dens["container_shim_rss_kib"]["median"]
+            out.append({"goal": "zcd-shim RSS < 1 MiB (median per container, all its shims)",
+                        "measured": f"{crss} KiB", "met": crss < 1024})
+        b = dens["bytes_per_container"]
+        out.append({"goal": "daemon memory < 64 KiB per container",
+                    "measured": f"{b / 1024:.1f} KiB", "met": b < 64 * 1024})
+    cost = res.get("cost", [])
+    if cost:
+        top = max(cost, key=lambda c: c["running"])
+        p = top["state"]["latency_ms"]["p99"]
+        note = "" if top["running"] >= 1000 else f" (only {top['running']} running)"
+        out.append({"goal": "`state` of 1,000 containers < 20 ms (p99)",
+                    "measured": f"{p:.1f} ms{note}", "met": p < 20 and top["running"] >= 1000})
+    return out
+
+
+def _lat(l):
+    return f"{l['p50']:.1f} / {l['p95']:.1f} / {l['p99']:.1f} / {l['max']:.1f}"
+
+
+def _start_table(res, lines):
+    rows = _start_rows(res)
+    if not rows:
+        return
+    n = rows[0]["zcd"]["n"]
+    lines += [
+        "",
+        f"## Start: `true` containers, whole lifecycle, N={n} per cell",
+        "",
+        "zcd = `create` request -> init `exit` event, C lifecycles in flight (DEALER);"
+        " bare = `<runtime> create`+`start`+wait+`delete`, C threads; run = one"
+        " `<runtime> run`, C threads. containers/s = completed / wall time.",
+        "",
+        "| runtime | C | zcd /s | bare /s | zcd/bare | run /s | zcd/run "
+        "| zcd create ms p50/p95/p99/max | bare create+start ms p50/p95/p99/max | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        z, b, u = r["zcd"], r["bare_lifecycle"], r["bare_run"]
+        failed = z["failed"] + z.get("unfinished", 0) + b["failed"] + u["failed"]
+        lines.append(
+            f"| {r['runtime']} | {r['c']} | {z['per_s']:.1f} | {b['per_s']:.1f} "
+            f"| {_ratio(z['per_s'], b['per_s']):.2f} | {u['per_s']:.1f} "
+            f"| {_ratio(z['per_s'], u['per_s']):.2f} | {_lat(z['create_ms'])} "
+            f"| {_lat(b['create_start_ms'])} | {failed} |")
+        for tag, run in (("zcd", z), ("bare", b), ("run", u)):
+            if run.get("first_error"):
+                lines.append(f"|   | {tag} error: {run['first_error']} |||||||||")
+
+
+def _control_table(res, lines):
+    ctl = res.get("control")
+    if not ctl:
+        return
+    lines += ["", "## Control plane", "",
+              "| figure | value | latency ms p50/p95/p99/max | samples |",
+              "|---|---|---|---|"]
+    for v in ctl["version"]:
+        lines.append(f"| `version` round trips/s, {v['c']} in flight | {v['per_s']:.0f} "
+                     f"| {_lat(v['latency_ms'])} | {v['n']} calls |")
+    lines += ["", "Event fan-out: pause/resume updates on 8 running containers (16 in flight)"
+              " generate the events; every subscriber must see every seq in order.", "",
+              "| subscribers | events | events/s | deliveries/s | lost | seq gaps "
+              "| update failures |",
+              "|---|---|---|---|---|---|---|"]
+    for f in ctl["fanout"]:
+        lines.append(f"| {f['subscribers']} | {f['events']} | {f['events_per_s']:.1f} "
+                     f"| {f['deliveries_per_s']:.0f} | {f['lost']} | {f['gaps']} "
+                     f"| {f['update_failures']} |")
+
+
+def _density_table(res, lines):
+    d = res.get("density")
+    if not d:
+        return
+    rss, pss = d["shim_rss_kib"], d["shim_pss_kib"]
+    took = "" if d["running"] >= d["level"] else f" (machine took {d['running']} of {d['level']})"
+    lines += [
+        "", f"## Density: {d['running']} running `sleep` containers (crun){took}", "",
+        "| figure | value |", "|---|---|",
+        f"| daemon RSS (VmRSS) | {d['daemon_rss_kib'] / 1024:.1f} MiB "
+        f"(empty: {d['daemon_rss_base_kib'] / 1024:.1f} MiB) |",
+        f"| daemon bytes per container ((RSS - empty RSS) / {d['running']}) "
+        f"| {d['bytes_per_container'] / 1024:.1f} KiB |",
+        f"| daemon open fds | {d['daemon_fds']} (empty: {d['daemon_fds_base']}) |",
+        f"| zcd-shim RSS median / max / total ({rss['n']} shims, smaps_rollup) "
+        f"| {rss['median']} KiB / {rss['max']} KiB / {rss['total'] / 1024:.1f} MiB |",
+        f"| zcd-shim PSS median / max / total ({pss['n']} shims) "
+        f"| {pss['median']} KiB / {pss['max']} KiB / {pss['total'] / 1024:.1f} MiB |",
+    ]
+    if d.get("containers_with_shims"):
+        per, crss, cpss = (d["shim_processes_per_container"], d["container_shim_rss_kib"],
+                           d["container_shim_pss_kib"])
+        lines += [
+            f"| zcd-shim processes per container median / max ({d['containers_with_shims']}"
+            f" containers) | {per['median']} / {per['max']} |",
+            f"| zcd-shim RSS per container (all its shim processes) median / max "
+            f"| {crss['median']} KiB / {crss['max']} KiB |",
+            f"| zcd-shim PSS per container median / max "
+            f"| {cpss['median']} KiB / {cpss['max']} KiB |",
+        ]
+    peer = res.get("peers", {}).get("density")
+    if peer:
+        prss, ppss = peer["shim_rss_kib"], peer["shim_pss_kib"]
+        lines += [
+            f"| containerd-shim RSS median / max / total ({prss['n']} shims, "
+            f"{peer['running']} containers) | {prss['median']} KiB / {prss['max']} KiB / "
+            f"{prss['total'] / 1024:.1f} MiB |",
+            f"| containerd-shim PSS median / max / total | {ppss['median']} KiB / "
+            f"{ppss['max']} KiB / {ppss['total'] / 1024:.1f} MiB |",
+            f"| containerd RSS | {peer['daemon_rss_kib'] / 1024:.1f} MiB |",
+        ]
+
+
+def _cost_table(res, lines):
+    cost = res.get("cost")
+    if not cost:
+        return
+    lines += ["", "## Cost growth: latency with `sleep` containers already running (crun)", "",
+              "| running | create ms p50/p95/p99/max | creates | `state` ms p50/p95/p99/max "
+              "| `state` calls | `state` reply |",
+              "|---|---|---|---|---|---|"]
+    for c in cost:
+        cr, st = c["create"], c["state"]
+        took = "" if c["running"] >= c["level"] else f" (of {c['level']} asked)"
+        lines.append(f"| {c['running']}{took} | {_lat(cr['create_ms'])} | {cr['ok']} "
+                     f"| {_lat(st['latency_ms'])} | {st['n']} "
+                     f"| {st['reply_bytes'] / 1024:.0f} KiB |")
+
+
+def _peers_table(res, lines):
+    peers = res.get("peers", {}).get("start")
+    if not peers:
+        return
+    lines += ["", "## Peers: containerd (`ctr run --rm --rootfs`), same bundle, N and C", "",
+              "| runtime | C | containerd /s | zcd /s | zcd/containerd | failed |",
+              "|---|---|---|---|---|---|"]
+    for p in peers:
+        lines.append(f"| {p['runtime']} | {p['c']} | {p['containerd']['per_s']:.1f} "
+                     f"| {p.get('zcd_per_s', 0):.1f} | {p.get('zcd_over_containerd', 0):.2f} "
+                     f"| {p['containerd']['failed']} |")
+
+
+def table(res):
+    m = res["machine"]
+    s = res["settings"]
+    lines = [f"# zcd benchmarks: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, "
+             f"Linux {m['kernel']}, cgroup {m['cgroup']}, {m['crun']}, {m['runc']}",
+             "",
+             f"Settings: N={s['n']}, C={s['cs']}, M={s['m']}, cost levels "
+             f"{s['cost_levels']}, --max-concurrent-starts {s['max_starts']}; "
+             f"run took {res.get('elapsed_s', 0):.0f} s."]
+    _start_table(res, lines)
+    _control_table(res, lines)
+    _density_table(res, lines)
+    _cost_table(res, lines)
+    _peers_table(res, lines)
+    gl = res.get("goals", [])
+    if gl:
+        lines += ["", "## Goals (reported, not asserted)", "", "| goal | measured | met |",
+                  "|---|---|---|"]
+        for g in gl:
+            lines.append(f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'NO'} |")
+    return "\n".join(lines)
