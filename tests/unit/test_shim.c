@@ -9,7 +9,8 @@
  * trapping PID 1, and to an exec'd `sleep` that dies of the signal); a
  * missing executable reported as ZCD_SYNC_ERROR in the runtime's own words;
  * close_stdin making `cat` see EOF; an exec into a running init with its
- * own exit status; a terminal with output relay and resize.
+ * own exit status; a terminal with output relay and resize, and ^D for
+ * close_stdin.
  *
  * Run from the repository root; BUILD names the build directory. */
 #include <setjmp.h>
@@ -633,6 +634,35 @@ test_terminal_relay_and_resize (void **state)
   close (in_fd);
 }
 
+/* close_stdin on a terminal: the master stays open (it carries the
+ * output), so the end of input is ^D, which `cat` reads as EOF. */
+static void
+test_terminal_close_stdin_sends_eot (void **state)
+{
+  const runtime_t *rt = *state;
+  s_require (rt);
+  char id[96], bundle[PATH_MAX], in[PATH_MAX + 8];
+  s_unique_id (id, sizeof id, "ttycat");
+  const char *args[] = { "cat", NULL };
+  s_make_bundle (id, args, true, bundle, sizeof bundle);
+  shim_run_t run;
+  s_prepare_dir (&run, id, "init");
+  s_format (in, sizeof in, "%s/in", run.dir);
+  assert_int_equal (mkfifo (in, 0600), 0);
+  int in_fd = open (in, O_RDWR | O_CLOEXEC);
+  assert_true (in_fd >= 0);
+  const char *extra[] = { "--terminal", "--stdin", in, NULL };
+  s_start_shim (&run, rt, "init", id, bundle, extra);
+  assert_int_equal (run.rec.type, ZCD_SYNC_STARTED);
+  assert_int_equal (write (in_fd, "line-one\n", 9), 9);
+  /* Echo and cat's copy: the line twice. */
+  s_wait_output (&run, "line-one\r\nline-one\r\n");
+  s_send_control (&run, ZCD_CONTROL_CLOSE_STDIN, 0, 0);
+  s_wait_hangup (&run);
+  assert_int_equal (s_exit_status (&run), 0);
+  close (in_fd);
+}
+
 #define FOR_RUNTIME(test, rt) cmocka_unit_test_prestate (test, &rt)
 
 int
@@ -655,6 +685,8 @@ main (void)
     FOR_RUNTIME (test_exec_missing_executable_is_runtime_error, s_crun),
     FOR_RUNTIME (test_terminal_relay_and_resize, s_runc),
     FOR_RUNTIME (test_terminal_relay_and_resize, s_crun),
+    FOR_RUNTIME (test_terminal_close_stdin_sends_eot, s_runc),
+    FOR_RUNTIME (test_terminal_close_stdin_sends_eot, s_crun),
   };
   return cmocka_run_group_tests (tests, s_group_setup, s_group_teardown);
 }
