@@ -16,7 +16,10 @@ zcd_pid=""
 events_pid=""
 created=""
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { printf '\n== %s\n' "$*"; }
+
+export ZCD_ADDRESS="ipc://$STATE_DIR/zcd.sock"
+export ZCD_EVENTS_ADDRESS="ipc://$STATE_DIR/events.sock"
 
 zctr() { "$ZCTR" "$@"; }
 
@@ -24,7 +27,7 @@ cleanup() {
     rc=$?
     trap - EXIT INT TERM
     if [ -n "$created" ]; then
-        zctr kill "$ID" 9 >/dev/null 2>&1 || true
+        zctr containers kill "$ID" --signal KILL >/dev/null 2>&1 || true
     fi
     if [ -n "$events_pid" ]; then
         kill "$events_pid" 2>/dev/null || true
@@ -33,7 +36,7 @@ cleanup() {
     if [ -n "$zcd_pid" ]; then
         kill -TERM "$zcd_pid" 2>/dev/null || true
         wait "$zcd_pid" 2>/dev/null || true
-        echo "zcd stopped (log: $work/zcd.log kept only on failure)"
+        echo "zcd stopped"
     fi
     if [ $rc -ne 0 ] && [ -f "$work/zcd.log" ]; then
         echo "demo failed (exit $rc); last lines of the daemon log:" >&2
@@ -128,32 +131,32 @@ cat >"$bundle/config.json" <<JSON
 JSON
 
 say "zctr events (in the background: events print as they come)"
-zctr events --id "$ID" &
+"$ZCTR" events --id "$ID" &
 events_pid=$!
 
 out="$work/demo.out"
 say "start a busybox container: $ID"
-zctr create "$ID" "$bundle" --stdout "$out"
+zctr containers start "$ID" "$bundle" --stdout "$out"
 created=1
 zctr state "$ID"
 
 say "exec: echo hello from an exec"
-zctr exec "$ID" hello --stdout "$out" -- echo "hello from an exec"
+zctr containers exec --id "$ID" --pid hello --env PATH=/bin --stdout "$out" -- echo "hello from an exec"
 wait_until 10 grep -q "hello from an exec" "$out"
 cat "$out"
 
 say "pause, then resume"
-zctr pause "$ID"
+zctr containers pause "$ID"
 zctr state "$ID"
-zctr resume "$ID"
+zctr containers resume "$ID"
 
 say "signal USR1 (the container's shell traps it)"
-zctr kill "$ID" USR1
+zctr containers kill "$ID" --signal USR1
 wait_until 10 grep -q "got USR1" "$out"
 tail -n 1 "$out"
 
 say "kill"
-zctr kill "$ID" KILL
+zctr containers kill "$ID" --signal KILL
 wait_until 10 sh -c "! '$ZCTR' state '$ID'"
 created=""
 zctr state
