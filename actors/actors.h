@@ -133,5 +133,7 @@ char **zcd_runtime_argv (const char *runtime, char *const *runtime_args, const c
 /* Turn a runtime's captured output into one error line: the "msg" of
  * JSON log lines, or the plain text, trimmed. */
 char *zcd_runtime_error_text (const char *out, const char *err);
+/* true for a hierarchy's root directory (or NULL): what a dead process reads as. */
+bool zcd_cgroup_dir_is_root (const char *dir);
 
 #endif

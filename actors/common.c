@@ -103,3 +103,26 @@ zcd_runtime_error_text (const char *out, const char *err)
     s_collect (&acc, out);
   return acc ? acc : strdup ("the runtime failed without a message");
 }
+
+bool
+zcd_cgroup_dir_is_root (const char *dir)
+{
+  /* A process that already exited (a zombie, or a recycled pid's new
+   * owner) reads as the hierarchy's root: that is the host, never a
+   * container.  v1 roots are <root>/<controller>, v2 <root> or
+   * <root>/unified. */
+  if (dir == NULL)
+    return true;
+  size_t len = strlen (dir);
+  while (len > 1 && dir[len - 1] == '/')
+    len--;
+  const char *root = "/sys/fs/cgroup";
+  size_t rlen = strlen (root);
+  if (len < rlen || strncmp (dir, root, rlen) != 0)
+    return false;
+  if (len == rlen)
+    return true;
+  const char *rest = dir + rlen + 1;
+  size_t rest_len = len - rlen - 1;
+  return memchr (rest, '/', rest_len) == NULL;
+}

@@ -108,12 +108,13 @@ s_emit (container_t *self, const char *etype, const container_proc_t *p, bool wi
         int status, bool with_oom, bool oom_killed)
 {
   actor_msg_builder_t mb;
-  size_t n = 5 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
+  size_t n = 6 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
              + (with_oom ? 1 : 0) + (self->cgroup_procs ? 1 : 0);
   actor_msg_begin (&mb, "event", n);
   mp_pack_kv_str (&mb.pk, "etype", etype);
   mp_pack_kv_str (&mb.pk, "id", self->id);
   s_pack_identity (self, &mb.pk);
+  mp_pack_kv_uint (&mb.pk, "processes", container_count_processes (self));
   if (p)
     mp_pack_kv_str (&mb.pk, "pid", p->name);
   if (p && p->system_pid)

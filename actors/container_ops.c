@@ -461,6 +461,12 @@ container_attach_cgroup (container_t *self, pid_t init_pid)
                         : cgroup_paths_dir (self->cgroup, "pids");
   if (dir == NULL)
     dir = cgroup_paths_dir (self->cgroup, "memory");
+  if (zcd_cgroup_dir_is_root (dir) || zcd_cgroup_dir_is_root (cgroup_paths_dir (self->cgroup, "memory")))
+    {
+      /* The init is already gone: nothing of the container to watch. */
+      cgroup_paths_destroy (&self->cgroup);
+      return;
+    }
   if (dir && asprintf (&self->cgroup_procs, "%s/cgroup.procs", dir) < 0)
     self->cgroup_procs = NULL;
   s_watch_oom (self);

@@ -315,11 +315,13 @@ s_on_start_timeout (loop_t *loop, void *arg)
   /* The shim leads its own session and process group, with the runtime it
    * spawned: take them all, then let the runtime forget the container. */
   pid_t shim = s_read_pid_file (self->dir, "shim.pid");
+  /* After its double fork the shim sits in the process group its first
+   * child made with setsid, together with the runtime it spawned. */
+  pid_t group = shim > 0 ? getpgid (shim) : -1;
+  if (group > 1)
+    kill (-group, SIGKILL);
   if (shim > 0)
-    {
-      kill (-shim, SIGKILL);
-      kill (shim, SIGKILL);
-    }
+    kill (shim, SIGKILL);
   if (self->is_init)
     s_runtime_delete_force (self);
   s_close_sync (self);

@@ -44,6 +44,7 @@ s_pack_one (msgpack_packer *pk, pid_t pid)
   msgpack_packer opk;
   msgpack_packer_init (&opk, &one, msgpack_sbuffer_write);
   if (pid > 0 && cgroup_paths_for_pid (NULL, pid, &paths, NULL) == 0
+      && !zcd_cgroup_dir_is_root (cgroup_paths_dir (paths, "memory"))
       && cgroup_stats_pack (paths, &opk, NULL) == 0)
     pk->callback (pk->data, one.data, one.size);
   else

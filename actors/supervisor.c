@@ -176,6 +176,7 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
   container_entry_t *e = s_entry_get (self, id);
   s_entry_set_view (e, mp_map_get (b, "view"));
   s_entry_set_identity (e, b);
+  e->processes = (uint32_t) mp_get_uint (b, "processes", e->processes);
   cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
   if (procs)
     {
@@ -357,7 +358,9 @@ s_pack_pids (msgpack_packer *pk, const char *cgroup_procs)
 static int
 s_compare_ids (const void *a, const void *b)
 {
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
+  const container_entry_t *x = *(container_entry_t *const *) a;
+  const container_entry_t *y = *(container_entry_t *const *) b;
+  return strcmp (x->id, y->id);
 }
 
 static void
