@@ -329,13 +329,14 @@ s_runtime_done (const child_result_t *res, void *arg)
   container_t *self = call->self;
   self->pending_call = NULL;
   bool failed = res->exit_code != 0 || res->timed_out;
-  if (!failed && call->kind == OP_UPDATE && self->then_status != OP_NONE)
+  if (!failed && self->then_status != OP_NONE)
     {
-      /* update with resources and a status: the resources went first (and
-       * got their event); now the pause or resume, same request. */
+      /* A second runtime call for the same request: an update's pause or
+       * resume after its resources (each with its event), or the thaw that
+       * lets a SIGKILL reach a paused container's processes. */
       container_op_kind_t next = self->then_status;
       self->then_status = OP_NONE;
-      container_op_finished (self, OP_UPDATE);
+      container_op_finished (self, call->kind);
       const char *words[] = { next == OP_PAUSE ? "pause" : "resume", self->id, NULL };
       uint64_t token = call->token;
       free (call);

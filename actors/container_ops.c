@@ -529,6 +529,10 @@ s_op_signal (container_t *self, uint64_t token, const msgpack_object *body)
   snprintf (signame, sizeof signame, "%llu", (unsigned long long) sig);
   const char *words_all[] = { "kill", "--all", self->id, signame, NULL };
   const char *words[] = { "kill", self->id, signame, NULL };
+  /* A frozen cgroup holds even SIGKILL until it is thawed (cgroup v1
+   * freezer): a kill of a paused container resumes it, as docker does. */
+  if (self->paused && sig == SIGKILL)
+    self->then_status = OP_RESUME;
   container_run_runtime (self, token, OP_SIGNAL, all ? words_all : words);
 }
 
