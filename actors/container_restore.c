@@ -4,6 +4,7 @@
  * log's hints keep an event from being published twice or never. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,11 @@ s_restore_execs (container_t *self, const restore_hints_t *hints)
   for (struct dirent *de; d && (de = readdir (d));)
     {
       if (strcmp (de->d_name, "init") == 0 || !zcd_valid_id (de->d_name, strlen (de->d_name)))
+        continue;
+      /* state.json and resources.json are valid ids too: only directories
+       * are processes. */
+      struct stat st;
+      if (fstatat (dirfd (d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR (st.st_mode))
         continue;
       container_proc_t *p = s_exec_proc (self, de->d_name);
       container_proc_append (self, p);
