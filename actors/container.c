@@ -133,10 +133,14 @@ static void
 s_send_view (container_t *self)
 {
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "view", 5);
+  actor_msg_begin (&mb, "view", 5 + (self->cgroup_procs ? 1 : 0));
   mp_pack_kv_str (&mb.pk, "id", self->id);
   s_pack_identity (self, &mb.pk);
   mp_pack_kv_uint (&mb.pk, "processes", container_count_processes (self));
+  /* A restored container publishes no start event: the view is where the
+   * supervisor learns its cgroup (`pids` in `state`). */
+  if (self->cgroup_procs)
+    mp_pack_kv_str (&mb.pk, "cgroup_procs", self->cgroup_procs);
   s_pack_view_field (self, &mb.pk);
   s_send (self, &mb);
 }

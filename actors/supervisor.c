@@ -164,6 +164,17 @@ s_entry_set_identity (container_entry_t *e, const msgpack_object *b)
 }
 
 static void
+s_entry_set_cgroup_procs (container_entry_t *e, const msgpack_object *b)
+{
+  cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
+  if (procs)
+    {
+      free (e->cgroup_procs);
+      e->cgroup_procs = steal_pointer (&procs);
+    }
+}
+
+static void
 s_on_event (actor_t *actor, const actor_msg_t *msg)
 {
   supervisor_t *self = actor_state (actor);
@@ -177,12 +188,7 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
   s_entry_set_view (e, mp_map_get (b, "view"));
   s_entry_set_identity (e, b);
   e->processes = (uint32_t) mp_get_uint (b, "processes", e->processes);
-  cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
-  if (procs)
-    {
-      free (e->cgroup_procs);
-      e->cgroup_procs = steal_pointer (&procs);
-    }
+  s_entry_set_cgroup_procs (e, b);
   zcd_event_t ev = {
     .type = etype,
     .id = id,
@@ -208,6 +214,7 @@ s_on_view (actor_t *actor, const actor_msg_t *msg)
   s_entry_set_view (e, mp_map_get (msg->body, "view"));
   s_entry_set_identity (e, msg->body);
   e->processes = (uint32_t) mp_get_uint (msg->body, "processes", e->processes);
+  s_entry_set_cgroup_procs (e, msg->body);
 }
 
 static void
