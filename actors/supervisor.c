@@ -25,6 +25,9 @@
 /* Replayed events sent per streaming request per turn: a long replay to one
  * client must not hold up the loop for everyone else. */
 #define REPLAY_BUDGET 2048
+/* Creates admitted but waiting for a start slot; past this a create is
+ * answered `busy` (PROTOCOL.md: a bounded queue is full, retry later). */
+#define MAX_QUEUED_CREATES 10000
 
 typedef struct container_entry
 {
@@ -69,6 +72,7 @@ struct supervisor
   zhashx_t *reserved;   /* ids admitted but not started yet -> token */
   queued_create_t *queue_head, *queue_tail;
   int starting;
+  size_t queued;
   replay_t *replays;
   loop_timer_t *replay_timer;
   loop_timer_t *heartbeat;
@@ -284,6 +288,7 @@ s_start_next (supervisor_t *self)
       self->queue_head = q->next;
       if (self->queue_head == NULL)
         self->queue_tail = NULL;
+      self->queued--;
       s_launch_create (self, q->token, q->id, q->body, q->body_len);
       free (q->id);
       free (q->body);
@@ -300,6 +305,12 @@ s_op_create (supervisor_t *self, edge_request_t *req)
   if (zhashx_lookup (self->containers, id) || zhashx_lookup (self->reserved, id))
     {
       edge_fail (self->edge, req, ZCD_E_ALREADY_EXISTS, "container `%s` already exists", id);
+      return;
+    }
+  if (self->queued >= MAX_QUEUED_CREATES)
+    {
+      edge_fail (self->edge, req, ZCD_E_BUSY, "%zu creates are already waiting for a start slot",
+                 self->queued);
       return;
     }
   /* The bundle is checked here, at admission: a bad bundle is a precise
@@ -326,6 +337,7 @@ s_op_create (supervisor_t *self, edge_request_t *req)
   else
     self->queue_head = q;
   self->queue_tail = q;
+  self->queued++;
   s_start_next (self);
 }
 
