@@ -211,6 +211,20 @@ s_defaults (zcd_config_t *cfg)
     cfg->heartbeat_ms = 1000;
 }
 
+static void
+s_config_free (zcd_config_t *cfg)
+{
+  free (cfg->state_dir);
+  mp_strv_free (cfg->listen);
+  mp_strv_free (cfg->publish);
+  free (cfg->runtime);
+  mp_strv_free (cfg->runtime_args);
+  free (cfg->shim_path);
+  free (cfg->group);
+  free (cfg->curve_secret);
+  free (cfg->curve_clients);
+}
+
 /* One daemon per state directory: a second one would fight over the
  * sockets, the log and the containers. */
 static int
@@ -346,5 +360,6 @@ main (int argc, char **argv)
   close (sig.fd);
   close (lock_fd);
   log_info ("zcd stopped");
+  s_config_free (&cfg);
   return rc == 0 ? 0 : 1;
 }
