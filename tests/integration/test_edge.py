@@ -172,7 +172,8 @@ def test_heartbeat(zcd, client):
     b"\xdd\xff\xff\xff\xff",                  # array claiming 4G entries
     b"\xdb\xff\xff\xff\xf0abc",               # str claiming 4G bytes
     b"\x91" * 5000,                           # nesting far too deep
-])
+], ids=["empty", "reserved", "short-array", "short-map", "huge-map", "huge-array",
+        "huge-str", "deep"])
 def test_undecodable_body(client, body):
     client.send_raw([body])
     reply = unpack(client.recv_raw()[-1])
@@ -181,7 +182,8 @@ def test_undecodable_body(client, body):
     assert client.ok("version")
 
 
-@pytest.mark.parametrize("obj", [[1, 2], "version", 5, None, {1: "version"}])
+@pytest.mark.parametrize("obj", [[1, 2], "version", 5, None, {1: "version"}],
+                         ids=["array", "str", "int", "nil", "int-key"])
 def test_body_not_a_str_keyed_map(client, obj):
     client.send_raw([pack(obj)])
     assert error_code(unpack(client.recv_raw()[-1])) == "invalid_request"
