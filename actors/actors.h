@@ -135,5 +135,6 @@ char **zcd_runtime_argv (const char *runtime, char *const *runtime_args, const c
 char *zcd_runtime_error_text (const char *out, const char *err);
 /* true for a hierarchy's root directory (or NULL): what a dead process reads as. */
 bool zcd_cgroup_dir_is_root (const char *dir);
+void zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs);
 
 #endif

@@ -233,15 +233,7 @@ container_pack_container (container_t *self, msgpack_packer *pk)
   msgpack_pack_map (pk, 8);
   s_pack_view_entries (self, pk);
   mp_pack_str (pk, "pids");
-  uint64_t pids[4096];
-  size_t n = 0;
-  cleanup_fclose FILE *f = self->cgroup_procs ? fopen (self->cgroup_procs, "re") : NULL;
-  unsigned long long v;
-  while (f && n < 4096 && fscanf (f, "%llu", &v) == 1)
-    pids[n++] = v;
-  msgpack_pack_array (pk, n);
-  for (size_t i = 0; i < n; i++)
-    msgpack_pack_uint64 (pk, pids[i]);
+  zcd_pack_cgroup_pids (pk, self->cgroup_procs);
 }
 
 /* ------------------------------------------------------------------ */

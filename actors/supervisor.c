@@ -357,23 +357,6 @@ s_op_version (supervisor_t *self, edge_request_t *req)
   edge_reply_send (self->edge, r);
 }
 
-static void
-s_pack_pids (msgpack_packer *pk, const char *cgroup_procs)
-{
-  uint64_t pids[4096];
-  size_t n = 0;
-  cleanup_fclose FILE *f = cgroup_procs ? fopen (cgroup_procs, "re") : NULL;
-  if (f)
-    {
-      unsigned long long v;
-      while (n < 4096 && fscanf (f, "%llu", &v) == 1)
-        pids[n++] = v;
-    }
-  msgpack_pack_array (pk, n);
-  for (size_t i = 0; i < n; i++)
-    msgpack_pack_uint64 (pk, pids[i]);
-}
-
 static int
 s_compare_ids (const void *a, const void *b)
 {
@@ -406,7 +389,7 @@ s_op_state (supervisor_t *self, edge_request_t *req)
       msgpack_pack_map (pk, list[i]->view_entries + 1);
       pk->callback (pk->data, list[i]->view, list[i]->view_len);
       mp_pack_str (pk, "pids");
-      s_pack_pids (pk, list[i]->cgroup_procs);
+      zcd_pack_cgroup_pids (pk, list[i]->cgroup_procs);
     }
   mp_pack_str (pk, "machine");
   msgpack_pack_map (pk, 2);
