@@ -252,25 +252,39 @@ s_timer_record (loop_t *loop, void *arg)
 }
 
 static void
+s_stop_at_seven (loop_t *loop, void *arg)
+{
+  trace_t *trace = arg;
+  if (trace->n == 7)
+    loop_stop (loop);
+}
+
+static void
 test_timers_fire_in_order (void **state)
 {
   loop_t *loop = loop_new ();
   trace_t trace = { 0 };
-  /* Due times far enough apart that adding them cannot reorder them. */
+  /* Due times 20 ms apart: adding them (microseconds) cannot reorder them. */
   const uint64_t delays[] = { 60, 20, 40, 0, 20, 40, 0 };
   const int expected[] = { 3, 6, 1, 4, 2, 5, 0 };
   timer_probe_t probes[7];
   uint64_t start = zcd_mono_ms ();
   for (int i = 0; i < 7; i++)
     {
-      probes[i] = (timer_probe_t){ .trace = &trace, .id = i, .stop = i == 0 };
+      probes[i] = (timer_probe_t){ .trace = &trace, .id = i };
       assert_non_null (loop_timer_add (loop, delays[i], s_timer_record, &probes[i]));
     }
+  uint64_t added = zcd_mono_ms ();
+  loop_set_before_sleep (loop, s_stop_at_seven, &trace);
   s_run_guarded (loop, 5000);
   assert_true (zcd_mono_ms () - start >= 60);
   assert_int_equal (trace.n, 7);
-  for (int i = 0; i < 7; i++)
-    assert_int_equal (trace.order[i], expected[i]);
+  if (added - start < 20)
+    for (int i = 0; i < 7; i++)
+      assert_int_equal (trace.order[i], expected[i]);
+  else /* descheduled while adding: only equal delays keep a fixed order */
+    print_message ("adding took %llu ms: order check skipped\n",
+                   (unsigned long long) (added - start));
   loop_destroy (&loop);
 }
 
@@ -548,7 +562,7 @@ test_defer_runs_in_same_turn (void **state)
   assert_int_equal (p.hook_turn, p.handler_turn);
   assert_int_equal (p.nested_turn, p.hook_turn + 1);
   /* With nothing else pending the loop would sleep up to a second. */
-  assert_true (p.nested_at_ms - p.hook_at_ms < 500);
+  assert_true (p.nested_at_ms - p.hook_at_ms < 900);
   loop_remove (loop, w);
   close (efd);
   loop_destroy (&loop);
