@@ -19,6 +19,7 @@ struct loop_watch
   void *arg;
   bool dead;
   loop_watch_t *next; /* in the zsock list or the graveyard */
+  loop_watch_t *all_prev, *all_next; /* every live watch, so none outlives the loop */
 };
 
 struct loop_timer
@@ -42,6 +43,7 @@ struct loop
   bool stopping;
   uint64_t turns;
   loop_watch_t *zsocks;    /* live zsock watches, re-checked every turn */
+  loop_watch_t *all;      /* every live watch */
   loop_watch_t *graveyard; /* removed this turn, freed when it ends */
   loop_timer_t **heap;
   size_t heap_len, heap_cap;
@@ -84,8 +86,8 @@ loop_destroy (loop_t **loop)
   if (loop == NULL || *loop == NULL)
     return;
   loop_t *self = *loop;
-  while (self->zsocks)
-    loop_remove (self, self->zsocks);
+  while (self->all)
+    loop_remove (self, self->all);
   s_bury_dead (self);
   for (size_t i = 0; i < self->heap_len; i++)
     free (self->heap[i]);
@@ -112,6 +114,10 @@ s_watch_new (loop_t *self, int fd, uint32_t events, void *arg)
       errno = saved;
       return NULL;
     }
+  w->all_next = self->all;
+  if (self->all)
+    self->all->all_prev = w;
+  self->all = w;
   return w;
 }
 
@@ -148,6 +154,12 @@ loop_remove (loop_t *self, loop_watch_t *watch)
     return;
   watch->dead = true;
   epoll_ctl (self->epfd, EPOLL_CTL_DEL, watch->fd, NULL);
+  if (watch->all_prev)
+    watch->all_prev->all_next = watch->all_next;
+  else
+    self->all = watch->all_next;
+  if (watch->all_next)
+    watch->all_next->all_prev = watch->all_prev;
   if (watch->zsock)
     {
       for (loop_watch_t **p = &self->zsocks; *p; p = &(*p)->next)
