@@ -333,6 +333,11 @@ s_runtime_done (const child_result_t *res, void *arg)
   container_t *self = call->self;
   self->pending_call = NULL;
   bool failed = res->exit_code != 0 || res->timed_out;
+  /* runc thaws a paused container itself when it SIGKILLs it; crun does
+   * not.  The thaw that follows a kill only has to leave it running. */
+  if (failed && call->kind == OP_RESUME && self->thaw_after_kill)
+    failed = false;
+  self->thaw_after_kill = false;
   if (!failed && self->then_status != OP_NONE)
     {
       /* A second runtime call for the same request: an update's pause or
@@ -340,6 +345,7 @@ s_runtime_done (const child_result_t *res, void *arg)
        * lets a SIGKILL reach a paused container's processes. */
       container_op_kind_t next = self->then_status;
       self->then_status = OP_NONE;
+      self->thaw_after_kill = call->kind == OP_SIGNAL;
       container_op_finished (self, call->kind);
       const char *words[] = { next == OP_PAUSE ? "pause" : "resume", self->id, NULL };
       uint64_t token = call->token;

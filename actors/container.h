@@ -82,7 +82,8 @@ typedef struct container
   child_t *pending_call;
   char *checkpoint_meta_path; /* written when the dump succeeds */
   char *checkpoint_meta;
-  container_op_kind_t then_status; /* update: pause/resume after the resources */
+  container_op_kind_t then_status;
+  bool thaw_after_kill; /* update: pause/resume after the resources */
   uint64_t create_token;
   bool init_exited;
   int init_status;
