@@ -244,6 +244,22 @@ s_runtime_delete_force (process_t *self)
   mp_strv_free (argv);
 }
 
+/* A zombie has exited: its status is unknown here (it is not our child;
+ * on hosts whose init reaps late it lingers), so it is no survivor. */
+static bool
+s_is_zombie (pid_t pid)
+{
+  char path[64], buf[512];
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read (fd, buf, sizeof buf - 1);
+  if (n <= 0)
+    return false;
+  buf[n] = '\0';
+  const char *p = strrchr (buf, ')');
+  return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 /* The exit status of a process whose shim is gone (DESIGN.md, "Restart"). */
 static int
 s_collect_status (process_t *self)
@@ -270,7 +286,7 @@ s_collect_status (process_t *self)
         starttime = strtoull (st, NULL, 10);
     }
   int status = 255;
-  if (pid > 0 && starttime != 0 && zcd_proc_starttime (pid) == starttime)
+  if (pid > 0 && starttime != 0 && zcd_proc_starttime (pid) == starttime && !s_is_zombie (pid))
     {
       kill (pid, SIGKILL);
       status = 137;
