@@ -34,6 +34,7 @@
 
 #define MAX_SUBS_PER_THREAD 32
 #define HEARTBEAT_WAIT_NS (3ULL * 1000000000ULL)
+#define REPLY_WAIT_NS (10ULL * 1000000000ULL) /* no reply for this long: lost */
 
 typedef struct
 {
@@ -221,18 +222,32 @@ s_wait_readable (void *sock, long timeout_ms)
     s_die ("poll");
 }
 
-/* One request, answered before anything else is sent: returns the reply. */
+/* Sends one request and waits for the reply carrying `rid`; replies to
+ * other requests (late ones, or ones the caller gave up on) are dropped. */
 static void
-s_call_sync (conn_t *c, msgpack_sbuffer *body, reply_t *r, uint64_t deadline_ns)
+s_call_sync (conn_t *c, msgpack_sbuffer *body, uint64_t rid, reply_t *r, uint64_t deadline_ns)
 {
   s_send (c->dealer, body);
-  while (!s_recv_reply (c->dealer, r)) {
-    if (s_now () > deadline_ns) {
-      errno = ETIMEDOUT;
-      s_die ("no reply");
+  for (;;) {
+    while (!s_recv_reply (c->dealer, r)) {
+      if (s_now () > deadline_ns) {
+        errno = ETIMEDOUT;
+        s_die ("no reply");
+      }
+      s_wait_readable (c->dealer, 100);
     }
-    s_wait_readable (c->dealer, 100);
+    if (mp_get_uint (r->body, "rid", UINT64_MAX) == rid)
+      return;
+    s_reply_free (r);
   }
+}
+
+/* rids of s_call_sync requests: far above any batch's 0..N-1. */
+static uint64_t
+s_sync_rid (void)
+{
+  static uint64_t next = 1ULL << 62;
+  return next++;
 }
 
 /* Packs {"op": op, "rid": rid} plus `extra` more keys the caller packs next. */
@@ -298,7 +313,7 @@ typedef struct
   const opts_t *o;
   conn_t conn;
   lifecycle_t *slots;
-  uint64_t next, inflight, completed, failed;
+  uint64_t next, inflight, completed, failed, lost;
   uint64_t first_send_ns, last_done_ns;
   char first_error[512];
 } start_run_t;
@@ -372,6 +387,27 @@ s_exit_index (const start_run_t *self, const char *topic)
   return (int64_t) (k - self->o->first);
 }
 
+/* A lifecycle with no reply or no exit event LIFECYCLE_GIVE_UP_NS after its
+ * request is counted lost and frees its slot: one lost reply must not stall
+ * the run (the protocol promises a reply to every request). */
+#define LIFECYCLE_GIVE_UP_NS (60ULL * 1000000000ULL)
+static void
+s_give_up_stale (start_run_t *self)
+{
+  uint64_t now = s_now ();
+  for (uint64_t i = 0; i < self->next; i++) {
+    lifecycle_t *l = &self->slots[i];
+    if (!l->done && now - l->sent_ns > LIFECYCLE_GIVE_UP_NS) {
+      if (self->lost++ == 0)
+        fprintf (stderr, "zcdload: %s-%" PRIu64 ": no %s after 60 s\n", self->o->prefix,
+                 self->o->first + i, l->replied ? "exit event" : "reply");
+      l->failed = true;
+      self->failed++;
+      s_finish (self, l);
+    }
+  }
+}
+
 static void
 s_drain_start_events (start_run_t *self)
 {
@@ -400,9 +436,9 @@ s_print_start (start_run_t *self)
   double secs = (double) (self->last_done_ns - self->first_send_ns) / 1e9;
   uint64_t ok = self->completed - self->failed;
   printf ("{\"mode\": \"start\", \"n\": %" PRIu64 ", \"c\": %" PRIu64 ", \"ok\": %" PRIu64
-          ", \"failed\": %" PRIu64 ", \"unfinished\": %" PRIu64
+          ", \"failed\": %" PRIu64 ", \"lost\": %" PRIu64 ", \"unfinished\": %" PRIu64
           ", \"elapsed_s\": %.4f, \"per_s\": %.2f, ",
-          self->o->n, self->o->c, ok, self->failed, self->o->n - self->completed, secs,
+          self->o->n, self->o->c, ok, self->failed, self->lost, self->o->n - self->completed, secs,
           secs > 0 ? (double) ok / secs : 0.0);
   s_print_latency ("create_ms", lat, nlat);
   printf (", \"first_error\": \"");
@@ -426,6 +462,7 @@ s_mode_start (const opts_t *o)
     s_await_heartbeat (self.conn.sub);
   }
   uint64_t deadline = s_now () + (uint64_t) (o->timeout_s * 1e9);
+  uint64_t next_stale_check = s_now () + 1000000000ULL;
   while (self.completed < o->n && s_now () < deadline) {
     while (self.inflight < o->c && self.next < o->n)
       s_send_create (&self, self.next++);
@@ -440,6 +477,10 @@ s_mode_start (const opts_t *o)
     }
     if (self.conn.sub)
       s_drain_start_events (&self);
+    if (s_now () > next_stale_check) {
+      s_give_up_stale (&self);
+      next_stale_check = s_now () + 1000000000ULL;
+    }
   }
   s_print_start (&self);
   s_close (&self.conn);
@@ -614,8 +655,9 @@ s_last_seq (conn_t *c)
   msgpack_packer pk;
   msgpack_sbuffer_init (&sb);
   msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
-  s_pack_head (&pk, "state", 0, 0);
-  s_call_sync (c, &sb, &r, s_now () + 10ULL * 1000000000ULL);
+  uint64_t rid = s_sync_rid ();
+  s_pack_head (&pk, "state", rid, 0);
+  s_call_sync (c, &sb, rid, &r, s_now () + 10ULL * 1000000000ULL);
   msgpack_sbuffer_destroy (&sb);
   uint64_t seq = mp_get_uint (r.body, "last_seq", 0);
   s_reply_free (&r);
@@ -653,9 +695,9 @@ s_split_ids (char *list, char **out, size_t max)
 static uint64_t
 s_generate_updates (conn_t *c, const opts_t *o, char **ids, size_t nids, char *first_error)
 {
-  uint64_t next = 0, got = 0, failed = 0;
+  uint64_t next = 0, got = 0, failed = 0, progress = s_now ();
   uint64_t deadline = s_now () + (uint64_t) (o->timeout_s * 1e9);
-  while (got < o->n && s_now () < deadline) {
+  while (got < o->n && s_now () < deadline && s_now () - progress < REPLY_WAIT_NS) {
     while (next - got < o->c && next < o->n) {
       s_send_update (c->dealer, ids[next % nids], (next / nids) % 2 == 0, next);
       next++;
@@ -664,6 +706,7 @@ s_generate_updates (conn_t *c, const opts_t *o, char **ids, size_t nids, char *f
     reply_t r;
     while (s_recv_reply (c->dealer, &r)) {
       got++;
+      progress = s_now ();
       if (!s_reply_ok (&r) && failed++ == 0)
         snprintf (first_error, 256, "%s", s_reply_error (&r));
       s_reply_free (&r);
@@ -777,8 +820,9 @@ s_list_prefixed (conn_t *c, const char *prefix, char ***out)
   msgpack_packer pk;
   msgpack_sbuffer_init (&sb);
   msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
-  s_pack_head (&pk, "state", 0, 0);
-  s_call_sync (c, &sb, &r, s_now () + 30ULL * 1000000000ULL);
+  uint64_t rid = s_sync_rid ();
+  s_pack_head (&pk, "state", rid, 0);
+  s_call_sync (c, &sb, rid, &r, s_now () + 30ULL * 1000000000ULL);
   msgpack_sbuffer_destroy (&sb);
   const msgpack_object *list = mp_map_get (r.body, "containers");
   size_t n = 0, plen = strlen (prefix);
@@ -819,38 +863,66 @@ s_send_kill (void *dealer, const char *id, uint64_t rid)
   msgpack_sbuffer_destroy (&sb);
 }
 
+/* Thaws and SIGKILLs ids[0..n), C containers in flight.  Returns how many
+ * of the 2n requests got no reply within REPLY_WAIT_NS of the last one
+ * that did (the protocol promises one reply to every request). */
+static uint64_t
+s_kill_all (conn_t *c, char **ids, size_t n, uint64_t window, uint64_t deadline)
+{
+  uint64_t next = 0, got = 0, lost = 0, progress = s_now ();
+  /* A paused container's processes cannot die of SIGKILL until thawed:
+   * resume each first (a no-op for a running one), on the same DEALER so
+   * the container actor sees the resume before the signal. */
+  while (got < 2 * n && s_now () < deadline) {
+    while (2 * next - got < 2 * window && next < n) {
+      s_send_update (c->dealer, ids[next], false, 2 * next);
+      s_send_kill (c->dealer, ids[next], 2 * next + 1);
+      next++;
+    }
+    s_wait_readable (c->dealer, 100);
+    reply_t r;
+    while (s_recv_reply (c->dealer, &r)) {
+      if (mp_get_uint (r.body, "rid", UINT64_MAX) < 2 * n)
+        got++, progress = s_now ();
+      s_reply_free (&r);
+    }
+    if (s_now () - progress > REPLY_WAIT_NS) {
+      fprintf (stderr, "zcdload: %" PRIu64 " requests got no reply in 10 s\n", 2 * next - got);
+      lost += 2 * next - got; /* count them lost and go on */
+      got = 2 * next;
+      progress = s_now ();
+    }
+  }
+  return lost + (2 * n - got);
+}
+
 static int
 s_mode_drain (const opts_t *o)
 {
   conn_t c;
   char **ids;
   s_connect (&c, o, false);
-  size_t n = s_list_prefixed (&c, o->prefix, &ids), next = 0, got = 0;
+  size_t n = s_list_prefixed (&c, o->prefix, &ids);
   uint64_t t0 = s_now (), deadline = t0 + (uint64_t) (o->timeout_s * 1e9);
-  /* A paused container's processes cannot die of SIGKILL until thawed:
-   * resume each first (a no-op for a running one), on the same DEALER so
-   * the container actor sees the resume before the signal. */
-  while (got < 2 * n && s_now () < deadline) {
-    while (2 * next - got < 2 * o->c && next < n) {
-      s_send_update (c.dealer, ids[next], false, 2 * next);
-      s_send_kill (c.dealer, ids[next], 2 * next + 1);
-      next++;
-    }
-    s_wait_readable (c.dealer, 100);
-    reply_t r;
-    while (s_recv_reply (c.dealer, &r))
-      got++, s_reply_free (&r);
-  }
+  uint64_t lost = s_kill_all (&c, ids, n, o->c, deadline);
   s_free_ids (ids, n);
   size_t left = n;
+  uint64_t retry_at = s_now () + 5ULL * 1000000000ULL;
   while (left > 0 && s_now () < deadline) {
     struct timespec ts = { 0, 50000000 };
     nanosleep (&ts, NULL);
     left = s_list_prefixed (&c, o->prefix, &ids);
+    if (left > 0 && s_now () > retry_at) {
+      for (size_t i = 0; i < left; i++) { /* replies dropped by s_call_sync */
+        s_send_update (c.dealer, ids[i], false, UINT64_MAX - 1);
+        s_send_kill (c.dealer, ids[i], UINT64_MAX - 1);
+      }
+      retry_at = s_now () + 5ULL * 1000000000ULL;
+    }
     s_free_ids (ids, left);
   }
-  printf ("{\"mode\": \"drain\", \"killed\": %zu, \"left\": %zu, \"elapsed_s\": %.3f}\n", n, left,
-          (double) (s_now () - t0) / 1e9);
+  printf ("{\"mode\": \"drain\", \"killed\": %zu, \"left\": %zu, \"lost_replies\": %" PRIu64
+          ", \"elapsed_s\": %.3f}\n", n, left, lost, (double) (s_now () - t0) / 1e9);
   s_close (&c);
   return left == 0 ? 0 : 1;
 }
