@@ -155,10 +155,14 @@ class Daemon:
     def open_fds(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    drains = []  # every drain's result: lost replies are a protocol anomaly
+
     def drain(self, timeout=600):
         if self.proc.poll() is None:
-            return run_json([LOAD, "drain", "-s", self.state, "-p", PREFIX, "-c", "16",
-                             "-t", str(timeout)], timeout=timeout + 60)
+            out = run_json([LOAD, "drain", "-s", self.state, "-p", PREFIX, "-c", "16",
+                            "-t", str(timeout)], timeout=timeout + 60)
+            Daemon.drains.append(out)
+            return out
         return None
 
     def stop(self):
@@ -369,6 +373,7 @@ def main():
             daemon.stop()
         cleanup_leftovers(tmp)
         subprocess.run(["rm", "-rf", "--one-file-system", tmp])
+    res["drains"] = Daemon.drains
     res["elapsed_s"] = time.time() - res["started"]
     res["goals"] = benchlib.goals(res)
     print(benchlib.table(res))

@@ -216,6 +216,21 @@ def _peers_table(res, lines):
                      f"| {p['containerd']['failed']} |")
 
 
+def _anomalies(res, lines):
+    """Protocol promises the harness saw broken: every request gets one reply."""
+    lost_start = sum(r["zcd"].get("lost", 0) for r in res.get("start", []))
+    lost_start += sum(c["create"].get("lost", 0) + c["fill"].get("lost", 0)
+                      for c in res.get("cost", []))
+    lost_drain = sum(d.get("lost_replies", 0) for d in res.get("drains", []))
+    left = sum(d.get("left", 0) for d in res.get("drains", []))
+    upd = sum(f["update_failures"] for f in res.get("control", {}).get("fanout", []))
+    lines += ["", "## Anomalies", "",
+              f"creates with no reply or no exit event within 60 s: {lost_start}; "
+              f"signal/update requests with no reply within 10 s (teardown): {lost_drain}; "
+              f"containers still listed after teardown: {left}; "
+              f"failed or unanswered pause/resume updates: {upd}."]
+
+
 def table(res):
     m = res["machine"]
     s = res["settings"]
@@ -230,6 +245,7 @@ def table(res):
     _density_table(res, lines)
     _cost_table(res, lines)
     _peers_table(res, lines)
+    _anomalies(res, lines)
     gl = res.get("goals", [])
     if gl:
         lines += ["", "## Goals (reported, not asserted)", "", "| goal | measured | met |",
