@@ -147,6 +147,7 @@ def _control_table(res, lines):
 def _density_table(res, lines):
     d = res.get("density")
     if not d:
+        _peer_density(res, lines)
         return
     rss, pss = d["shim_rss_kib"], d["shim_pss_kib"]
     took = "" if d["running"] >= d["level"] else f" (machine took {d['running']} of {d['level']})"
@@ -174,8 +175,15 @@ def _density_table(res, lines):
             f"| zcd-shim PSS per container median / max "
             f"| {cpss['median']} KiB / {cpss['max']} KiB |",
         ]
+    _peer_density(res, lines)
+
+
+def _peer_density(res, lines):
     peer = res.get("peers", {}).get("density")
     if peer:
+        lines += ["", f"## containerd memory: {peer['running']} running `sleep` containers "
+                  f"(`ctr run -d`, {peer.get('runtime', 'crun')})", "",
+                  "| figure | value |", "|---|---|"]
         prss, ppss = peer["shim_rss_kib"], peer["shim_pss_kib"]
         lines += [
             f"| containerd-shim RSS median / max / total ({prss['n']} shims, "
