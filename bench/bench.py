@@ -356,14 +356,18 @@ def main():
     daemon = None
     try:
         bundles = make_bundles(tmp)
+        res["loadavg"] = [benchlib.loadavg("begin")]
         if "start" in s["sections"]:
             start_section(s, tmp, bundles, res)
+            res["loadavg"].append(benchlib.loadavg("after start"))
         if "control" in s["sections"] or "density" in s["sections"]:
             daemon = Daemon(tmp, "state-crun", "crun", s["max_starts"])
             if "control" in s["sections"]:
                 control_section(s, daemon, bundles, res)
+                res["loadavg"].append(benchlib.loadavg("after control"))
             if "density" in s["sections"]:
                 density_section(s, daemon, bundles, res)
+                res["loadavg"].append(benchlib.loadavg("after density"))
     finally:
         if daemon:
             try:

@@ -40,6 +40,12 @@ def machine():
             "runc": _first_line(["runc", "--version"])}
 
 
+def loadavg(when):
+    """The 1-minute load average: other work on the machine skews every figure."""
+    with open("/proc/loadavg") as f:
+        return {"when": when, "load1": float(f.read().split()[0])}
+
+
 def _ratio(a, b):
     return a / b if b else 0.0
 
@@ -248,6 +254,9 @@ def table(res):
              f"Settings: N={s['n']}, C={s['cs']}, M={s['m']}, cost levels "
              f"{s['cost_levels']}, --max-concurrent-starts {s['max_starts']}; "
              f"run took {res.get('elapsed_s', 0):.0f} s."]
+    if res.get("loadavg"):
+        lines.append("1-minute load average (other work on the machine skews the figures): "
+                     + ", ".join(f"{l['when']} {l['load1']:.1f}" for l in res["loadavg"]) + ".")
     _start_table(res, lines)
     _control_table(res, lines)
     _density_table(res, lines)
