@@ -118,7 +118,7 @@ def ctr_start(cd, rootfs, runtime, n, c, prefix):
     def one(i):
         t0 = time.monotonic()
         p = cd.ctr(["run", "--rm", "--runc-binary", binary, "--rootfs", rootfs,
-                    f"{prefix}-{i}", "true"], check=False, timeout=300)
+                    f"{prefix}-{i}", "/bin/true"], check=False, timeout=300)
         return time.monotonic() - t0, p.returncode, p.stderr.strip()
 
     t0 = time.monotonic()
@@ -153,7 +153,7 @@ def ctr_density(cd, rootfs, m):
     first_error = ""
     for i in range(m):
         p = cd.ctr(["run", "-d", "--runc-binary", binary, "--rootfs", rootfs,
-                    f"zb-d-{i}", "sleep", "1000000"], check=False)
+                    f"zb-d-{i}", "/bin/sleep", "1000000"], check=False)
         if p.returncode != 0:
             first_error = p.stderr.strip()[-300:]
             break
