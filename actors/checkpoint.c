@@ -39,29 +39,13 @@ typedef struct checkpointer
 static void
 s_reply_error (checkpointer_t *self, uint64_t token, zcd_code_t code, const char *message)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", 4);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", false);
-  mp_pack_kv_str (&mb.pk, "code", zcd_code_name (code));
-  mp_pack_kv_str (&mb.pk, "message", message);
-  actor_msg_send (self->daemon->actors, CHECKPOINT_ACTOR, SUPERVISOR_NAME, &mb, NULL);
+  zcd_send_reply_error (self->daemon->actors, CHECKPOINT_ACTOR, token, code, message);
 }
 
 static void
 s_reply_ok (checkpointer_t *self, uint64_t token, const msgpack_sbuffer *result)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", result ? 3 : 2);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", true);
-  if (result)
-    {
-      mp_pack_str (&mb.pk, "result");
-      msgpack_pack_bin (&mb.pk, result->size);
-      msgpack_pack_bin_body (&mb.pk, result->data, result->size);
-    }
-  actor_msg_send (self->daemon->actors, CHECKPOINT_ACTOR, SUPERVISOR_NAME, &mb, NULL);
+  zcd_send_reply_ok (self->daemon->actors, CHECKPOINT_ACTOR, token, result);
 }
 
 /* checkpoint_dir, else <bundle>/checkpoints */

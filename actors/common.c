@@ -166,3 +166,33 @@ zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs)
   for (size_t i = 0; i < n; i++)
     msgpack_pack_uint32 (pk, pids[i]);
 }
+
+void
+zcd_send_reply_error (actor_system_t *actors, const char *from, uint64_t token, zcd_code_t code,
+                      const char *message)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "reply", 4);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_bool (&mb.pk, "ok", false);
+  mp_pack_kv_str (&mb.pk, "code", zcd_code_name (code));
+  mp_pack_kv_str (&mb.pk, "message", message);
+  actor_msg_send (actors, from, SUPERVISOR_NAME, &mb, NULL);
+}
+
+void
+zcd_send_reply_ok (actor_system_t *actors, const char *from, uint64_t token,
+                   const msgpack_sbuffer *result)
+{
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "reply", result ? 3 : 2);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_bool (&mb.pk, "ok", true);
+  if (result)
+    {
+      mp_pack_str (&mb.pk, "result");
+      msgpack_pack_bin (&mb.pk, result->size);
+      msgpack_pack_bin_body (&mb.pk, result->data, result->size);
+    }
+  actor_msg_send (actors, from, SUPERVISOR_NAME, &mb, NULL);
+}

@@ -48,30 +48,14 @@ s_send (container_t *self, actor_msg_builder_t *mb)
 static void
 s_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *message)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", 4);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", false);
-  mp_pack_kv_str (&mb.pk, "code", zcd_code_name (code));
-  mp_pack_kv_str (&mb.pk, "message", message);
-  s_send (self, &mb);
+  zcd_send_reply_error (self->daemon->actors, actor_name (self->actor), token, code, message);
 }
 
 /* result: a packed msgpack map, or NULL for {} */
 static void
 s_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", result ? 3 : 2);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", true);
-  if (result)
-    {
-      mp_pack_str (&mb.pk, "result");
-      msgpack_pack_bin (&mb.pk, result->size);
-      msgpack_pack_bin_body (&mb.pk, result->data, result->size);
-    }
-  s_send (self, &mb);
+  zcd_send_reply_ok (self->daemon->actors, actor_name (self->actor), token, result);
 }
 
 static const char *

@@ -20,19 +20,6 @@ typedef struct stats
   actor_t *actor;
 } stats_t;
 
-static void
-s_reply (stats_t *self, uint64_t token, const msgpack_sbuffer *result)
-{
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", 3);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", true);
-  mp_pack_str (&mb.pk, "result");
-  msgpack_pack_bin (&mb.pk, result->size);
-  msgpack_pack_bin_body (&mb.pk, result->data, result->size);
-  actor_msg_send (self->daemon->actors, STATS_ACTOR_NAME, SUPERVISOR_NAME, &mb, NULL);
-}
-
 /* One container's Stats map; a container whose cgroup vanished meanwhile
  * (it just exited) gets an empty map rather than failing the whole call. */
 static void
@@ -77,7 +64,7 @@ s_on_collect (actor_t *actor, const actor_msg_t *msg)
         mp_as_uint (&pids->via.array.ptr[i], &pid);
       s_pack_one (&pk, (pid_t) pid);
     }
-  s_reply (self, token, &result);
+  zcd_send_reply_ok (self->daemon->actors, STATS_ACTOR_NAME, token, &result);
   msgpack_sbuffer_destroy (&result);
 }
 

@@ -578,6 +578,29 @@ s_run_replays (supervisor_t *self)
 /* ------------------------------------------------------------------ */
 /* Requests                                                            */
 
+/* Park the request and hand it to actor `to` as a "req" message (with the
+ * container's bundle when given: the checkpoint actor needs it). */
+static void
+s_park_and_send (supervisor_t *self, edge_request_t *req, const char *to, const char *bundle)
+{
+  const char *body;
+  size_t len;
+  edge_request_raw_view (req, &body, &len);
+  uint64_t token = edge_request_park (self->edge, req);
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "req", bundle ? 4 : 3);
+  mp_pack_kv_uint (&mb.pk, "token", token);
+  mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
+  mp_pack_str (&mb.pk, "body");
+  msgpack_pack_bin (&mb.pk, len);
+  msgpack_pack_bin_body (&mb.pk, body, len);
+  if (bundle)
+    mp_pack_kv_str (&mb.pk, "bundle", bundle);
+  cleanup_error zcd_error_t *err = NULL;
+  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, to, &mb, &err) < 0)
+    edge_reply_error (self->edge, token, err->code, err->msg);
+}
+
 static void
 s_forward (supervisor_t *self, edge_request_t *req)
 {
@@ -589,20 +612,7 @@ s_forward (supervisor_t *self, edge_request_t *req)
       edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id ? id : "");
       return;
     }
-  const char *body;
-  size_t len;
-  edge_request_raw_view (req, &body, &len);
-  uint64_t token = edge_request_park (self->edge, req);
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "req", 3);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
-  mp_pack_str (&mb.pk, "body");
-  msgpack_pack_bin (&mb.pk, len);
-  msgpack_pack_bin_body (&mb.pk, body, len);
-  cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, actor, &mb, &err) < 0)
-    edge_reply_error (self->edge, token, err->code, err->msg);
+  s_park_and_send (self, req, actor, NULL);
 }
 
 static container_entry_t *
@@ -668,22 +678,7 @@ s_op_checkpoint (supervisor_t *self, edge_request_t *req)
       edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id);
       return;
     }
-  const char *body;
-  size_t len;
-  edge_request_raw_view (req, &body, &len);
-  uint64_t token = edge_request_park (self->edge, req);
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "req", e && e->bundle ? 4 : 3);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
-  mp_pack_str (&mb.pk, "body");
-  msgpack_pack_bin (&mb.pk, len);
-  msgpack_pack_bin_body (&mb.pk, body, len);
-  if (e && e->bundle)
-    mp_pack_kv_str (&mb.pk, "bundle", e->bundle);
-  cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, CHECKPOINT_ACTOR, &mb, &err) < 0)
-    edge_reply_error (self->edge, token, err->code, err->msg);
+  s_park_and_send (self, req, CHECKPOINT_ACTOR, e ? e->bundle : NULL);
 }
 
 static void
