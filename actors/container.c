@@ -431,6 +431,7 @@ s_next_op (container_t *self)
         self->ops_tail = NULL;
       self->busy = true;
       container_run_op (self, op);
+      free (op->name);
       free (op->body);
       free (op);
     }

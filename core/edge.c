@@ -71,6 +71,7 @@ struct edge
   uint64_t next_token;
   out_msg_t *out_head, *out_tail;
   zhashx_t *allowed_keys; /* z85 public keys of CURVE clients */
+  edge_request_t *current; /* the request whose handler is running */
   char **ipc_paths;
   uint64_t requests_total, errors_total, replies_lost;
 };
@@ -180,6 +181,13 @@ s_reply_frames (edge_request_t *req, const void *body, size_t len, int *n_out)
 static void
 s_request_free (edge_request_t *req)
 {
+  /* A parked request can be answered while its own handler still runs (a
+   * start that fails at once): the handler's caller frees it then. */
+  if (req->edge && req->edge->current == req)
+    {
+      req->state = REQ_ANSWERED;
+      return;
+    }
   for (int i = 0; i < req->n_frames; i++)
     zmq_msg_close (&req->frames[i]);
   free (req->rid);
@@ -471,7 +479,9 @@ s_handle_message (edge_t *self, edge_request_t *req, zmq_msg_t *body)
   else
     {
       req->op = req->decoded.op;
+      self->current = req;
       self->fn (self->arg, req);
+      self->current = NULL;
       if (req->state == REQ_NEW)
         {
           log_error ("bug: request `%s` left unanswered", req->op->name);
