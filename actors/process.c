@@ -464,7 +464,12 @@ static actor_t *
 s_register (zcd_daemon_t *daemon, process_t *self, zcd_error_t **err)
 {
   char name[256];
-  snprintf (name, sizeof name, PROCESS_ACTOR_PREFIX "%s/%s", self->container_id, self->pid_name);
+  /* Nobody addresses a process actor by name, and one whose start failed
+   * lingers until its shim is gone, while the id may already be in use
+   * again: a serial keeps the names apart. */
+  static uint64_t serial;
+  snprintf (name, sizeof name, PROCESS_ACTOR_PREFIX "%s/%s#%llu", self->container_id,
+            self->pid_name, (unsigned long long) ++serial);
   self->actor = actor_new (daemon->actors, &s_class, name, self, err);
   return self->actor;
 }

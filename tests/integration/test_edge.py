@@ -368,7 +368,10 @@ def test_garbage_does_not_crash_or_leak(client, zcd):
     assert client.ok("version")["protocol"] == 1
     assert zcd.running()
     assert after["open_fds"] <= before["open_fds"] + 2, (before, after)
-    assert after["rss_bytes"] <= before["rss_bytes"] + 4 * 2**20, (before, after)
+    # ASan's quarantine holds freed memory on purpose: there, leaks are
+    # LeakSanitizer's job (the daemon fails its exit on any).
+    if "asan" not in str(zcd.argv()[0]):
+        assert after["rss_bytes"] <= before["rss_bytes"] + 4 * 2**20, (before, after)
     assert after["containers"] == 0
 
 
