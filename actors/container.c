@@ -143,9 +143,44 @@ s_send_started (container_t *self, bool ok)
 /* ------------------------------------------------------------------ */
 /* Leaving                                                             */
 
+/* Every request still waiting on this container gets its one final reply
+ * before the container goes: a runtime call in flight, an exec whose
+ * process had not started yet, and the queued operations. */
+static void
+s_answer_outstanding (container_t *self)
+{
+  char message[160];
+  snprintf (message, sizeof message, "container `%s` exited", self->id);
+  if (self->pending_call)
+    {
+      child_forget (self->daemon->children, self->pending_call);
+      self->pending_call = NULL;
+      s_reply_error (self, self->pending_token, ZCD_E_NOT_FOUND, message);
+      free (self->pending_call_arg);
+      self->pending_call_arg = NULL;
+    }
+  for (container_proc_t *p = self->procs; p; p = p->next)
+    if (!p->is_init && !p->started && p->token)
+      {
+        s_reply_error (self, p->token, ZCD_E_INVALID_STATE, message);
+        p->token = 0;
+      }
+  while (self->ops_head)
+    {
+      container_op_t *op = self->ops_head;
+      self->ops_head = op->next;
+      s_reply_error (self, op->token, ZCD_E_NOT_FOUND, message);
+      free (op->name);
+      free (op->body);
+      free (op);
+    }
+  self->ops_tail = NULL;
+}
+
 static void
 s_remove (container_t *self)
 {
+  s_answer_outstanding (self);
   actor_msg_builder_t mb;
   actor_msg_begin (&mb, "gone", 1);
   mp_pack_kv_str (&mb.pk, "id", self->id);
@@ -316,6 +351,7 @@ s_runtime_done (const child_result_t *res, void *arg)
   runtime_call_t *call = arg;
   container_t *self = call->self;
   self->pending_call = NULL;
+  self->pending_call_arg = NULL;
   bool failed = res->exit_code != 0 || res->timed_out;
   /* runc thaws a paused container itself when it SIGKILLs it; crun does
    * not.  The thaw that follows a kill only has to leave it running. */
@@ -372,6 +408,8 @@ container_run_runtime (container_t *self, uint64_t token, container_op_kind_t ki
   opts.deadline_ms = RUNTIME_CALL_MS;
   cleanup_error zcd_error_t *err = NULL;
   self->pending_call = child_spawn (self->daemon->children, argv, &opts, s_runtime_done, call, &err);
+  self->pending_token = token;
+  self->pending_call_arg = call;
   mp_strv_free (argv);
   if (self->pending_call == NULL)
     {

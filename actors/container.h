@@ -80,6 +80,8 @@ typedef struct container
   container_op_t *ops_head, *ops_tail;
   bool busy;
   child_t *pending_call;
+  uint64_t pending_token; /* the request the runtime call answers */
+  void *pending_call_arg;
   char *checkpoint_meta_path; /* written when the dump succeeds */
   char *checkpoint_meta;
   container_op_kind_t then_status;

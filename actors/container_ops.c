@@ -292,6 +292,7 @@ container_free (container_t *self)
     close (self->oom_fd);
   if (self->pending_call)
     child_forget (self->daemon->children, self->pending_call);
+  free (self->pending_call_arg);
   while (self->procs)
     {
       container_proc_t *p = self->procs;
