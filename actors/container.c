@@ -409,7 +409,7 @@ container_run_runtime (container_t *self, uint64_t token, container_op_kind_t ki
   cleanup_error zcd_error_t *err = NULL;
   self->pending_call = child_spawn (self->daemon->children, argv, &opts, s_runtime_done, call, &err);
   self->pending_token = token;
-  self->pending_call_arg = call;
+  self->pending_call_arg = self->pending_call ? call : NULL;
   mp_strv_free (argv);
   if (self->pending_call == NULL)
     {
