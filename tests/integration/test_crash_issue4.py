@@ -27,19 +27,19 @@ def test_sigkill_at_random_moments(zcd, bundle, cid, runtime):
     }
     w = Workload(zcd, bundles, rng, prefix=cid("x") + "-")
     kills = sorted(rng.sample(range(10, CONTAINERS - 10), rng.randint(5, 8)))
-    kill_at = None
+    kill_at = []
     restart_ms = []
     t0 = time.monotonic()
-    while len(w.containers) < CONTAINERS or w.active():
+    while len(w.containers) < CONTAINERS or w.active() or kill_at:
         assert time.monotonic() - t0 < BUDGET_S * 2, "the workload does not finish"
         while w.active() < IN_FLIGHT and len(w.containers) < CONTAINERS:
             w.new_container("exec" if rng.random() < 0.2 else "short")
             if kills and len(w.containers) >= kills[0]:
                 kills.pop(0)
-                kill_at = time.monotonic() + rng.uniform(0, 0.4)
+                kill_at.append(time.monotonic() + rng.uniform(0, 0.4))
         w.pump(0.02)
-        if kill_at is not None and time.monotonic() >= kill_at:
-            kill_at = None
+        if kill_at and time.monotonic() >= kill_at[0]:
+            kill_at.pop(0)
             restart_ms.append(w.restart("kill") * 1000)
     left = w.finish()
     problems, summary = w.check()

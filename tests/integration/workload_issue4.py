@@ -57,11 +57,11 @@ class Workload:
 
     # ---- scripts ------------------------------------------------------
 
-    def new_container(self, kind):
+    def new_container(self, kind, runtime=None):
         self.serial += 1
         cid = f"{self.prefix}{self.serial}"
         rng = self.rng
-        steps = [("create", {})]
+        steps = [("create", {"runtime": runtime} if runtime else {})]
         if kind == "exec":
             steps.append(("exec", {"pid": "e1", "args": ["true"]}))
             if rng.random() < 0.5:
@@ -140,7 +140,7 @@ class Workload:
             for c in list(self.containers.values()):
                 self._send_next(c, time.monotonic())
         for c in self.containers.values():
-            if c.inflight and time.monotonic() - c.inflight[3] > 90:
+            if c.inflight and time.monotonic() - c.inflight[3] > 30:
                 self.stuck.append((c.id, c.inflight[1]))
                 self._forget_inflight(c)
 
