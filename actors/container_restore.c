@@ -179,6 +179,36 @@ s_restore_execs (container_t *self, const restore_hints_t *hints)
     }
 }
 
+/* Whether the container's cgroup is frozen, or -1 when unknown. */
+static int
+s_cgroup_frozen (const container_t *self)
+{
+  if (self->cgroup == NULL)
+    return -1;
+  bool v2 = cgroup_paths_version (self->cgroup) == CGROUP_V2;
+  const char *dir = cgroup_paths_dir (self->cgroup, v2 ? NULL : "freezer");
+  cleanup_free char *path = NULL, *text = NULL;
+  if (dir == NULL || asprintf (&path, "%s/%s", dir, v2 ? "cgroup.freeze" : "freezer.state") < 0
+      || zcd_read_file (path, 64, &text, NULL, NULL) < 0)
+    return -1;
+  return v2 ? text[0] == '1' : strncmp (text, "THAWED", 6) != 0;
+}
+
+/* The daemon may die between a runtime's pause (or resume) and saving
+ * state.json: the freezer is the truth.  A frozen container believed
+ * running could not even be killed (a kill thaws only a paused one). */
+static void
+s_sync_paused (container_t *self)
+{
+  int frozen = s_cgroup_frozen (self);
+  if (frozen < 0 || (bool) frozen == self->paused)
+    return;
+  log_warn ("container %s: state.json says %s, its cgroup is %s", self->id,
+            self->paused ? "paused" : "running", frozen ? "frozen" : "thawed");
+  self->paused = frozen;
+  container_save_state (self);
+}
+
 actor_t *
 container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hints_t *hints,
                          zcd_error_t **err)
@@ -210,6 +240,7 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
     }
   if (init->system_pid && kill ((pid_t) init->system_pid, 0) == 0)
     container_attach_cgroup (self, (pid_t) init->system_pid);
+  s_sync_paused (self);
   container_notify_view (self);
   log_info ("container %s restored (%s, %u processes)", id, container_status_name (self),
             container_count_processes (self));

@@ -4,6 +4,7 @@ its table, reports every exit that happened while it was down exactly once,
 and keeps paused containers paused.  containerd 0.2's restart scenarios."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,23 @@ def test_sigterm_leaves_containers_running(zcd, client, events, bundle, cid):
     for c in ids:
         assert_exit_once(full, c, 137)
         assert len(of(full, c, "start-container")) == 1
+
+
+@pytest.mark.parametrize("change", ["pause", "resume"])
+def test_pause_unrecorded_before_death_is_seen(zcd, client, events, bundle, cid, change):
+    """The daemon dies between the runtime's pause (or resume) and saving
+    state.json: the restored state follows the cgroup freezer, and a SIGKILL
+    still ends the container."""
+    c = cid("fz")
+    init = start_many(client, events, bundle(args=SLEEP), [c])[c]
+    if change == "resume":
+        client.ok("update", id=c, status="paused")
+    kill_daemon(zcd)
+    subprocess.run([zcd.runtime, change, c], check=True, capture_output=True, timeout=30)
+    start_timed(zcd)
+    client, events = zcd.client(), zcd.subscriber("")
+    want = "paused" if change == "pause" else "running"
+    assert client.ok("state", id=c)["containers"][0]["status"] == want
+    client.ok("signal", id=c, signal=9)
+    assert events.wait_exit(c)["status"] == 137
+    wait_gone(init)
