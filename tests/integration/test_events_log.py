@@ -262,6 +262,7 @@ def test_lossless_subscriber_hwm10_stalled(zcd, client, events, bundle, cid, tmp
     assert consumer.returncode == 0, f"consumer failed:\n{rest}"
     lines = out.read_text().splitlines()
     assert lines[-1].startswith("replays ")
+    print(f"lossless subscriber: {last} events, {lines[-1]}")
     seqs = [int(line.split()[0]) for line in lines[:-1]]
     assert seqs == list(range(1, last + 1))
     logged = replay_all(client, since_seq=0)
