@@ -54,12 +54,18 @@ typedef struct zcd_daemon
   void *zmq_ctx;
 } zcd_daemon_t;
 
-/* Actor names: "c/<id>" for a container, "p/<id>/<pid>" for a process. */
+/* Actor names: "c/<id>#<serial>" for a container, "p/<id>/<pid>#<serial>"
+ * for a process.  The serial keeps an actor that is still winding down
+ * apart from the next one with the same id: the supervisor's table says
+ * which actor a container id means now. */
 #define CONTAINER_ACTOR_PREFIX "c/"
 #define PROCESS_ACTOR_PREFIX "p/"
 
 /* container.c */
 typedef struct container_spec container_spec_t;
+/* A fresh actor name for container `id` (CONTAINER_ACTOR_PREFIX, id, serial). */
+void zcd_container_actor_name (const char *id, char *out, size_t size);
+
 /* Start a container actor for a validated `create` request (body is the
  * request map).  The actor answers the request (token) itself. */
 actor_t *container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64_t token,
@@ -81,6 +87,7 @@ actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id,
 typedef struct process_info
 {
   char *container_id;
+  const char *container_actor; /* the owning container actor's name */
   char *pid_name; /* "init" or the exec id */
   char *bundle;
   char *runtime;
@@ -108,7 +115,8 @@ typedef struct process_restore
   int status;
 } process_restore_t;
 actor_t *process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
-                                const char *pid_name, bool is_init, const char *runtime,
+                                const char *container_actor, const char *pid_name, bool is_init,
+                                const char *runtime,
                                 char *const *runtime_args, process_restore_t *out,
                                 zcd_error_t **err);
 void process_info_free (process_info_t *info);

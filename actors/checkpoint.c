@@ -168,11 +168,11 @@ s_handle (checkpointer_t *self, const msgpack_object *msg, const char *raw, size
         s_reply_error (self, token, ZCD_E_UNAVAILABLE, self->reason);
       else
         {
-          cleanup_free char *id = mp_get_strdup (&body.data, "id");
-          char to[128];
-          snprintf (to, sizeof to, CONTAINER_ACTOR_PREFIX "%s", id ? id : "");
+          cleanup_free char *to = mp_get_strdup (msg, "actor");
           cleanup_error zcd_error_t *err = NULL;
-          if (actor_send_raw (self->daemon->actors, SUPERVISOR_NAME, to, raw, raw_len, &err) < 0)
+          if (to == NULL)
+            s_reply_error (self, token, ZCD_E_NOT_FOUND, "the container is gone");
+          else if (actor_send_raw (self->daemon->actors, SUPERVISOR_NAME, to, raw, raw_len, &err) < 0)
             s_reply_error (self, token, err->code, err->msg);
         }
     }

@@ -196,3 +196,10 @@ zcd_send_reply_ok (actor_system_t *actors, const char *from, uint64_t token,
     }
   actor_msg_send (actors, from, SUPERVISOR_NAME, &mb, NULL);
 }
+
+void
+zcd_container_actor_name (const char *id, char *out, size_t size)
+{
+  static uint64_t serial;
+  snprintf (out, size, CONTAINER_ACTOR_PREFIX "%s#%llu", id, (unsigned long long) ++serial);
+}

@@ -32,6 +32,13 @@
 #define RUNTIME_CALL_MS 30000
 
 static void s_next_op (container_t *self);
+
+typedef struct runtime_call
+{
+  container_t *self;
+  uint64_t token;
+  container_op_kind_t kind;
+} runtime_call_t;
 static void s_send_view (container_t *self);
 
 /* ------------------------------------------------------------------ */
@@ -88,13 +95,15 @@ s_pack_identity (container_t *self, msgpack_packer *pk)
 /* An event, with the view as it is after it (PROTOCOL.md: a client applying
  * events to a `state` snapshot holds the exact state). */
 static void
-s_emit (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
-        int status, bool with_oom, bool oom_killed)
+s_emit_acked (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
+              int status, bool with_oom, bool oom_killed, const char *ack)
 {
   actor_msg_builder_t mb;
   size_t n = 6 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
-             + (with_oom ? 1 : 0) + (self->cgroup_procs ? 1 : 0);
+             + (with_oom ? 1 : 0) + (self->cgroup_procs ? 1 : 0) + (ack ? 1 : 0);
   actor_msg_begin (&mb, "event", n);
+  if (ack)
+    mp_pack_kv_str (&mb.pk, "ack", ack);
   mp_pack_kv_str (&mb.pk, "etype", etype);
   mp_pack_kv_str (&mb.pk, "id", self->id);
   s_pack_identity (self, &mb.pk);
@@ -111,6 +120,13 @@ s_emit (container_t *self, const char *etype, const container_proc_t *p, bool wi
     mp_pack_kv_str (&mb.pk, "cgroup_procs", self->cgroup_procs);
   s_pack_view_field (self, &mb.pk);
   s_send (self, &mb);
+}
+
+static void
+s_emit (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
+        int status, bool with_oom, bool oom_killed)
+{
+  s_emit_acked (self, etype, p, with_status, status, with_oom, oom_killed, NULL);
 }
 
 static void
@@ -155,7 +171,12 @@ s_answer_outstanding (container_t *self)
     {
       child_forget (self->daemon->children, self->pending_call);
       self->pending_call = NULL;
-      s_reply_error (self, self->pending_token, ZCD_E_NOT_FOUND, message);
+      /* A kill (or the thaw after it) did its job: the container exited. */
+      runtime_call_t *call = self->pending_call_arg;
+      if (call && (call->kind == OP_SIGNAL || self->thaw_after_kill))
+        s_reply_ok (self, self->pending_token, NULL);
+      else
+        s_reply_error (self, self->pending_token, ZCD_E_NOT_FOUND, message);
       free (self->pending_call_arg);
       self->pending_call_arg = NULL;
     }
@@ -178,6 +199,14 @@ s_answer_outstanding (container_t *self)
 }
 
 static void
+s_forget_process (container_t *self, container_proc_t *p)
+{
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, p->name);
+  container_remove_proc (self, p);
+  container_discard_dir (self, dir);
+}
+
+static void
 s_remove (container_t *self)
 {
   s_answer_outstanding (self);
@@ -185,9 +214,7 @@ s_remove (container_t *self)
   actor_msg_begin (&mb, "gone", 1);
   mp_pack_kv_str (&mb.pk, "id", self->id);
   s_send (self, &mb);
-  cleanup_error zcd_error_t *err = NULL;
-  if (zcd_rm_rf (self->dir, &err) < 0)
-    log_error ("container %s: %s", self->id, err->msg);
+  container_discard_dir (self, self->dir);
   actor_destroy (self->actor);
 }
 
@@ -201,12 +228,19 @@ s_maybe_finish (container_t *self)
   for (container_proc_t *p = self->procs; p; p = p->next)
     if (!p->is_init && p->started)
       return;
+  if (self->phase == CONTAINER_STOPPING)
+    return; /* the exit is out already, waiting to be logged */
   container_proc_t *init = container_find_proc (self, "init");
   bool oom = self->oom_seen;
   self->phase = CONTAINER_STOPPING;
-  if (!self->init_exit_logged)
-    s_emit (self, "exit", init, true, self->init_status, true, oom);
-  s_remove (self);
+  if (self->init_exit_logged)
+    {
+      s_remove (self);
+      return;
+    }
+  /* The container's files go once the supervisor says the exit is in the
+   * log ("logged"): a crash before that finds them and reports it. */
+  s_emit_acked (self, "exit", init, true, self->init_status, true, oom, "init");
 }
 
 static void
@@ -259,6 +293,7 @@ s_on_process_started (actor_t *actor, const actor_msg_t *msg)
   msgpack_pack_map (&pk, 1);
   mp_pack_kv_uint (&pk, "system_pid", p->system_pid);
   s_reply_ok (self, p->token, &result);
+  p->token = 0;
   msgpack_sbuffer_destroy (&result);
   self->busy = false;
   s_next_op (self);
@@ -299,7 +334,7 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   container_t *self = actor_state (actor);
   cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
   container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
-  if (p == NULL)
+  if (p == NULL || p->exited)
     return;
   int status = (int) mp_get_uint (msg->body, "status", 255);
   bool logged = mp_get_bool (msg->body, "logged", false);
@@ -322,28 +357,35 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
       s_maybe_finish (self);
       return;
     }
+  /* The view leaves the process out from now on; the entry (and its
+   * directory) stay until the exit is logged, so the id is not reused
+   * before that and a crash meanwhile still reports it. */
   p->started = false;
-  /* The view leaves the process out from now on; the event names it. */
-  container_proc_t gone = *p;
-  gone.name = strdup (p->name);
-  container_remove_proc (self, p);
-  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, gone.name);
-  zcd_rm_rf (dir, NULL);
-  if (!logged)
-    s_emit (self, "exit", &gone, true, status, false, false);
-  free (gone.name);
+  p->exited = true;
+  if (logged)
+    s_forget_process (self, p);
+  else
+    s_emit_acked (self, "exit", p, true, status, false, false, p->name);
   s_maybe_finish (self);
+}
+
+/* The supervisor flushed the event log past an exit this actor sent. */
+static void
+s_on_logged (actor_t *actor, const actor_msg_t *msg)
+{
+  container_t *self = actor_state (actor);
+  cleanup_free char *tag = mp_get_strdup (msg->body, "tag");
+  container_proc_t *p = tag ? container_find_proc (self, tag) : NULL;
+  if (p == NULL)
+    return;
+  if (p->is_init)
+    s_remove (self);
+  else if (p->exited)
+    s_forget_process (self, p);
 }
 
 /* ------------------------------------------------------------------ */
 /* Operations, one at a time                                           */
-
-typedef struct runtime_call
-{
-  container_t *self;
-  uint64_t token;
-  container_op_kind_t kind;
-} runtime_call_t;
 
 static void
 s_runtime_done (const child_result_t *res, void *arg)
@@ -513,6 +555,7 @@ static const actor_route_t s_routes[] = {
   { "process-started", s_on_process_started },
   { "process-failed", s_on_process_failed },
   { "process-exit", s_on_process_exit },
+  { "logged", s_on_logged },
   { NULL, NULL },
 };
 
@@ -531,7 +574,7 @@ container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64
     return NULL;
   self->create_token = token;
   char name[128];
-  snprintf (name, sizeof name, CONTAINER_ACTOR_PREFIX "%s", self->id);
+  zcd_container_actor_name (self->id, name, sizeof name);
   self->actor = actor_new (daemon->actors, &container_actor_class, name, self, err);
   if (self->actor == NULL)
     {

@@ -34,6 +34,7 @@ typedef struct container_proc
   char *name; /* "init" or the exec id */
   bool is_init;
   bool started;
+  bool exited; /* its exit event is out, not yet logged */
   uint32_t system_pid;
   uint64_t token; /* the exec request waiting for the start */
   bool terminal;
@@ -135,6 +136,10 @@ void container_post_exit (container_t *self, const char *pid, int status, bool l
 void container_emit_start (container_t *self, container_proc_t *p);
 void container_checkpoint_done (container_t *self);
 void container_notify_view (container_t *self);
+/* Remove a container's or process's directory: renamed into
+ * <state-dir>/.trash first (atomic), so a shim still writing into it never
+ * leaves a half-deleted directory where the restore would look. */
+void container_discard_dir (container_t *self, const char *dir);
 const char *container_status_name (const container_t *self);
 
 #endif

@@ -382,6 +382,7 @@ s_process_info (container_t *self, container_proc_t *p)
 {
   process_info_t info = {
     .container_id = self->id,
+    .container_actor = actor_name (self->actor),
     .pid_name = p->name,
     .bundle = self->bundle,
     .runtime = self->runtime,
@@ -942,4 +943,20 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
     }
   /* The reply waits for process-started / process-failed; the container's
    * next operation waits with it (one at a time). */
+}
+
+void
+container_discard_dir (container_t *self, const char *dir)
+{
+  char trash[4096], target[4200];
+  snprintf (trash, sizeof trash, "%s/.trash", self->daemon->config->state_dir);
+  snprintf (target, sizeof target, "%s/%s.%lld", trash, self->id, (long long) zcd_now_ns ());
+  const char *doomed = dir;
+  if (zcd_mkdir_p (trash, 0700, NULL) == 0 && rename (dir, target) == 0)
+    doomed = target;
+  cleanup_error zcd_error_t *err = NULL;
+  /* A shim that is still ending may write one more file into it: what
+   * remains is swept from .trash at the next start. */
+  if (zcd_rm_rf (doomed, &err) < 0)
+    log_warn ("container %s: %s (left for the next sweep)", self->id, err->msg);
 }

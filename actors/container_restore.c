@@ -138,7 +138,8 @@ s_restore_process (container_t *self, container_proc_t *p, const restore_hints_t
 {
   process_restore_t r;
   cleanup_error zcd_error_t *err = NULL;
-  process_actor_restore (self->daemon, self->id, p->name, p->is_init, self->runtime,
+  process_actor_restore (self->daemon, self->id, actor_name (self->actor), p->name, p->is_init,
+                         self->runtime,
                          self->runtime_args, &r, &err);
   if (err)
     log_error ("container %s: process %s: %s", self->id, p->name, err->msg);
@@ -217,7 +218,7 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
   if (self == NULL)
     return NULL;
   char name[128];
-  snprintf (name, sizeof name, CONTAINER_ACTOR_PREFIX "%s", id);
+  zcd_container_actor_name (id, name, sizeof name);
   self->actor = actor_new (daemon->actors, &container_actor_class, name, self, err);
   if (self->actor == NULL)
     {

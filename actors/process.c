@@ -440,8 +440,8 @@ s_spawn_shim (process_t *self, const process_info_t *info, zcd_error_t **err)
 }
 
 static process_t *
-s_process_new (zcd_daemon_t *daemon, const char *container_id, const char *pid_name, bool is_init,
-               const char *runtime, char *const *runtime_args)
+s_process_new (zcd_daemon_t *daemon, const char *container_id, const char *container_actor,
+               const char *pid_name, bool is_init, const char *runtime, char *const *runtime_args)
 {
   process_t *self = calloc (1, sizeof *self);
   self->daemon = daemon;
@@ -455,8 +455,7 @@ s_process_new (zcd_daemon_t *daemon, const char *container_id, const char *pid_n
   for (size_t i = 0; i < n; i++)
     self->runtime_args[i] = strdup (runtime_args[i]);
   self->dir = zcd_process_dir (daemon->config, container_id, pid_name);
-  if (asprintf (&self->container_actor, CONTAINER_ACTOR_PREFIX "%s", container_id) < 0)
-    self->container_actor = NULL;
+  self->container_actor = strdup (container_actor);
   return self;
 }
 
@@ -477,7 +476,8 @@ s_register (zcd_daemon_t *daemon, process_t *self, zcd_error_t **err)
 actor_t *
 process_actor_spawn (zcd_daemon_t *daemon, const process_info_t *info, zcd_error_t **err)
 {
-  process_t *self = s_process_new (daemon, info->container_id, info->pid_name, info->is_init,
+  process_t *self = s_process_new (daemon, info->container_id, info->container_actor,
+                                   info->pid_name, info->is_init,
                                    info->runtime, info->runtime_args);
   if (s_register (daemon, self, err) == NULL)
     {
@@ -515,12 +515,14 @@ s_shim_alive (const char *dir)
 }
 
 actor_t *
-process_actor_restore (zcd_daemon_t *daemon, const char *container_id, const char *pid_name,
-                       bool is_init, const char *runtime, char *const *runtime_args,
+process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
+                       const char *container_actor, const char *pid_name, bool is_init,
+                       const char *runtime, char *const *runtime_args,
                        process_restore_t *out, zcd_error_t **err)
 {
   memset (out, 0, sizeof *out);
-  process_t *self = s_process_new (daemon, container_id, pid_name, is_init, runtime, runtime_args);
+  process_t *self = s_process_new (daemon, container_id, container_actor, pid_name, is_init,
+                                   runtime, runtime_args);
   pid_t pid = s_read_pid_file (self->dir, "pid");
   out->started = pid > 0;
   out->system_pid = pid > 0 ? (uint32_t) pid : 0;

@@ -38,6 +38,7 @@ typedef struct container_entry
   char *cgroup_procs; /* where the container's pids are listed */
   char *bundle;
   uint64_t init_pid;
+  char *actor; /* the container actor that holds this id now */
   uint32_t processes;
 } container_entry_t;
 
@@ -49,6 +50,13 @@ typedef struct queued_create
   size_t body_len;
   struct queued_create *next;
 } queued_create_t;
+
+typedef struct ack
+{
+  char *to;
+  char *tag;
+  struct ack *next;
+} ack_t;
 
 typedef struct replay
 {
@@ -74,6 +82,7 @@ struct supervisor
   int starting;
   size_t queued;
   replay_t *replays;
+  ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
   loop_timer_t *replay_timer;
   loop_timer_t *heartbeat;
   char boot_id[40];
@@ -99,18 +108,23 @@ s_entry_destroy (void **item)
   free (e->view);
   free (e->cgroup_procs);
   free (e->bundle);
+  free (e->actor);
   free (e);
   *item = NULL;
 }
 
+/* The entry of container `id` as actor `from` reports it; NULL when `from`
+ * is an earlier actor of that id, still winding down after its exit while
+ * the id already names a new container. */
 static container_entry_t *
-s_entry_get (supervisor_t *self, const char *id)
+s_entry_for (supervisor_t *self, const char *id, const char *from)
 {
   container_entry_t *e = zhashx_lookup (self->containers, id);
   if (e)
-    return e;
+    return strcmp (e->actor, from) == 0 ? e : NULL;
   e = calloc (1, sizeof *e);
   e->id = strdup (id);
+  e->actor = strdup (from);
   zhashx_insert (self->containers, id, e);
   return e;
 }
@@ -179,6 +193,38 @@ s_entry_set_cgroup_procs (container_entry_t *e, const msgpack_object *b)
 }
 
 static void
+s_queue_ack (supervisor_t *self, const char *to, const char *tag)
+{
+  ack_t *a = calloc (1, sizeof *a);
+  a->to = strdup (to);
+  a->tag = strdup (tag);
+  if (self->acks_tail)
+    self->acks_tail->next = a;
+  else
+    self->acks = a;
+  self->acks_tail = a;
+}
+
+/* After a flush: tell each actor that its event is durable. */
+static void
+s_send_acks (supervisor_t *self)
+{
+  while (self->acks)
+    {
+      ack_t *a = self->acks;
+      self->acks = a->next;
+      actor_msg_builder_t mb;
+      actor_msg_begin (&mb, "logged", 1);
+      mp_pack_kv_str (&mb.pk, "tag", a->tag);
+      actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, a->to, &mb, NULL);
+      free (a->to);
+      free (a->tag);
+      free (a);
+    }
+  self->acks_tail = NULL;
+}
+
+static void
 s_on_event (actor_t *actor, const actor_msg_t *msg)
 {
   supervisor_t *self = actor_state (actor);
@@ -188,11 +234,15 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
   cleanup_free char *pid = mp_get_strdup (b, "pid");
   if (etype == NULL || id == NULL)
     return;
-  container_entry_t *e = s_entry_get (self, id);
-  s_entry_set_view (e, mp_map_get (b, "view"));
-  s_entry_set_identity (e, b);
-  e->processes = (uint32_t) mp_get_uint (b, "processes", e->processes);
-  s_entry_set_cgroup_procs (e, b);
+  bool init_exit = strcmp (etype, "exit") == 0 && pid && strcmp (pid, "init") == 0;
+  container_entry_t *e = init_exit ? NULL : s_entry_for (self, id, msg->from);
+  if (e)
+    {
+      s_entry_set_view (e, mp_map_get (b, "view"));
+      s_entry_set_identity (e, b);
+      e->processes = (uint32_t) mp_get_uint (b, "processes", e->processes);
+      s_entry_set_cgroup_procs (e, b);
+    }
   zcd_event_t ev = {
     .type = etype,
     .id = id,
@@ -205,6 +255,16 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
     .ts = 0,
   };
   s_publish_event (self, &ev);
+  /* With its init's exit a container leaves `state` and its id is free
+   * (PROTOCOL.md `create`), in the same instant the exit takes its seq. */
+  container_entry_t *current = zhashx_lookup (self->containers, id);
+  if (init_exit && current && strcmp (current->actor, msg->from) == 0)
+    zhashx_delete (self->containers, id);
+  /* The actor removes what it keeps on disk about the exit only once the
+   * event is in the log (s_before_sleep): a crash in between loses nothing. */
+  cleanup_free char *tag = mp_get_strdup (b, "ack");
+  if (tag)
+    s_queue_ack (self, msg->from, tag);
 }
 
 static void
@@ -214,7 +274,9 @@ s_on_view (actor_t *actor, const actor_msg_t *msg)
   cleanup_free char *id = mp_get_strdup (msg->body, "id");
   if (id == NULL)
     return;
-  container_entry_t *e = s_entry_get (self, id);
+  container_entry_t *e = s_entry_for (self, id, msg->from);
+  if (e == NULL)
+    return;
   s_entry_set_view (e, mp_map_get (msg->body, "view"));
   s_entry_set_identity (e, msg->body);
   e->processes = (uint32_t) mp_get_uint (msg->body, "processes", e->processes);
@@ -226,7 +288,8 @@ s_on_gone (actor_t *actor, const actor_msg_t *msg)
 {
   supervisor_t *self = actor_state (actor);
   cleanup_free char *id = mp_get_strdup (msg->body, "id");
-  if (id)
+  container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
+  if (e && strcmp (e->actor, msg->from) == 0)
     zhashx_delete (self->containers, id);
 }
 
@@ -581,14 +644,15 @@ s_run_replays (supervisor_t *self)
 /* Park the request and hand it to actor `to` as a "req" message (with the
  * container's bundle when given: the checkpoint actor needs it). */
 static void
-s_park_and_send (supervisor_t *self, edge_request_t *req, const char *to, const char *bundle)
+s_park_and_send (supervisor_t *self, edge_request_t *req, const char *to, const char *bundle,
+                 const char *container_actor)
 {
   const char *body;
   size_t len;
   edge_request_raw_view (req, &body, &len);
   uint64_t token = edge_request_park (self->edge, req);
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "req", bundle ? 4 : 3);
+  actor_msg_begin (&mb, "req", 3 + (bundle ? 1 : 0) + (container_actor ? 1 : 0));
   mp_pack_kv_uint (&mb.pk, "token", token);
   mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
   mp_pack_str (&mb.pk, "body");
@@ -596,6 +660,8 @@ s_park_and_send (supervisor_t *self, edge_request_t *req, const char *to, const 
   msgpack_pack_bin_body (&mb.pk, body, len);
   if (bundle)
     mp_pack_kv_str (&mb.pk, "bundle", bundle);
+  if (container_actor)
+    mp_pack_kv_str (&mb.pk, "actor", container_actor);
   cleanup_error zcd_error_t *err = NULL;
   if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, to, &mb, &err) < 0)
     edge_reply_error (self->edge, token, err->code, err->msg);
@@ -605,14 +671,13 @@ static void
 s_forward (supervisor_t *self, edge_request_t *req)
 {
   cleanup_free char *id = mp_get_strdup (edge_request_body (req), "id");
-  char actor[128];
-  snprintf (actor, sizeof actor, CONTAINER_ACTOR_PREFIX "%s", id ? id : "");
-  if (id == NULL || actor_lookup (self->daemon->actors, actor) == NULL)
+  container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
+  if (e == NULL)
     {
       edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id ? id : "");
       return;
     }
-  s_park_and_send (self, req, actor, NULL);
+  s_park_and_send (self, req, e->actor, NULL, NULL);
 }
 
 static container_entry_t *
@@ -678,7 +743,7 @@ s_op_checkpoint (supervisor_t *self, edge_request_t *req)
       edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id);
       return;
     }
-  s_park_and_send (self, req, CHECKPOINT_ACTOR, e ? e->bundle : NULL);
+  s_park_and_send (self, req, CHECKPOINT_ACTOR, e ? e->bundle : NULL, e ? e->actor : NULL);
 }
 
 static void
@@ -761,7 +826,10 @@ s_before_sleep (loop_t *loop, void *arg)
      * guarantee; keep it queued and try again next turn. */
     log_error ("event log: %s", err->msg);
   else
-    edge_flush (self->edge);
+    {
+      s_send_acks (self);
+      edge_flush (self->edge);
+    }
   if (self->replays)
     s_run_replays (self);
   /* A replay paused on a full client pipe resumes on a short timer: the
@@ -882,6 +950,14 @@ supervisor_destroy (supervisor_t **pself)
     edge_flush (self->edge);
   loop_timer_cancel (self->daemon->loop, self->heartbeat);
   loop_timer_cancel (self->daemon->loop, self->replay_timer);
+  while (self->acks)
+    {
+      ack_t *a = self->acks;
+      self->acks = a->next;
+      free (a->to);
+      free (a->tag);
+      free (a);
+    }
   while (self->replays)
     {
       replay_t *rp = self->replays;

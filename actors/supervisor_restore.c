@@ -144,6 +144,9 @@ void
 supervisor_restore_all (zcd_daemon_t *daemon, eventlog_t *log)
 {
   const char *state_dir = daemon->config->state_dir;
+  char trash[4096];
+  snprintf (trash, sizeof trash, "%s/.trash", state_dir);
+  zcd_rm_rf (trash, NULL);
   scan_t scan = { .candidates = zhashx_new () };
   zhashx_set_destructor (scan.candidates, s_candidate_destroy);
   s_collect_candidates (state_dir, scan.candidates);
