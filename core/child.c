@@ -287,6 +287,16 @@ child_spawn (children_t *reg, char *const argv[], const child_opts_t *opts_in, c
     c->err.watch = loop_add_fd (reg->loop, c->err.fd, EPOLLIN, s_on_output, c);
   if (opts.deadline_ms)
     c->deadline = loop_timer_add (reg->loop, opts.deadline_ms, s_on_deadline, c);
+  /* An earlier child with this pid exited, but a grandchild still holds
+   * its output pipes open: the pid is the kernel's to reuse.  Complete the
+   * old one with what it has, so the table never holds two of a pid. */
+  child_t *stale = zhashx_lookup (reg->by_pid, (void *) (uintptr_t) c->pid);
+  if (stale && stale->exited)
+    {
+      s_stream_close (reg, &stale->out);
+      s_stream_close (reg, &stale->err);
+      s_maybe_complete (stale);
+    }
   zhashx_insert (reg->by_pid, (void *) (uintptr_t) c->pid, c);
   return c;
 }
