@@ -93,20 +93,27 @@ unit: all
 integration: all hugetlb
 	@sh tests/run-integration
 
-test: deps all hugetlb schema-check
+# These first install what is missing, then build in a fresh make: the
+# pkg-config flags above are read when make starts, before `deps` ran.
+test: deps
+	@$(MAKE) --no-print-directory all hugetlb schema-check
 	@sh tests/run-unit
 	@sh tests/run-integration
 
-demo: deps all hugetlb
+demo: deps
+	@$(MAKE) --no-print-directory all hugetlb
 	@sh tools/demo.sh
 
-bench: deps all hugetlb
+bench: deps
+	@$(MAKE) --no-print-directory all hugetlb
 	@sh bench/run
 
-bench-peers: deps all hugetlb
+bench-peers: deps
+	@$(MAKE) --no-print-directory all hugetlb
 	@sh bench/peers
 
-soak: deps all hugetlb
+soak: deps
+	@$(MAKE) --no-print-directory all hugetlb
 	@sh tests/soak.sh
 
 schema:
