@@ -37,6 +37,9 @@ ZCTR_OBJ  := $(call obj,$(ZCTR_SRC))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
+# Objects built through pattern rules are kept (no rebuild on every make).
+.SECONDARY:
+
 .PHONY: all deps test unit integration demo bench bench-peers install clean asan \
         format fuzz schema schema-check soak hugetlb asan-integration
 all: $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(BUILD)/libzcd.a $(BUILD)/libzcd.so \
