@@ -144,6 +144,7 @@ char *zcd_runtime_error_text (const char *out, const char *err);
 /* true for a hierarchy's root directory (or NULL): what a dead process reads as. */
 bool zcd_cgroup_dir_is_root (const char *dir);
 void zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs);
+void zcd_pack_cgroup_pids_fd (msgpack_packer *pk, int fd);
 /* The final answer to a parked request, sent to the supervisor. result: a
  * packed msgpack map, or NULL for {}. */
 void zcd_send_reply_ok (actor_system_t *actors, const char *from, uint64_t token,

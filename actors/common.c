@@ -129,42 +129,48 @@ zcd_cgroup_dir_is_root (const char *dir)
   return memchr (rest, '/', rest_len) == NULL;
 }
 
-/* Host pids listed in a cgroup.procs file, as a msgpack array.  Read with
- * one read(2) into a stack buffer: `state` does this for every container,
- * so stdio's allocations and locking show up at a thousand containers. */
+/* Host pids listed in an open cgroup.procs file, as a msgpack array;
+ * `state` does this for every container, so it is one pread from the
+ * start of a kept fd: no path walk, no stdio (an empty array for fd -1). */
 void
-zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs)
+zcd_pack_cgroup_pids_fd (msgpack_packer *pk, int fd)
 {
   enum { MAX_PIDS = 4096 };
   uint32_t pids[MAX_PIDS];
   size_t n = 0;
-  int fd = cgroup_procs ? open (cgroup_procs, O_RDONLY | O_CLOEXEC) : -1;
-  if (fd >= 0)
+  char buf[16384];
+  size_t carry = 0;
+  off_t offset = 0;
+  for (; fd >= 0;)
     {
-      char buf[16384];
-      size_t carry = 0;
-      for (;;)
-        {
-          ssize_t got = read (fd, buf + carry, sizeof buf - carry - 1);
-          if (got <= 0)
-            break;
-          size_t len = carry + (size_t) got;
-          size_t start = 0;
-          for (size_t i = 0; i < len; i++)
-            if (buf[i] == '\n')
-              {
-                if (i > start && n < MAX_PIDS)
-                  pids[n++] = (uint32_t) strtoul (buf + start, NULL, 10);
-                start = i + 1;
-              }
-          carry = len - start;
-          memmove (buf, buf + start, carry);
-        }
-      close (fd);
+      ssize_t got = pread (fd, buf + carry, sizeof buf - carry - 1, offset);
+      if (got <= 0)
+        break;
+      offset += got;
+      size_t len = carry + (size_t) got;
+      size_t start = 0;
+      for (size_t i = 0; i < len; i++)
+        if (buf[i] == '\n')
+          {
+            if (i > start && n < MAX_PIDS)
+              pids[n++] = (uint32_t) strtoul (buf + start, NULL, 10);
+            start = i + 1;
+          }
+      carry = len - start;
+      memmove (buf, buf + start, carry);
     }
   msgpack_pack_array (pk, n);
   for (size_t i = 0; i < n; i++)
     msgpack_pack_uint32 (pk, pids[i]);
+}
+
+void
+zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs)
+{
+  int fd = cgroup_procs ? open (cgroup_procs, O_RDONLY | O_CLOEXEC) : -1;
+  zcd_pack_cgroup_pids_fd (pk, fd);
+  if (fd >= 0)
+    close (fd);
 }
 
 void

@@ -243,7 +243,7 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
     container_attach_cgroup (self, (pid_t) init->system_pid);
   s_sync_paused (self);
   container_notify_view (self);
-  log_info ("container %s restored (%s, %u processes)", id, container_status_name (self),
+  log_debug ("container %s restored (%s, %u processes)", id, container_status_name (self),
             container_count_processes (self));
   return self->actor;
 }

@@ -36,6 +36,7 @@ typedef struct container_entry
   size_t view_len;
   uint32_t view_entries;
   char *cgroup_procs; /* where the container's pids are listed */
+  int procs_fd;       /* cgroup_procs kept open: `state` re-reads it, no path walk */
   char *bundle;
   uint64_t init_pid;
   char *actor; /* the container actor that holds this id now */
@@ -107,6 +108,8 @@ s_entry_destroy (void **item)
   free (e->id);
   free (e->view);
   free (e->cgroup_procs);
+  if (e->procs_fd >= 0)
+    close (e->procs_fd);
   free (e->bundle);
   free (e->actor);
   free (e);
@@ -123,6 +126,7 @@ s_entry_for (supervisor_t *self, const char *id, const char *from)
   if (e)
     return strcmp (e->actor, from) == 0 ? e : NULL;
   e = calloc (1, sizeof *e);
+  e->procs_fd = -1;
   e->id = strdup (id);
   e->actor = strdup (from);
   zhashx_insert (self->containers, id, e);
@@ -185,10 +189,13 @@ static void
 s_entry_set_cgroup_procs (container_entry_t *e, const msgpack_object *b)
 {
   cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
-  if (procs)
+  if (procs && (e->cgroup_procs == NULL || strcmp (procs, e->cgroup_procs) != 0))
     {
       free (e->cgroup_procs);
       e->cgroup_procs = steal_pointer (&procs);
+      if (e->procs_fd >= 0)
+        close (e->procs_fd);
+      e->procs_fd = -1;
     }
 }
 
@@ -420,6 +427,14 @@ s_op_version (supervisor_t *self, edge_request_t *req)
   edge_reply_send (self->edge, r);
 }
 
+static void
+s_pack_entry_pids (container_entry_t *e, msgpack_packer *pk)
+{
+  if (e->procs_fd < 0 && e->cgroup_procs)
+    e->procs_fd = open (e->cgroup_procs, O_RDONLY | O_CLOEXEC);
+  zcd_pack_cgroup_pids_fd (pk, e->procs_fd);
+}
+
 static int
 s_compare_ids (const void *a, const void *b)
 {
@@ -444,6 +459,10 @@ s_op_state (supervisor_t *self, edge_request_t *req)
     }
   qsort (list, n, sizeof *list, s_compare_ids);
   edge_reply_t *r = edge_reply_ok (self->edge, req, 4);
+  size_t estimate = 256;
+  for (size_t i = 0; i < n; i++)
+    estimate += list[i]->view_len + 64;
+  edge_reply_reserve (r, estimate);
   msgpack_packer *pk = edge_reply_packer (r);
   mp_pack_str (pk, "containers");
   msgpack_pack_array (pk, n);
@@ -452,7 +471,7 @@ s_op_state (supervisor_t *self, edge_request_t *req)
       msgpack_pack_map (pk, list[i]->view_entries + 1);
       pk->callback (pk->data, list[i]->view, list[i]->view_len);
       mp_pack_str (pk, "pids");
-      zcd_pack_cgroup_pids (pk, list[i]->cgroup_procs);
+      s_pack_entry_pids (list[i], pk);
     }
   mp_pack_str (pk, "machine");
   msgpack_pack_map (pk, 2);

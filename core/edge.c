@@ -278,14 +278,42 @@ edge_reply_packer (edge_reply_t *r)
   return &r->pk;
 }
 
+static void
+s_free_body (void *data, void *hint)
+{
+  free (data);
+}
+
 void
 edge_reply_send (edge_t *self, edge_reply_t *r)
 {
-  s_queue_reply (self, r->req, r->buf.data, r->buf.size);
+  /* The packed body becomes the reply's last frame as it is: a `state` of
+   * a thousand containers is half a megabyte, not worth a copy. */
+  int n;
+  zmq_msg_t *frames = s_reply_frames (r->req, NULL, 0, &n);
+  zmq_msg_close (&frames[n - 1]);
+  if (r->buf.size == 0 || zmq_msg_init_data (&frames[n - 1], r->buf.data, r->buf.size, s_free_body, NULL) < 0)
+    {
+      zmq_msg_init_size (&frames[n - 1], r->buf.size);
+      memcpy (zmq_msg_data (&frames[n - 1]), r->buf.data, r->buf.size);
+      msgpack_sbuffer_destroy (&r->buf);
+    }
+  s_queue (self, self->router, frames, n);
   if (r->req->state == REQ_NEW)
     r->req->state = REQ_ANSWERED;
-  msgpack_sbuffer_destroy (&r->buf);
   free (r);
+}
+
+void
+edge_reply_reserve (edge_reply_t *r, size_t bytes)
+{
+  if (r->buf.alloc >= r->buf.size + bytes)
+    return;
+  char *grown = realloc (r->buf.data, r->buf.size + bytes);
+  if (grown == NULL)
+    return;
+  r->buf.data = grown;
+  r->buf.alloc = r->buf.size + bytes;
 }
 
 void

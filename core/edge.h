@@ -60,6 +60,8 @@ void edge_fail (edge_t *self, edge_request_t *req, zcd_code_t code, const char *
 /* Start an ok reply with n_entries result entries to pack. */
 edge_reply_t *edge_reply_ok (edge_t *self, edge_request_t *req, uint32_t n_entries);
 msgpack_packer *edge_reply_packer (edge_reply_t *r);
+/* Room for `bytes` more, so a large reply is not grown (and moved) by doubling. */
+void edge_reply_reserve (edge_reply_t *r, size_t bytes);
 void edge_reply_send (edge_t *self, edge_reply_t *r);     /* queued for this turn's flush */
 void edge_reply_send_now (edge_t *self, edge_reply_t *r); /* for the end of a stream */
 
