@@ -469,16 +469,22 @@ container_op_finished (container_t *self, container_op_kind_t kind)
   switch (kind)
     {
     case OP_PAUSE:
+      if (self->phase == CONTAINER_STOPPING)
+        break; /* the container exited meanwhile: nothing left to report */
       self->paused = true;
       container_save_state (self);
       s_emit (self, "pause", NULL, false, 0, false, false);
       break;
     case OP_RESUME:
+      if (self->phase == CONTAINER_STOPPING)
+        break;
       self->paused = false;
       container_save_state (self);
       s_emit (self, "resume", NULL, false, 0, false, false);
       break;
     case OP_UPDATE:
+      if (self->phase == CONTAINER_STOPPING)
+        break;
       s_emit (self, "update", NULL, false, 0, false, false);
       break;
     case OP_CHECKPOINT:

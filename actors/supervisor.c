@@ -120,11 +120,16 @@ s_entry_destroy (void **item)
  * is an earlier actor of that id, still winding down after its exit while
  * the id already names a new container. */
 static container_entry_t *
-s_entry_for (supervisor_t *self, const char *id, const char *from)
+s_entry_for (supervisor_t *self, const char *id, const char *from, bool may_create)
 {
   container_entry_t *e = zhashx_lookup (self->containers, id);
   if (e)
     return strcmp (e->actor, from) == 0 ? e : NULL;
+  /* Only a start (or a restored view) brings a container into the table:
+   * anything else from an actor whose container already exited must not
+   * bring it back. */
+  if (!may_create)
+    return NULL;
   e = calloc (1, sizeof *e);
   e->procs_fd = -1;
   e->id = strdup (id);
@@ -242,7 +247,8 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
   if (etype == NULL || id == NULL)
     return;
   bool init_exit = strcmp (etype, "exit") == 0 && pid && strcmp (pid, "init") == 0;
-  container_entry_t *e = init_exit ? NULL : s_entry_for (self, id, msg->from);
+  bool starts = strcmp (etype, "start-container") == 0 || strcmp (etype, "restore") == 0;
+  container_entry_t *e = init_exit ? NULL : s_entry_for (self, id, msg->from, starts);
   if (e)
     {
       s_entry_set_view (e, mp_map_get (b, "view"));
@@ -281,7 +287,7 @@ s_on_view (actor_t *actor, const actor_msg_t *msg)
   cleanup_free char *id = mp_get_strdup (msg->body, "id");
   if (id == NULL)
     return;
-  container_entry_t *e = s_entry_for (self, id, msg->from);
+  container_entry_t *e = s_entry_for (self, id, msg->from, true);
   if (e == NULL)
     return;
   s_entry_set_view (e, mp_map_get (msg->body, "view"));
