@@ -120,6 +120,26 @@ s_start_opt (void *ctx, int opt, const char *arg)
   return 0;
 }
 
+
+/* After a create or exec: print the reply, or stay attached to the
+ * process's stdio until it exits (its status becomes ours). */
+static int
+s_finish_started (zctr_t *z, int rc, zcd_reply_t *reply, zctr_attach_t *attach, const char *what)
+{
+  if (rc < 0)
+    {
+      zcd_reply_destroy (&reply);
+      zctr_attach_destroy (&attach);
+      return zctr_fail_request (z, what);
+    }
+  if (attach == NULL)
+    return s_done (z, reply);
+  zcd_reply_destroy (&reply);
+  int status = zctr_attach_run (attach);
+  zctr_attach_destroy (&attach);
+  return status;
+}
+
 static int
 s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
 {
@@ -141,18 +161,8 @@ s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
   a->opts.stdout_path = attach ? zctr_attach_path (attach, 1) : a->abs_stdio[1];
   a->opts.stderr_path = attach ? zctr_attach_path (attach, 2) : a->abs_stdio[2];
   zcd_reply_t *reply = NULL;
-  if (zcd_client_create (cli, id, bundle, &a->opts, &reply) < 0)
-    {
-      zcd_reply_destroy (&reply);
-      zctr_attach_destroy (&attach);
-      return zctr_fail_request (z, "start");
-    }
-  if (attach == NULL)
-    return s_done (z, reply);
-  zcd_reply_destroy (&reply);
-  int status = zctr_attach_run (attach);
-  zctr_attach_destroy (&attach);
-  return status;
+  int rc = zcd_client_create (cli, id, bundle, &a->opts, &reply);
+  return s_finish_started (z, rc, reply, attach, "start");
 }
 
 static int
@@ -263,18 +273,8 @@ s_exec_run (zctr_t *z, exec_args_t *a, const char *const *args)
         a->opts.stderr_path = path;
     }
   zcd_reply_t *reply = NULL;
-  if (zcd_client_exec (cli, a->id, a->pid, args, &a->opts, &reply) < 0)
-    {
-      zcd_reply_destroy (&reply);
-      zctr_attach_destroy (&attach);
-      return zctr_fail_request (z, "exec");
-    }
-  if (attach == NULL)
-    return s_done (z, reply);
-  zcd_reply_destroy (&reply);
-  int status = zctr_attach_run (attach);
-  zctr_attach_destroy (&attach);
-  return status;
+  int rc = zcd_client_exec (cli, a->id, a->pid, args, &a->opts, &reply);
+  return s_finish_started (z, rc, reply, attach, "exec");
 }
 
 static int
