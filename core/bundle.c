@@ -1,5 +1,7 @@
 #include "core/bundle.h"
 
+#include "core/fsutil.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -181,20 +183,18 @@ s_read_config (const char *bundle, char **out, size_t *len_out, zcd_error_t **er
   cleanup_close int dirfd = open (bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "bundle `%s`: %s", bundle, strerror (errno));
-  cleanup_close int fd = openat (dirfd, "config.json", O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0 && errno == ENOENT)
+  if (faccessat (dirfd, "config.json", F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "bundle `%s` has no config.json", bundle);
+  cleanup_close int fd = zcd_open_client_file (dirfd, "config.json", O_RDONLY, S_IFREG,
+                                               BUNDLE_CONFIG_MAX, "config.json", err);
   if (fd < 0)
-    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "bundle `%s`: config.json: %s", bundle,
-                     strerror (errno));
+    {
+      zcd_error_wrap (err, "bundle `%s`", bundle);
+      return -1;
+    }
   struct stat st;
-  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
-    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "bundle `%s`: config.json is not a regular file",
-                     bundle);
-  if (st.st_size > (off_t) BUNDLE_CONFIG_MAX)
-    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
-                     "bundle `%s`: config.json is larger than %u bytes", bundle,
-                     BUNDLE_CONFIG_MAX);
+  if (fstat (fd, &st) < 0)
+    return zcd_fail_errno (err, errno, "bundle `%s`: config.json", bundle);
   /* Sized by fstat, one read in the common case; the buffer grows (up to
    * one byte past the limit) only for a file that grew meanwhile. */
   size_t cap = (size_t) st.st_size + 1;

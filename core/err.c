@@ -84,7 +84,13 @@ zcd_fail_errno (zcd_error_t **err, int errnum, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  zcd_failv (err, ZCD_E_INTERNAL, errnum, fmt, ap);
+  /* Exhausted resources are no bug of ours: the caller may retry later
+   * (PROTOCOL.md: a full disk is `unavailable`). */
+  zcd_code_t code = errnum == ENOSPC || errnum == EDQUOT || errnum == EROFS || errnum == ENOMEM
+                            || errnum == EMFILE || errnum == ENFILE
+                        ? ZCD_E_UNAVAILABLE
+                        : ZCD_E_INTERNAL;
+  zcd_failv (err, code, errnum, fmt, ap);
   va_end (ap);
   return -1;
 }

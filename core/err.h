@@ -50,7 +50,8 @@ zcd_code_t zcd_code_from_name (const char *name);
 int zcd_fail (zcd_error_t **err, zcd_code_t code, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 /* Same with a system error: the message ends with ": strerror(errnum)" and the
- * code is ZCD_E_INTERNAL. */
+ * code is ZCD_E_INTERNAL, or ZCD_E_UNAVAILABLE for exhausted resources (ENOSPC,
+ * EDQUOT, EROFS, ENOMEM, EMFILE, ENFILE). */
 int zcd_fail_errno (zcd_error_t **err, int errnum, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 int zcd_failv (zcd_error_t **err, zcd_code_t code, int errnum, const char *fmt, va_list ap);

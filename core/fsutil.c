@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,17 +32,42 @@ s_write_all (int fd, const void *data, size_t len)
   return 0;
 }
 
+void
+zcd_random_hex (char *out, size_t n_chars)
+{
+  static const char hex[] = "0123456789abcdef";
+  unsigned char bytes[32];
+  size_t need = (n_chars + 1) / 2;
+  if (need > sizeof bytes)
+    need = sizeof bytes;
+  /* The shim's seccomp filter may refuse getrandom: fall back to what only
+   * this process at this instant would pick, which still never collides. */
+  if (getrandom (bytes, need, GRND_NONBLOCK) != (ssize_t) need)
+    {
+      static uint64_t counter;
+      uint64_t mix = zcd_mono_ns () ^ ((uint64_t) getpid () << 40) ^ (++counter * 0x9e3779b97f4a7c15ULL);
+      for (size_t i = 0; i < need; i++, mix = mix * 6364136223846793005ULL + 1442695040888963407ULL)
+        bytes[i] = (unsigned char) (mix >> 56);
+    }
+  for (size_t i = 0; i < n_chars && i / 2 < need; i++)
+    out[i] = hex[(bytes[i / 2] >> ((i % 2) ? 0 : 4)) & 0xf];
+  out[n_chars] = '\0';
+}
+
 int
 zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t len, mode_t mode,
                          zcd_error_t **err)
 {
   char tmp[4096];
-  /* The pid keeps two writers (daemon and shim, or two daemons during a
-   * crash-restart race) from sharing one temp name. */
-  int n = snprintf (tmp, sizeof tmp, "%s.tmp.%d", name, (int) getpid ());
+  /* An unpredictable temp name, created exclusively: nobody can plant a
+   * file or symlink under the name we are about to write (issue 8). */
+  char suffix[17];
+  zcd_random_hex (suffix, 16);
+  int n = snprintf (tmp, sizeof tmp, "%s.tmp.%s", name, suffix);
   if (n < 0 || (size_t) n >= sizeof tmp)
-    return zcd_fail (err, ZCD_E_INTERNAL, "path too long: %s", name);
-  cleanup_close int fd = openat (dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "path too long: %s", name);
+  cleanup_close int fd
+      = openat (dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0)
     return zcd_fail_errno (err, errno, "open `%s`", tmp);
   if (s_write_all (fd, data, len) < 0 || fsync (fd) < 0)
@@ -159,6 +185,154 @@ zcd_mkdir_p (const char *path, mode_t mode, zcd_error_t **err)
   if (mkdir (buf, mode) < 0 && errno != EEXIST)
     return zcd_fail_errno (err, errno, "mkdir `%s`", buf);
   return 0;
+}
+
+int
+zcd_mkdir (const char *path, mode_t mode, zcd_error_t **err)
+{
+  if (mkdir (path, mode) == 0)
+    return 0;
+  if (errno == EEXIST)
+    return zcd_fail (err, ZCD_E_ALREADY_EXISTS, "`%s` already exists", path);
+  return zcd_fail_errno (err, errno, "mkdir `%s`", path);
+}
+
+static const char *
+s_type_name (mode_t mode)
+{
+  switch (mode & S_IFMT)
+    {
+    case S_IFREG:
+      return "a regular file";
+    case S_IFDIR:
+      return "a directory";
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFSOCK:
+      return "a socket";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFBLK:
+      return "a block device";
+    case S_IFLNK:
+      return "a symbolic link";
+    default:
+      return "of an odd type";
+    }
+}
+
+int
+zcd_open_client_file (int dirfd, const char *path, int flags, mode_t want_type, size_t max_size,
+                      const char *what, zcd_error_t **err)
+{
+  /* O_NONBLOCK: opening a FIFO must not wait for its writer (issue 8: a
+   * config.json that is a FIFO hung the whole daemon).  O_NOFOLLOW: the
+   * last component is what the client named, not where a link points. */
+  int fd = openat (dirfd, path, flags | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0)
+    {
+      if (errno == ELOOP)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s` is a symbolic link", what, path);
+      if (errno == ENOENT || errno == ENOTDIR || errno == EACCES || errno == ENXIO
+          || errno == ENAMETOOLONG || errno == EISDIR)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s`: %s", what, path,
+                         strerror (errno));
+      return zcd_fail_errno (err, errno, "%s: open `%s`", what, path);
+    }
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    {
+      int saved = errno;
+      close (fd);
+      return zcd_fail_errno (err, saved, "%s: stat `%s`", what, path);
+    }
+  if ((st.st_mode & S_IFMT) != want_type)
+    {
+      close (fd);
+      return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s` is %s, not %s", what, path,
+                       s_type_name (st.st_mode), s_type_name (want_type));
+    }
+  if (want_type == S_IFREG && max_size > 0 && (uint64_t) st.st_size > max_size)
+    {
+      close (fd);
+      return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s` is larger than %zu bytes", what,
+                       path, max_size);
+    }
+  /* A regular file never blocks; clearing the flag keeps later reads plain. */
+  fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
+int
+zcd_read_client_file (int dirfd, const char *path, size_t max, const char *what, char **out,
+                      size_t *len_out, zcd_error_t **err)
+{
+  cleanup_close int fd = zcd_open_client_file (dirfd, path, O_RDONLY, S_IFREG, max, what, err);
+  if (fd < 0)
+    return -1;
+  cleanup_free char *buf = malloc (max + 2);
+  if (buf == NULL)
+    return zcd_fail_errno (err, ENOMEM, "%s: read `%s`", what, path);
+  size_t len = 0;
+  while (len <= max)
+    {
+      ssize_t n = read (fd, buf + len, max + 1 - len);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: read `%s`: %s", what, path,
+                         strerror (errno));
+      if (n == 0)
+        break;
+      len += (size_t) n;
+    }
+  if (len > max)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s` is larger than %zu bytes", what, path,
+                     max);
+  buf[len] = '\0';
+  if (len_out)
+    *len_out = len;
+  *out = steal_pointer (&buf);
+  return 0;
+}
+
+bool
+zcd_valid_utf8 (const char *s, size_t len)
+{
+  const unsigned char *p = (const unsigned char *) s, *end = p + len;
+  while (p < end)
+    {
+      unsigned char c = *p;
+      if (c < 0x80)
+        {
+          p++;
+          continue;
+        }
+      size_t n;
+      uint32_t cp;
+      if (c >= 0xc2 && c <= 0xdf)
+        n = 1, cp = c & 0x1f;
+      else if (c >= 0xe0 && c <= 0xef)
+        n = 2, cp = c & 0x0f;
+      else if (c >= 0xf0 && c <= 0xf4)
+        n = 3, cp = c & 0x07;
+      else
+        return false;
+      if ((size_t) (end - p) <= n)
+        return false;
+      for (size_t i = 1; i <= n; i++)
+        {
+          if ((p[i] & 0xc0) != 0x80)
+            return false;
+          cp = (cp << 6) | (p[i] & 0x3f);
+        }
+      /* overlong forms, surrogates, beyond U+10FFFF */
+      if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff))
+          || (cp >= 0xd800 && cp <= 0xdfff))
+        return false;
+      p += n + 1;
+    }
+  return true;
 }
 
 static int

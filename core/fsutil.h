@@ -4,6 +4,7 @@
 #ifndef ZCD_FSUTIL_H
 #define ZCD_FSUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -21,6 +22,26 @@ int zcd_read_file (const char *path, size_t max, char **out, size_t *len, zcd_er
 int zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *len,
                      zcd_error_t **err);
 int zcd_mkdir_p (const char *path, mode_t mode, zcd_error_t **err);
+/* mkdir of one directory that must not exist yet: an existing path (of any
+ * type) is ZCD_E_ALREADY_EXISTS, never reused (DESIGN.md, "State on disk"). */
+int zcd_mkdir (const char *path, mode_t mode, zcd_error_t **err);
+
+/* Open a file a client named (relative to dirfd, or AT_FDCWD), without
+ * blocking (a FIFO never waits for its writer) or following a symlink in
+ * the last component, and check its type (S_IFREG, S_IFDIR, ...) and, for a
+ * regular file, its size (max_size 0 = no limit).  Returns the fd (blocking
+ * again), or -1 with ZCD_E_INVALID_ARGUMENT naming `what` and the reason
+ * ("stdout: `/x` is a directory, not a regular file"). */
+int zcd_open_client_file (int dirfd, const char *path, int flags, mode_t want_type,
+                          size_t max_size, const char *what, zcd_error_t **err);
+/* Read such a file whole (at most max bytes) into a NUL-terminated buffer. */
+int zcd_read_client_file (int dirfd, const char *path, size_t max, const char *what, char **out,
+                          size_t *len, zcd_error_t **err);
+/* Strict UTF-8 (no overlong forms, no surrogates). */
+bool zcd_valid_utf8 (const char *s, size_t len);
+/* n_chars random hex digits and a NUL (getrandom, or a clock/pid mix where
+ * a sandbox refuses it): unpredictable temp names. */
+void zcd_random_hex (char *out, size_t n_chars);
 /* Remove a tree; missing is not an error. */
 int zcd_rm_rf (const char *path, zcd_error_t **err);
 int zcd_fsync_dir (const char *path);

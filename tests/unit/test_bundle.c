@@ -278,7 +278,16 @@ test_bundle_path_problems (void **state)
   char sub[128];
   snprintf (sub, sizeof sub, "%s/config.json", f->dir);
   assert_int_equal (mkdir (sub, 0755), 0);
-  s_expect_invalid_dir (f->dir, "config.json is not a regular file");
+  s_expect_invalid_dir (f->dir, "is a directory, not a regular file");
+  /* Issue 8: a FIFO config.json is refused at once; opening it must not
+   * wait for a writer (that hung the whole daemon). */
+  assert_int_equal (rmdir (sub), 0);
+  assert_int_equal (mkfifo (sub, 0600), 0);
+  s_expect_invalid_dir (f->dir, "is a FIFO, not a regular file");
+  assert_int_equal (unlink (sub), 0);
+  assert_int_equal (symlink ("/etc/passwd", sub), 0);
+  s_expect_invalid_dir (f->dir, "is a symbolic link");
+  assert_int_equal (unlink (sub), 0);
 }
 
 static void
