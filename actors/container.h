@@ -122,6 +122,21 @@ void container_pack_view (container_t *self, msgpack_sbuffer *out);
 /* The whole Container map, pids included. */
 void container_pack_container (container_t *self, msgpack_packer *pk);
 
+/* Answer the running operation with an error (container_op_done). */
+void container_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+typedef struct json_t json_t;
+json_t *container_json_strv (char *const *v);
+
+/* What a process actor needs to start p's shim. */
+process_info_t container_process_info (container_t *self, container_proc_t *p);
+
+/* container_exec.c */
+void container_op_exec (container_t *self, uint64_t token, const msgpack_object *body);
+
+/* container_checkpoint.c */
+void container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body);
+
 /* container.c */
 int container_run_runtime (container_t *self, uint64_t token, container_op_kind_t kind,
                            const char *const *words);

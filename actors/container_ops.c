@@ -239,8 +239,8 @@ container_pack_container (container_t *self, msgpack_packer *pk)
 /* ------------------------------------------------------------------ */
 /* State on disk                                                       */
 
-static json_t *
-s_json_strv (char *const *v)
+json_t *
+container_json_strv (char *const *v)
 {
   json_t *a = json_array ();
   for (; v && *v; v++)
@@ -254,9 +254,9 @@ container_save_state (container_t *self)
   json_t *j = json_object ();
   json_object_set_new (j, "id", json_string (self->id));
   json_object_set_new (j, "bundle", json_string (self->bundle));
-  json_object_set_new (j, "labels", s_json_strv (self->labels));
+  json_object_set_new (j, "labels", container_json_strv (self->labels));
   json_object_set_new (j, "runtime", json_string (self->runtime));
-  json_object_set_new (j, "runtime_args", s_json_strv (self->runtime_args));
+  json_object_set_new (j, "runtime_args", container_json_strv (self->runtime_args));
   json_object_set_new (j, "no_pivot_root", json_boolean (self->no_pivot));
   if (self->stdin_path)
     json_object_set_new (j, "stdin", json_string (self->stdin_path));
@@ -377,8 +377,8 @@ container_new_from_request (zcd_daemon_t *daemon, const msgpack_object *body, zc
   return self;
 }
 
-static process_info_t
-s_process_info (container_t *self, container_proc_t *p)
+process_info_t
+container_process_info (container_t *self, container_proc_t *p)
 {
   process_info_t info = {
     .container_id = self->id,
@@ -402,7 +402,7 @@ int
 container_start_init (container_t *self, zcd_error_t **err)
 {
   container_proc_t *init = container_find_proc (self, "init");
-  process_info_t info = s_process_info (self, init);
+  process_info_t info = container_process_info (self, init);
   return process_actor_spawn (self->daemon, &info, err) ? 0 : -1;
 }
 
@@ -469,12 +469,8 @@ container_attach_cgroup (container_t *self, pid_t init_pid)
 /* ------------------------------------------------------------------ */
 /* Operations                                                          */
 
-static void
-s_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static void
-s_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
+void
+container_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
 {
   zcd_error_t *err = NULL;
   va_list ap;
@@ -490,7 +486,7 @@ s_accepts_ops (container_t *self, uint64_t token)
 {
   if (self->phase != CONTAINER_RUNNING || self->init_exited)
     {
-      s_fail_op (self, token, ZCD_E_INVALID_STATE, "container `%s` is %s", self->id,
+      container_fail_op (self, token, ZCD_E_INVALID_STATE, "container `%s` is %s", self->id,
                  self->init_exited ? "stopping" : "not running yet");
       return false;
     }
@@ -506,14 +502,14 @@ s_op_signal (container_t *self, uint64_t token, const msgpack_object *body)
   container_proc_t *p = container_find_proc (self, pid ? pid : "init");
   if (p == NULL || !p->started)
     {
-      s_fail_op (self, token, ZCD_E_NOT_FOUND, "no process `%s` in `%s`", pid ? pid : "init", self->id);
+      container_fail_op (self, token, ZCD_E_NOT_FOUND, "no process `%s` in `%s`", pid ? pid : "init", self->id);
       return;
     }
   if (!p->is_init && !all)
     {
       if (kill ((pid_t) p->system_pid, (int) sig) < 0 && errno != ESRCH)
         {
-          s_fail_op (self, token, ZCD_E_INTERNAL, "kill %u: %s", p->system_pid, strerror (errno));
+          container_fail_op (self, token, ZCD_E_INTERNAL, "kill %u: %s", p->system_pid, strerror (errno));
           return;
         }
       container_op_done (self, token, NULL);
@@ -590,7 +586,7 @@ s_op_update (container_t *self, uint64_t token, const msgpack_object *body)
       cleanup_free char *path = NULL;
       if (s_write_resources (self, res, &path) < 0)
         {
-          s_fail_op (self, token, ZCD_E_INTERNAL, "cannot write resources.json");
+          container_fail_op (self, token, ZCD_E_INTERNAL, "cannot write resources.json");
           return;
         }
       self->then_status = change;
@@ -628,19 +624,19 @@ s_op_update_process (container_t *self, uint64_t token, const msgpack_object *bo
   container_proc_t *p = container_find_proc (self, pid);
   if (p == NULL || !p->started)
     {
-      s_fail_op (self, token, ZCD_E_NOT_FOUND, "no process `%s` in `%s`", pid, self->id);
+      container_fail_op (self, token, ZCD_E_NOT_FOUND, "no process `%s` in `%s`", pid, self->id);
       return;
     }
   bool has_w = mp_map_get (body, "width") != NULL, has_h = mp_map_get (body, "height") != NULL;
   if (has_w != has_h)
     {
-      s_fail_op (self, token, ZCD_E_INVALID_ARGUMENT,
+      container_fail_op (self, token, ZCD_E_INVALID_ARGUMENT,
                  "key `%s`: width and height go together", has_w ? "height" : "width");
       return;
     }
   if (has_w && !p->terminal)
     {
-      s_fail_op (self, token, ZCD_E_INVALID_STATE, "process `%s` has no terminal", pid);
+      container_fail_op (self, token, ZCD_E_INVALID_STATE, "process `%s` has no terminal", pid);
       return;
     }
   if (has_w)
@@ -650,7 +646,7 @@ s_op_update_process (container_t *self, uint64_t token, const msgpack_object *bo
                                         (uint32_t) mp_get_uint (body, "height", 0) };
       if (s_write_control (self, pid, &rec) < 0)
         {
-          s_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
+          container_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
           return;
         }
     }
@@ -659,87 +655,11 @@ s_op_update_process (container_t *self, uint64_t token, const msgpack_object *bo
       struct zcd_control_record rec = { ZCD_CONTROL_MAGIC, ZCD_CONTROL_CLOSE_STDIN, 0, 0 };
       if (s_write_control (self, pid, &rec) < 0)
         {
-          s_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
+          container_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
           return;
         }
     }
   container_op_done (self, token, NULL);
-}
-
-void container_op_exec (container_t *self, uint64_t token, const msgpack_object *body);
-
-/* runtime checkpoint; the metadata that checkpoint_list reads is written
- * only once the dump succeeded (container_checkpoint_done). */
-static void
-s_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body)
-{
-  const msgpack_object *cp = mp_map_get (body, "checkpoint");
-  cleanup_free char *name = mp_get_strdup (cp, "name");
-  cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
-  if (dir == NULL && asprintf (&dir, "%s/checkpoints", self->bundle) < 0)
-    dir = NULL;
-  cleanup_free char *image = NULL;
-  struct stat st;
-  if (name == NULL || dir == NULL || asprintf (&image, "%s/%s", dir, name) < 0)
-    {
-      s_fail_op (self, token, ZCD_E_INVALID_ARGUMENT, "key `checkpoint.name`: required");
-      return;
-    }
-  if (stat (image, &st) == 0)
-    {
-      s_fail_op (self, token, ZCD_E_ALREADY_EXISTS, "checkpoint `%s` exists in %s", name, dir);
-      return;
-    }
-  cleanup_error zcd_error_t *err = NULL;
-  if (zcd_mkdir_p (image, 0700, &err) < 0)
-    {
-      s_fail_op (self, token, err->code, "%s", err->msg);
-      return;
-    }
-  bool leave = !mp_get_bool (cp, "exit", false);
-  json_t *meta = json_pack ("{s:s,s:I,s:b,s:b,s:b,s:b}", "name", name, "created",
-                            (json_int_t) zcd_now_ns (), "exit", !leave, "tcp",
-                            mp_get_bool (cp, "tcp", false), "unix_sockets",
-                            mp_get_bool (cp, "unix_sockets", false), "shell",
-                            mp_get_bool (cp, "shell", false));
-  char **empty_ns = mp_get_strv (cp, "empty_ns");
-  json_object_set_new (meta, "empty_ns", s_json_strv (empty_ns));
-  free (self->checkpoint_meta);
-  free (self->checkpoint_meta_path);
-  self->checkpoint_meta = json_dumps (meta, JSON_COMPACT);
-  json_decref (meta);
-  if (asprintf (&self->checkpoint_meta_path, "%s/zcd-checkpoint.json", image) < 0)
-    self->checkpoint_meta_path = NULL;
-  const char *words[24];
-  size_t n = 0;
-  words[n++] = "checkpoint";
-  words[n++] = "--image-path";
-  words[n++] = image;
-  if (leave)
-    words[n++] = "--leave-running";
-  if (mp_get_bool (cp, "tcp", false))
-    words[n++] = "--tcp-established";
-  if (mp_get_bool (cp, "unix_sockets", false))
-    words[n++] = "--ext-unix-sk";
-  if (mp_get_bool (cp, "shell", false))
-    words[n++] = "--shell-job";
-  for (size_t i = 0; empty_ns && empty_ns[i] && n < 20; i++)
-    {
-      words[n++] = "--empty-ns";
-      words[n++] = empty_ns[i];
-    }
-  words[n++] = self->id;
-  words[n] = NULL;
-  container_run_runtime (self, token, OP_CHECKPOINT, words);
-  mp_strv_free (empty_ns);
-}
-
-void
-container_checkpoint_done (container_t *self)
-{
-  if (self->checkpoint_meta && self->checkpoint_meta_path)
-    zcd_write_file_atomic (self->checkpoint_meta_path, self->checkpoint_meta,
-                           strlen (self->checkpoint_meta), 0600, NULL);
 }
 
 void
@@ -749,7 +669,7 @@ container_run_op (container_t *self, container_op_t *op)
   msgpack_unpacked_init (&unpacked);
   if (op->body == NULL || mp_unpack (op->body, op->body_len, &unpacked, NULL) < 0)
     {
-      s_fail_op (self, op->token, ZCD_E_INTERNAL, "undecodable forwarded request");
+      container_fail_op (self, op->token, ZCD_E_INTERNAL, "undecodable forwarded request");
       msgpack_unpacked_destroy (&unpacked);
       return;
     }
@@ -758,7 +678,7 @@ container_run_op (container_t *self, container_op_t *op)
   if (strcmp (name, "signal") == 0)
     {
       if (self->phase == CONTAINER_CREATING)
-        s_fail_op (self, op->token, ZCD_E_INVALID_STATE, "container `%s` is not running yet", self->id);
+        container_fail_op (self, op->token, ZCD_E_INVALID_STATE, "container `%s` is not running yet", self->id);
       else
         s_op_signal (self, op->token, body);
     }
@@ -772,7 +692,7 @@ container_run_op (container_t *self, container_op_t *op)
   else if (strcmp (name, "checkpoint_create") == 0)
     {
       if (s_accepts_ops (self, op->token))
-        s_op_checkpoint (self, op->token, body);
+        container_op_checkpoint (self, op->token, body);
     }
   else if (strcmp (name, "exec") == 0)
     {
@@ -780,169 +700,8 @@ container_run_op (container_t *self, container_op_t *op)
         container_op_exec (self, op->token, body);
     }
   else
-    s_fail_op (self, op->token, ZCD_E_UNKNOWN_OP, "container op `%s`", name);
+    container_fail_op (self, op->token, ZCD_E_UNKNOWN_OP, "container op `%s`", name);
   msgpack_unpacked_destroy (&unpacked);
-}
-
-/* ------------------------------------------------------------------ */
-/* exec                                                                */
-
-/* The OCI process spec the runtime gets (`runtime exec --process`). */
-static json_t *
-s_oci_process (const container_proc_t *p, const msgpack_object *body)
-{
-  json_t *j = json_object ();
-  json_object_set_new (j, "terminal", json_boolean (p->terminal));
-  json_t *user = json_pack ("{s:I,s:I}", "uid", (json_int_t) p->uid, "gid", (json_int_t) p->gid);
-  if (p->n_additional_gids)
-    {
-      json_t *gids = json_array ();
-      for (size_t i = 0; i < p->n_additional_gids; i++)
-        json_array_append_new (gids, json_integer (p->additional_gids[i]));
-      json_object_set_new (user, "additionalGids", gids);
-    }
-  json_object_set_new (j, "user", user);
-  json_object_set_new (j, "args", s_json_strv (p->args));
-  json_object_set_new (j, "env", s_json_strv (p->env));
-  json_object_set_new (j, "cwd", json_string (p->cwd));
-  if (p->capabilities && p->capabilities[0])
-    {
-      json_t *caps = json_object ();
-      const char *sets[] = { "bounding", "effective", "inheritable", "permitted", "ambient" };
-      for (int i = 0; i < 5; i++)
-        json_object_set_new (caps, sets[i], s_json_strv (p->capabilities));
-      json_object_set_new (j, "capabilities", caps);
-    }
-  const msgpack_object *rl = mp_map_get (body, "rlimits");
-  if (rl && rl->type == MSGPACK_OBJECT_ARRAY)
-    {
-      json_t *arr = json_array ();
-      for (uint32_t i = 0; i < rl->via.array.size; i++)
-        {
-          const msgpack_object *e = &rl->via.array.ptr[i];
-          cleanup_free char *type = mp_get_strdup (e, "type");
-          json_array_append_new (arr, json_pack ("{s:s,s:I,s:I}", "type", type ? type : "",
-                                                 "soft", (json_int_t) mp_get_uint (e, "soft", 0),
-                                                 "hard", (json_int_t) mp_get_uint (e, "hard", 0)));
-        }
-      json_object_set_new (j, "rlimits", arr);
-    }
-  json_object_set_new (j, "noNewPrivileges", json_boolean (p->no_new_privileges));
-  if (p->apparmor_profile)
-    json_object_set_new (j, "apparmorProfile", json_string (p->apparmor_profile));
-  if (p->selinux_label)
-    json_object_set_new (j, "selinuxLabel", json_string (p->selinux_label));
-  return j;
-}
-
-container_proc_t *
-container_exec_proc_from_request (const msgpack_object *body)
-{
-  container_proc_t *p = calloc (1, sizeof *p);
-  p->name = mp_get_strdup (body, "pid");
-  p->args = mp_get_strv (body, "args");
-  p->env = mp_get_strv (body, "env");
-  if (p->env == NULL)
-    p->env = calloc (1, sizeof (char *));
-  p->cwd = mp_get_strdup (body, "cwd");
-  if (p->cwd == NULL)
-    p->cwd = strdup ("/");
-  p->terminal = mp_get_bool (body, "terminal", false);
-  const msgpack_object *user = mp_map_get (body, "user");
-  if (user)
-    {
-      p->uid = (uint32_t) mp_get_uint (user, "uid", 0);
-      p->gid = (uint32_t) mp_get_uint (user, "gid", 0);
-      const msgpack_object *gids = mp_map_get (user, "additional_gids");
-      if (gids && gids->type == MSGPACK_OBJECT_ARRAY && gids->via.array.size)
-        {
-          p->n_additional_gids = gids->via.array.size;
-          p->additional_gids = calloc (p->n_additional_gids, sizeof (uint32_t));
-          for (size_t i = 0; i < p->n_additional_gids; i++)
-            {
-              uint64_t v = 0;
-              mp_as_uint (&gids->via.array.ptr[i], &v);
-              p->additional_gids[i] = (uint32_t) v;
-            }
-        }
-    }
-  p->capabilities = mp_get_strv (body, "capabilities");
-  if (p->capabilities == NULL)
-    p->capabilities = calloc (1, sizeof (char *));
-  const msgpack_object *rl = mp_map_get (body, "rlimits");
-  msgpack_sbuffer buf;
-  msgpack_sbuffer_init (&buf);
-  msgpack_packer pk;
-  msgpack_packer_init (&pk, &buf, msgpack_sbuffer_write);
-  if (rl)
-    msgpack_pack_object (&pk, *rl);
-  else
-    msgpack_pack_array (&pk, 0);
-  p->rlimits = buf.data;
-  p->rlimits_len = buf.size;
-  p->no_new_privileges = mp_get_bool (body, "no_new_privileges", false);
-  p->apparmor_profile = mp_get_strdup (body, "apparmor_profile");
-  p->selinux_label = mp_get_strdup (body, "selinux_label");
-  p->stdin_path = mp_get_strdup (body, "stdin");
-  p->stdout_path = mp_get_strdup (body, "stdout");
-  p->stderr_path = mp_get_strdup (body, "stderr");
-  return p;
-}
-
-void
-container_op_exec (container_t *self, uint64_t token, const msgpack_object *body)
-{
-  cleanup_free char *pid = mp_get_strdup (body, "pid");
-  if (self->paused)
-    {
-      s_fail_op (self, token, ZCD_E_INVALID_STATE, "container `%s` is paused", self->id);
-      return;
-    }
-  if (container_find_proc (self, pid))
-    {
-      s_fail_op (self, token, ZCD_E_ALREADY_EXISTS, "process `%s` already exists in `%s`", pid,
-                 self->id);
-      return;
-    }
-  container_proc_t *p = container_exec_proc_from_request (body);
-  p->token = token;
-  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
-  cleanup_free char *spec_path = NULL;
-  cleanup_error zcd_error_t *err = NULL;
-  json_t *spec = s_oci_process (p, body);
-  cleanup_free char *text = json_dumps (spec, JSON_COMPACT);
-  json_decref (spec);
-  /* The request itself is kept too: after a restart it gives back the
-   * process's `Process` view (stdio paths included). */
-  msgpack_sbuffer saved;
-  msgpack_sbuffer_init (&saved);
-  msgpack_packer spk;
-  msgpack_packer_init (&spk, &saved, msgpack_sbuffer_write);
-  msgpack_pack_object (&spk, *body);
-  cleanup_free char *request_path = NULL;
-  int rc = zcd_mkdir_p (dir, 0700, &err);
-  if (rc == 0 && asprintf (&request_path, "%s/request.msgpack", dir) >= 0)
-    rc = zcd_write_file_atomic (request_path, saved.data, saved.size, 0600, &err);
-  msgpack_sbuffer_destroy (&saved);
-  if (rc < 0 || asprintf (&spec_path, "%s/process.json", dir) < 0
-      || zcd_write_file_atomic (spec_path, text, strlen (text), 0600, &err) < 0)
-    {
-      container_proc_free (p);
-      zcd_rm_rf (dir, NULL);
-      s_fail_op (self, token, ZCD_E_INTERNAL, "exec `%s`: %s", pid, err ? err->msg : "out of memory");
-      return;
-    }
-  container_proc_append (self, p);
-  process_info_t info = s_process_info (self, p);
-  if (process_actor_spawn (self->daemon, &info, &err) == NULL)
-    {
-      container_remove_proc (self, p);
-      zcd_rm_rf (dir, NULL);
-      s_fail_op (self, token, err ? err->code : ZCD_E_INTERNAL, "exec: %s", err ? err->msg : "?");
-      return;
-    }
-  /* The reply waits for process-started / process-failed; the container's
-   * next operation waits with it (one at a time). */
 }
 
 void

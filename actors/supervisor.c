@@ -21,78 +21,7 @@
 #include "core/proto.h"
 #include "core/version.h"
 
-#define LATENCY_RING 4096
-/* Replayed events sent per streaming request per turn: a long replay to one
- * client must not hold up the loop for everyone else. */
-#define REPLAY_BUDGET 2048
-/* Creates admitted but waiting for a start slot; past this a create is
- * answered `busy` (PROTOCOL.md: a bounded queue is full, retry later). */
-#define MAX_QUEUED_CREATES 10000
-
-typedef struct container_entry
-{
-  char *id;
-  char *view; /* msgpack map entries of the Container, minus "pids", without the header */
-  size_t view_len;
-  uint32_t view_entries;
-  char *cgroup_procs; /* where the container's pids are listed */
-  int procs_fd;       /* cgroup_procs kept open: `state` re-reads it, no path walk */
-  char *bundle;
-  uint64_t init_pid;
-  char *actor; /* the container actor that holds this id now */
-  uint32_t processes;
-} container_entry_t;
-
-typedef struct queued_create
-{
-  uint64_t token;
-  char *id;
-  char *body; /* the request, as received */
-  size_t body_len;
-  struct queued_create *next;
-} queued_create_t;
-
-typedef struct ack
-{
-  char *to;
-  char *tag;
-  struct ack *next;
-} ack_t;
-
-typedef struct replay
-{
-  edge_request_t *req;
-  uint64_t after_seq;
-  int64_t since_ns;
-  char *id;
-  bool truncated;
-  uint64_t oldest_seq;
-  bool blocked; /* the client's pipe was full this turn */
-  struct replay *next;
-} replay_t;
-
-struct supervisor
-{
-  zcd_daemon_t *daemon;
-  actor_t *actor;
-  edge_t *edge;
-  eventlog_t *log;
-  zhashx_t *containers; /* id -> container_entry_t */
-  zhashx_t *reserved;   /* ids admitted but not started yet -> token */
-  queued_create_t *queue_head, *queue_tail;
-  int starting;
-  size_t queued;
-  replay_t *replays;
-  ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
-  loop_timer_t *replay_timer;
-  loop_timer_t *heartbeat;
-  char boot_id[40];
-  uint64_t started_mono_ns;
-  uint64_t events_total;
-  uint64_t latencies[LATENCY_RING];
-  uint64_t latency_count;
-  zhashx_t *start_times; /* token -> mono ns of the create request */
-};
+#include "actors/supervisor_int.h"
 
 static void s_handle_request (void *arg, edge_request_t *req);
 
@@ -561,109 +490,6 @@ s_op_metrics (supervisor_t *self, edge_request_t *req)
 }
 
 /* ------------------------------------------------------------------ */
-/* events: a replay streamed across turns, paced by the client's pipe    */
-
-static int
-s_replay_one (const char *encoded, size_t len, uint64_t seq, void *arg)
-{
-  replay_t *rp = arg;
-  if (edge_send_partial_event (rp->req, encoded, len) < 0)
-    {
-      rp->blocked = true;
-      return 1;
-    }
-  rp->after_seq = seq;
-  return 0;
-}
-
-typedef struct
-{
-  replay_t *rp;
-  size_t budget;
-} budget_t;
-
-static int
-s_replay_budgeted (const char *encoded, size_t len, uint64_t seq, void *arg)
-{
-  budget_t *b = arg;
-  if (b->budget == 0)
-    return 1;
-  b->budget--;
-  return s_replay_one (encoded, len, seq, b->rp);
-}
-
-/* true when the replay finished (its final reply is out). */
-static bool
-s_replay_step (supervisor_t *self, replay_t *rp)
-{
-  rp->blocked = false;
-  budget_t b = { rp, REPLAY_BUDGET };
-  bool truncated = false;
-  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_replay_budgeted, &b, &truncated);
-  if (rp->blocked || b.budget == 0)
-    return false;
-  uint64_t last = eventlog_last_seq (self->log);
-  edge_reply_t *r = edge_reply_ok (self->edge, rp->req, rp->truncated ? 3 : 1);
-  msgpack_packer *pk = edge_reply_packer (r);
-  mp_pack_kv_uint (pk, "last_seq", last);
-  if (rp->truncated)
-    {
-      mp_pack_kv_bool (pk, "truncated", true);
-      mp_pack_kv_uint (pk, "oldest_seq", rp->oldest_seq);
-    }
-  edge_reply_send_now (self->edge, r);
-  return true;
-}
-
-/* Visits every matching event: only the truncated verdict is wanted. */
-static int
-s_replay_scan (const char *encoded, size_t len, uint64_t seq, void *arg)
-{
-  return 0;
-}
-
-static void
-s_op_events (supervisor_t *self, edge_request_t *req)
-{
-  const msgpack_object *body = edge_request_body (req);
-  replay_t *rp = calloc (1, sizeof *rp);
-  rp->after_seq = mp_get_uint (body, "since_seq", 0);
-  int64_t since_ns = INT64_MIN;
-  const msgpack_object *since = mp_map_get (body, "since");
-  if (since)
-    mp_as_int (since, &since_ns);
-  rp->since_ns = since_ns;
-  rp->id = mp_get_strdup (body, "id");
-  /* Whether the request reaches past retention is decided once, against
-   * the log as it is now. */
-  bool truncated = false;
-  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_replay_scan, NULL, &truncated);
-  rp->truncated = truncated;
-  rp->oldest_seq = eventlog_oldest_seq (self->log);
-  rp->req = edge_request_keep (self->edge, req);
-  rp->next = self->replays;
-  self->replays = rp;
-}
-
-static void
-s_run_replays (supervisor_t *self)
-{
-  for (replay_t **p = &self->replays; *p;)
-    {
-      replay_t *rp = *p;
-      if (s_replay_step (self, rp))
-        {
-          *p = rp->next;
-          edge_request_release (self->edge, rp->req);
-          free (rp->id);
-          free (rp);
-        }
-      else
-        p = &rp->next;
-    }
-}
-
-/* ------------------------------------------------------------------ */
 /* Requests                                                            */
 
 /* Park the request and hand it to actor `to` as a "req" message (with the
@@ -787,7 +613,7 @@ s_handle_request (void *arg, edge_request_t *req)
       s_op_metrics (self, req);
       break;
     case PROTO_OP_EVENTS:
-      s_op_events (self, req);
+      supervisor_op_events (self, req);
       break;
     case PROTO_OP_CREATE:
       s_op_create (self, req);
@@ -856,7 +682,7 @@ s_before_sleep (loop_t *loop, void *arg)
       edge_flush (self->edge);
     }
   if (self->replays)
-    s_run_replays (self);
+    supervisor_run_replays (self);
   /* A replay paused on a full client pipe resumes on a short timer: the
    * pipe draining wakes nothing in this loop. */
   if (self->replays && self->replay_timer == NULL)
@@ -983,14 +809,7 @@ supervisor_destroy (supervisor_t **pself)
       free (a->tag);
       free (a);
     }
-  while (self->replays)
-    {
-      replay_t *rp = self->replays;
-      self->replays = rp->next;
-      edge_request_release (self->edge, rp->req);
-      free (rp->id);
-      free (rp);
-    }
+  supervisor_replays_free (self);
   while (self->queue_head)
     {
       queued_create_t *q = self->queue_head;

@@ -1,0 +1,92 @@
+/* The supervisor's state, shared by its files: supervisor.c (requests,
+ * the container table, the start gate, the turn's end), supervisor_replay.c
+ * (`events` replays) and supervisor_restore.c. */
+#ifndef ZCD_SUPERVISOR_INT_H
+#define ZCD_SUPERVISOR_INT_H
+
+#include <czmq.h>
+
+#include "actors/supervisor.h"
+#include "core/edge.h"
+#include "core/eventlog.h"
+
+#define LATENCY_RING 4096
+/* Replayed events sent per streaming request per turn: a long replay to one
+ * client must not hold up the loop for everyone else. */
+#define REPLAY_BUDGET 2048
+/* Creates admitted but waiting for a start slot; past this a create is
+ * answered `busy` (PROTOCOL.md: a bounded queue is full, retry later). */
+#define MAX_QUEUED_CREATES 10000
+
+typedef struct container_entry
+{
+  char *id;
+  char *view; /* msgpack map entries of the Container, minus "pids", without the header */
+  size_t view_len;
+  uint32_t view_entries;
+  char *cgroup_procs; /* where the container's pids are listed */
+  int procs_fd;       /* cgroup_procs kept open: `state` re-reads it, no path walk */
+  char *bundle;
+  uint64_t init_pid;
+  char *actor; /* the container actor that holds this id now */
+  uint32_t processes;
+} container_entry_t;
+
+typedef struct queued_create
+{
+  uint64_t token;
+  char *id;
+  char *body; /* the request, as received */
+  size_t body_len;
+  struct queued_create *next;
+} queued_create_t;
+
+typedef struct ack
+{
+  char *to;
+  char *tag;
+  struct ack *next;
+} ack_t;
+
+typedef struct replay
+{
+  edge_request_t *req;
+  uint64_t after_seq;
+  int64_t since_ns;
+  char *id;
+  bool truncated;
+  uint64_t oldest_seq;
+  bool blocked; /* the client's pipe was full this turn */
+  struct replay *next;
+} replay_t;
+
+struct supervisor
+{
+  zcd_daemon_t *daemon;
+  actor_t *actor;
+  edge_t *edge;
+  eventlog_t *log;
+  zhashx_t *containers; /* id -> container_entry_t */
+  zhashx_t *reserved;   /* ids admitted but not started yet -> token */
+  queued_create_t *queue_head, *queue_tail;
+  int starting;
+  size_t queued;
+  replay_t *replays;
+  ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
+  loop_timer_t *replay_timer;
+  loop_timer_t *heartbeat;
+  char boot_id[40];
+  uint64_t started_mono_ns;
+  uint64_t events_total;
+  uint64_t latencies[LATENCY_RING];
+  uint64_t latency_count;
+  zhashx_t *start_times; /* token -> mono ns of the create request */
+};
+
+
+/* supervisor_replay.c */
+void supervisor_op_events (supervisor_t *self, edge_request_t *req);
+void supervisor_run_replays (supervisor_t *self);
+void supervisor_replays_free (supervisor_t *self);
+
+#endif
