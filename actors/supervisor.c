@@ -94,17 +94,24 @@ s_entry_set_view (container_entry_t *e, const msgpack_object *view_bin)
 /* ------------------------------------------------------------------ */
 /* Events                                                              */
 
-static void
+/* Returns the event's seq (0 if it could not be stored). */
+static uint64_t
 s_publish_event (supervisor_t *self, const zcd_event_t *ev)
 {
   const char *encoded;
   size_t len;
-  eventlog_append (self->log, ev, &encoded, &len);
+  uint64_t seq = eventlog_append (self->log, ev, &encoded, &len);
+  if (seq == 0)
+    {
+      log_error ("bug: event %s/%s could not be stored", ev->id, ev->type);
+      return 0;
+    }
   self->events_total++;
   char topic[256];
   snprintf (topic, sizeof topic, "%s/%s", ev->id, ev->type);
   /* Leaves in the before-sleep phase, after the log is flushed. */
-  edge_queue_publish (self->edge, topic, encoded, len);
+  edge_queue_publish (self->edge, seq, topic, encoded, len);
+  return seq;
 }
 
 static void
@@ -196,7 +203,16 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
     .oom_killed = mp_get_bool (b, "oom_killed", false),
     .ts = 0,
   };
-  s_publish_event (self, &ev);
+  uint64_t seq = s_publish_event (self, &ev);
+  /* The actor's next reply follows this event: it leaves after the event
+   * is durable (edge_flush). */
+  uint64_t *last = zhashx_lookup (self->last_event_seq, msg->from);
+  if (last == NULL)
+    {
+      last = malloc (sizeof *last);
+      zhashx_insert (self->last_event_seq, msg->from, last);
+    }
+  *last = seq;
   /* With its init's exit a container leaves `state` and its id is free
    * (PROTOCOL.md `create`), in the same instant the exit takes its seq. */
   container_entry_t *current = zhashx_lookup (self->containers, id);
@@ -233,6 +249,7 @@ s_on_gone (actor_t *actor, const actor_msg_t *msg)
   container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
   if (e && strcmp (e->actor, msg->from) == 0)
     zhashx_delete (self->containers, id);
+  zhashx_delete (self->last_event_seq, msg->from);
 }
 
 /* ------------------------------------------------------------------ */
@@ -645,15 +662,17 @@ s_on_reply (actor_t *actor, const actor_msg_t *msg)
 {
   supervisor_t *self = actor_state (actor);
   uint64_t token = mp_get_uint (msg->body, "token", 0);
+  uint64_t *after = zhashx_lookup (self->last_event_seq, msg->from);
+  uint64_t after_seq = after ? *after : 0;
   if (mp_get_bool (msg->body, "ok", false))
-    edge_reply_parked_ok (self->edge, token, mp_map_get (msg->body, "result"));
+    edge_reply_parked_ok (self->edge, token, mp_map_get (msg->body, "result"), after_seq);
   else
     {
       cleanup_free char *code = mp_get_strdup (msg->body, "code");
       cleanup_free char *message = mp_get_strdup (msg->body, "message");
       zcd_code_t c = code ? zcd_code_from_name (code) : ZCD_E_INTERNAL;
-      edge_reply_error (self->edge, token, c == ZCD_CODE_COUNT ? ZCD_E_INTERNAL : c,
-                        message ? message : "");
+      edge_reply_error_after (self->edge, token, c == ZCD_CODE_COUNT ? ZCD_E_INTERNAL : c,
+                              message ? message : "", after_seq);
     }
 }
 
@@ -661,10 +680,27 @@ s_on_reply (actor_t *actor, const actor_msg_t *msg)
 /* The turn's end: flush the log, publish, reply, stream replays         */
 
 static void
-s_replay_wake (loop_t *loop, void *arg)
+s_flush_retry (loop_t *loop, void *arg)
 {
   supervisor_t *self = arg;
-  self->replay_timer = NULL;
+  self->flush_timer = NULL;
+}
+
+/* A failed flush keeps its events (and what depends on them) queued; it is
+ * tried again on a backing-off timer, since nothing else may wake the loop,
+ * and said once per failing spell rather than once per try. */
+static void
+s_flush_failed (supervisor_t *self, const zcd_error_t *err)
+{
+  if (self->flush_failures++ == 0)
+    log_error ("event log: %s (events and the replies that follow them wait; retrying)",
+               err->msg);
+  uint64_t delay = 10;
+  for (uint64_t i = 1; i < self->flush_failures && delay < 1000; i++)
+    delay *= 2;
+  if (self->flush_timer == NULL)
+    self->flush_timer = loop_timer_add (self->daemon->loop, delay > 1000 ? 1000 : delay,
+                                        s_flush_retry, self);
 }
 
 static void
@@ -673,20 +709,19 @@ s_before_sleep (loop_t *loop, void *arg)
   supervisor_t *self = arg;
   cleanup_error zcd_error_t *err = NULL;
   if (eventlog_flush (self->log, &err) < 0)
-    /* Publishing an event the log does not hold would break the replay
-     * guarantee; keep it queued and try again next turn. */
-    log_error ("event log: %s", err->msg);
+    s_flush_failed (self, err);
   else
     {
+      if (self->flush_failures)
+        log_info ("event log: writable again after %llu failed flushes",
+                  (unsigned long long) self->flush_failures);
+      self->flush_failures = 0;
       s_send_acks (self);
-      edge_flush (self->edge);
     }
+  /* Replies that follow no unlogged event leave whatever the disk does. */
+  edge_flush (self->edge, eventlog_durable_seq (self->log));
   if (self->replays)
     supervisor_run_replays (self);
-  /* A replay paused on a full client pipe resumes on a short timer: the
-   * pipe draining wakes nothing in this loop. */
-  if (self->replays && self->replay_timer == NULL)
-    self->replay_timer = loop_timer_add (loop, 2, s_replay_wake, self);
 }
 
 static void
@@ -701,7 +736,7 @@ s_heartbeat (loop_t *loop, void *arg)
   mp_pack_kv_uint (&pk, "last_seq", eventlog_last_seq (self->log));
   mp_pack_kv_str (&pk, "boot_id", self->boot_id);
   mp_pack_kv_int (&pk, "ts", zcd_now_ns ());
-  edge_queue_publish (self->edge, "/heartbeat", buf.data, buf.size);
+  edge_queue_publish (self->edge, 0, "/heartbeat", buf.data, buf.size);
   msgpack_sbuffer_destroy (&buf);
   self->heartbeat = loop_timer_add (loop, self->daemon->config->heartbeat_ms, s_heartbeat, self);
 }
@@ -741,6 +776,8 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   self->containers = zhashx_new ();
   zhashx_set_destructor (self->containers, s_entry_destroy);
   self->reserved = zhashx_new ();
+  self->last_event_seq = zhashx_new ();
+  zhashx_set_destructor (self->last_event_seq, edge_free_item);
   self->start_times = zhashx_new ();
   zhashx_set_key_duplicator (self->start_times, NULL);
   zhashx_set_key_destructor (self->start_times, NULL);
@@ -798,9 +835,10 @@ supervisor_destroy (supervisor_t **pself)
   if (self->log)
     eventlog_flush (self->log, NULL);
   if (self->edge)
-    edge_flush (self->edge);
+    edge_flush (self->edge, eventlog_durable_seq (self->log));
   loop_timer_cancel (self->daemon->loop, self->heartbeat);
   loop_timer_cancel (self->daemon->loop, self->replay_timer);
+  loop_timer_cancel (self->daemon->loop, self->flush_timer);
   while (self->acks)
     {
       ack_t *a = self->acks;
@@ -823,6 +861,7 @@ supervisor_destroy (supervisor_t **pself)
   zhashx_destroy (&self->containers);
   zhashx_destroy (&self->reserved);
   zhashx_destroy (&self->start_times);
+  zhashx_destroy (&self->last_event_seq);
   /* The actor's state is this struct: detach it before the actor goes. */
   free (self);
   *pself = NULL;

@@ -74,13 +74,16 @@ struct supervisor
   replay_t *replays;
   ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
   loop_timer_t *replay_timer;
+  loop_timer_t *flush_timer;
+  uint64_t flush_failures; /* consecutive failed event-log flushes */
   loop_timer_t *heartbeat;
   char boot_id[40];
   uint64_t started_mono_ns;
   uint64_t events_total;
   uint64_t latencies[LATENCY_RING];
   uint64_t latency_count;
-  zhashx_t *start_times; /* token -> mono ns of the create request */
+  zhashx_t *start_times;
+  zhashx_t *last_event_seq; /* actor name -> seq of its newest event */ /* token -> mono ns of the create request */
 };
 
 

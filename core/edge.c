@@ -51,6 +51,7 @@ struct edge_reply
 
 typedef struct out_msg
 {
+  uint64_t after_seq; /* leaves only once the event log is durable up to here */
   void *sock;
   int n_frames;
   zmq_msg_t *frames;
@@ -104,9 +105,10 @@ edge_free_item (void **item)
 /* Output queue                                                        */
 
 static void
-s_queue (edge_t *self, void *sock, zmq_msg_t *frames, int n)
+s_queue (edge_t *self, void *sock, zmq_msg_t *frames, int n, uint64_t after_seq)
 {
   out_msg_t *m = calloc (1, sizeof *m);
+  m->after_seq = after_seq;
   m->sock = sock;
   m->n_frames = n;
   m->frames = frames;
@@ -134,12 +136,26 @@ s_send_frames (void *sock, zmq_msg_t *frames, int n)
 }
 
 void
-edge_flush (edge_t *self)
+edge_flush (edge_t *self, uint64_t durable_seq)
 {
+  /* What waits on events the log does not hold yet stays queued, in order;
+   * everything else leaves: a failing disk holds back only the replies and
+   * publications that depend on it (issue 8), never `version` or `state`. */
+  out_msg_t *kept_head = NULL, *kept_tail = NULL;
   while (self->out_head)
     {
       out_msg_t *m = self->out_head;
       self->out_head = m->next;
+      m->next = NULL;
+      if (m->after_seq > durable_seq)
+        {
+          if (kept_tail)
+            kept_tail->next = m;
+          else
+            kept_head = m;
+          kept_tail = m;
+          continue;
+        }
       /* A PUB drops for a slow subscriber by design (the log covers it);
        * a ROUTER reply to a vanished client is counted as lost. */
       if (!s_send_frames (m->sock, m->frames, m->n_frames) && m->sock == self->router)
@@ -147,18 +163,19 @@ edge_flush (edge_t *self)
       free (m->frames);
       free (m);
     }
-  self->out_tail = NULL;
+  self->out_head = kept_head;
+  self->out_tail = kept_tail;
 }
 
 void
-edge_queue_publish (edge_t *self, const char *topic, const void *data, size_t len)
+edge_queue_publish (edge_t *self, uint64_t seq, const char *topic, const void *data, size_t len)
 {
   zmq_msg_t *frames = calloc (2, sizeof *frames);
   zmq_msg_init_size (&frames[0], strlen (topic));
   memcpy (zmq_msg_data (&frames[0]), topic, strlen (topic));
   zmq_msg_init_size (&frames[1], len);
   memcpy (zmq_msg_data (&frames[1]), data, len);
-  s_queue (self, self->pub, frames, 2);
+  s_queue (self, self->pub, frames, 2, seq);
 }
 
 /* identity + envelope copies + the body */
@@ -195,11 +212,11 @@ s_request_free (edge_request_t *req)
 }
 
 static void
-s_queue_reply (edge_t *self, edge_request_t *req, const void *body, size_t len)
+s_queue_reply (edge_t *self, edge_request_t *req, const void *body, size_t len, uint64_t after_seq)
 {
   int n;
   zmq_msg_t *frames = s_reply_frames (req, body, len, &n);
-  s_queue (self, self->router, frames, n);
+  s_queue (self, self->router, frames, n, after_seq);
 }
 
 /* ------------------------------------------------------------------ */
@@ -238,12 +255,13 @@ s_pack_error_body (msgpack_sbuffer *buf, const edge_request_t *req, zcd_code_t c
 }
 
 static void
-s_answer_error (edge_t *self, edge_request_t *req, zcd_code_t code, const char *message)
+s_answer_error (edge_t *self, edge_request_t *req, zcd_code_t code, const char *message,
+                uint64_t after_seq)
 {
   msgpack_sbuffer buf;
   msgpack_sbuffer_init (&buf);
   s_pack_error_body (&buf, req, code, message);
-  s_queue_reply (self, req, buf.data, buf.size);
+  s_queue_reply (self, req, buf.data, buf.size, after_seq);
   msgpack_sbuffer_destroy (&buf);
   self->errors_total++;
 }
@@ -257,7 +275,7 @@ edge_fail (edge_t *self, edge_request_t *req, zcd_code_t code, const char *fmt, 
   if (vasprintf (&message, fmt, ap) < 0)
     message = NULL;
   va_end (ap);
-  s_answer_error (self, req, code, message ? message : "");
+  s_answer_error (self, req, code, message ? message : "", 0);
   req->state = REQ_ANSWERED;
 }
 
@@ -298,7 +316,7 @@ edge_reply_send (edge_t *self, edge_reply_t *r)
       memcpy (zmq_msg_data (&frames[n - 1]), r->buf.data, r->buf.size);
       msgpack_sbuffer_destroy (&r->buf);
     }
-  s_queue (self, self->router, frames, n);
+  s_queue (self, self->router, frames, n, 0);
   if (r->req->state == REQ_NEW)
     r->req->state = REQ_ANSWERED;
   free (r);
@@ -386,7 +404,8 @@ s_take_parked (edge_t *self, uint64_t token)
 }
 
 void
-edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result)
+edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result,
+                      uint64_t after_seq)
 {
   edge_request_t *req = s_take_parked (self, token);
   if (req == NULL)
@@ -409,7 +428,7 @@ edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result
       msgpack_pack_object (&pk, map->via.map.ptr[i].key);
       msgpack_pack_object (&pk, map->via.map.ptr[i].val);
     }
-  s_queue_reply (self, req, buf.data, buf.size);
+  s_queue_reply (self, req, buf.data, buf.size, after_seq);
   msgpack_sbuffer_destroy (&buf);
   msgpack_unpacked_destroy (&inner);
   s_request_free (req);
@@ -418,10 +437,17 @@ edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result
 void
 edge_reply_error (edge_t *self, uint64_t token, zcd_code_t code, const char *message)
 {
+  edge_reply_error_after (self, token, code, message, 0);
+}
+
+void
+edge_reply_error_after (edge_t *self, uint64_t token, zcd_code_t code, const char *message,
+                        uint64_t after_seq)
+{
   edge_request_t *req = s_take_parked (self, token);
   if (req == NULL)
     return;
-  s_answer_error (self, req, code, message);
+  s_answer_error (self, req, code, message, after_seq);
   s_request_free (req);
 }
 
@@ -501,7 +527,7 @@ s_handle_message (edge_t *self, edge_request_t *req, zmq_msg_t *body)
   s_capture_rid (req);
   if (rc < 0)
     {
-      s_answer_error (self, req, err->code, err->msg);
+      s_answer_error (self, req, err->code, err->msg, 0);
       req->state = REQ_ANSWERED;
     }
   else
@@ -513,7 +539,7 @@ s_handle_message (edge_t *self, edge_request_t *req, zmq_msg_t *body)
       if (req->state == REQ_NEW)
         {
           log_error ("bug: request `%s` left unanswered", req->op->name);
-          s_answer_error (self, req, ZCD_E_INTERNAL, "request left unanswered");
+          s_answer_error (self, req, ZCD_E_INTERNAL, "request left unanswered", 0);
           req->state = REQ_ANSWERED;
         }
     }
@@ -567,7 +593,7 @@ s_receive_one (edge_t *self)
   if (overflow)
     {
       self->requests_total++;
-      s_answer_error (self, req, ZCD_E_INVALID_REQUEST, "too many envelope frames");
+      s_answer_error (self, req, ZCD_E_INVALID_REQUEST, "too many envelope frames", 0);
       s_request_free (req);
     }
   else
@@ -783,7 +809,8 @@ edge_destroy (edge_t **pself)
   if (pself == NULL || *pself == NULL)
     return;
   edge_t *self = *pself;
-  edge_flush (self);
+  /* What still waits on the log is dropped: its events were never logged. */
+  edge_flush (self, UINT64_MAX - 1);
   loop_remove (self->loop, self->router_watch);
   loop_remove (self->loop, self->zap_watch);
   for (edge_request_t *r = zhashx_first (self->parked); r; r = zhashx_next (self->parked))

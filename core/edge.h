@@ -66,16 +66,24 @@ void edge_reply_send (edge_t *self, edge_reply_t *r);     /* queued for this tur
 void edge_reply_send_now (edge_t *self, edge_reply_t *r); /* for the end of a stream */
 
 /* Answers to parked requests.  result: a bin object holding a msgpack map
- * (or NULL for {}). */
-void edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result);
+ * (or NULL for {}).  after_seq: the newest event the answer follows (0 =
+ * none); it leaves only once the event log is durable up to there. */
+void edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *result,
+                           uint64_t after_seq);
 void edge_reply_error (edge_t *self, uint64_t token, zcd_code_t code, const char *message);
+void edge_reply_error_after (edge_t *self, uint64_t token, zcd_code_t code, const char *message,
+                             uint64_t after_seq);
 
 /* A streaming partial reply {rid, event} sent at once; -1 when the client's
  * pipe is full (try again next turn). */
 int edge_send_partial_event (edge_request_t *req, const char *event, size_t len);
 
-void edge_queue_publish (edge_t *self, const char *topic, const void *data, size_t len);
-void edge_flush (edge_t *self);
+/* seq: the event's (0 for what is not logged, the heartbeat). */
+void edge_queue_publish (edge_t *self, uint64_t seq, const char *topic, const void *data,
+                         size_t len);
+/* Send what is queued and depends on no event past durable_seq (the event
+ * log's); the rest stays queued, in order, for a later flush. */
+void edge_flush (edge_t *self, uint64_t durable_seq);
 
 uint64_t edge_requests_total (const edge_t *self);
 uint64_t edge_errors_total (const edge_t *self);

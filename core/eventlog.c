@@ -45,6 +45,7 @@ struct eventlog
   eventlog_rec_t *recs; /* seq order; the newest `retain` are the log */
   size_t nrecs, recs_cap;
   uint64_t last_seq;
+  uint64_t durable_seq; /* every seq up to this one is on disk */
 };
 
 /* ---- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) ---- */
@@ -459,6 +460,7 @@ s_write_pending (eventlog_t *log, zcd_error_t **err)
       || fdatasync (log->fd) < 0)
     return zcd_fail_errno (err, errno, "write `%s`", log->path);
   log->flushed_len = log->image_len;
+  log->durable_seq = log->last_seq;
   return 0;
 }
 
@@ -742,6 +744,12 @@ uint64_t
 eventlog_last_seq (const eventlog_t *log)
 {
   return log->last_seq;
+}
+
+uint64_t
+eventlog_durable_seq (const eventlog_t *log)
+{
+  return log->flushed_len == log->image_len ? log->last_seq : log->durable_seq;
 }
 
 uint64_t

@@ -87,6 +87,9 @@ int eventlog_flush (eventlog_t *log, zcd_error_t **err);
 int eventlog_compact (eventlog_t *log, zcd_error_t **err);
 
 uint64_t eventlog_last_seq (const eventlog_t *log);   /* newest assigned, 0 if none */
+/* Newest seq known to be on disk: what may be published or replayed
+ * (PROTOCOL.md: an event is logged before anyone sees it). */
+uint64_t eventlog_durable_seq (const eventlog_t *log);
 uint64_t eventlog_oldest_seq (const eventlog_t *log); /* oldest retained, 0 if none */
 size_t eventlog_count (const eventlog_t *log);        /* retained events */
 size_t eventlog_stored_count (const eventlog_t *log); /* records in memory (file + buffered) */
