@@ -134,6 +134,12 @@ actor_t *stats_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
 actor_t *checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
 
 /* Helpers shared by the actors (actors/common.c). */
+#define ZCD_CONTAINERS_DIR "containers"
+#define ZCD_PROCS_DIR "procs"
+char *zcd_containers_root (const zcd_config_t *cfg);
+/* A state-dir write failed: a full disk becomes `unavailable`, "no space
+ * left on the state dir" (PROTOCOL.md), whatever the call that hit it. */
+void zcd_state_dir_error (zcd_error_t **err);
 char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
 char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);
 /* argv for "<runtime> [global args] <words...>", NULL-terminated; free with mp_strv_free. */

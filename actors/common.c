@@ -1,4 +1,5 @@
 /* Small helpers the daemon's actors share (actors/actors.h). */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -10,11 +11,23 @@
 #include "actors/actors.h"
 #include "core/mp.h"
 
+/* Client-chosen names live only in these namespaces (DESIGN.md, "State on
+ * disk"): no container id can name one of the daemon's own files, and no
+ * process id one of its container's (issue 8). */
+char *
+zcd_containers_root (const zcd_config_t *cfg)
+{
+  char *path = NULL;
+  if (asprintf (&path, "%s/" ZCD_CONTAINERS_DIR, cfg->state_dir) < 0)
+    return NULL;
+  return path;
+}
+
 char *
 zcd_container_dir (const zcd_config_t *cfg, const char *id)
 {
   char *path = NULL;
-  if (asprintf (&path, "%s/%s", cfg->state_dir, id) < 0)
+  if (asprintf (&path, "%s/" ZCD_CONTAINERS_DIR "/%s", cfg->state_dir, id) < 0)
     return NULL;
   return path;
 }
@@ -23,7 +36,9 @@ char *
 zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name)
 {
   char *path = NULL;
-  if (asprintf (&path, "%s/%s/%s", cfg->state_dir, id, pid_name) < 0)
+  if (asprintf (&path, "%s/" ZCD_CONTAINERS_DIR "/%s/" ZCD_PROCS_DIR "/%s", cfg->state_dir, id,
+                pid_name)
+      < 0)
     return NULL;
   return path;
 }
@@ -208,4 +223,22 @@ zcd_container_actor_name (const char *id, char *out, size_t size)
 {
   static uint64_t serial;
   snprintf (out, size, CONTAINER_ACTOR_PREFIX "%s#%llu", id, (unsigned long long) ++serial);
+}
+
+void
+zcd_state_dir_error (zcd_error_t **err)
+{
+  if (err == NULL || *err == NULL)
+    return;
+  int e = (*err)->sys_errno;
+  if (e == ENOSPC || e == EDQUOT)
+    {
+      char *msg = NULL;
+      if (asprintf (&msg, "no space left on the state dir (%s)", (*err)->msg) >= 0)
+        {
+          free ((*err)->msg);
+          (*err)->msg = msg;
+        }
+      (*err)->code = ZCD_E_UNAVAILABLE;
+    }
 }

@@ -270,7 +270,7 @@ s_on_process_started (actor_t *actor, const actor_msg_t *msg)
     {
       container_attach_cgroup (self, (pid_t) p->system_pid);
       self->phase = CONTAINER_RUNNING;
-      container_save_state (self);
+      container_save_state (self, NULL);
       s_emit (self, self->restoring_from ? "restore" : "start-container", p, false, 0, false,
               false);
       s_send_started (self, true);
@@ -472,14 +472,14 @@ container_op_finished (container_t *self, container_op_kind_t kind)
       if (self->phase == CONTAINER_STOPPING)
         break; /* the container exited meanwhile: nothing left to report */
       self->paused = true;
-      container_save_state (self);
+      container_save_state (self, NULL);
       s_emit (self, "pause", NULL, false, 0, false, false);
       break;
     case OP_RESUME:
       if (self->phase == CONTAINER_STOPPING)
         break;
       self->paused = false;
-      container_save_state (self);
+      container_save_state (self, NULL);
       s_emit (self, "resume", NULL, false, 0, false, false);
       break;
     case OP_UPDATE:
@@ -584,11 +584,14 @@ container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64
   self->actor = actor_new (daemon->actors, &container_actor_class, name, self, err);
   if (self->actor == NULL)
     {
+      zcd_rm_rf (self->dir, NULL);
       container_free (self);
       return NULL;
     }
-  if (container_save_state (self) < 0 || container_start_init (self, err) < 0)
+  if (container_save_state (self, err) < 0 || container_start_init (self, err) < 0)
     {
+      zcd_state_dir_error (err);
+      /* The directory is this request's own: it was made above. */
       zcd_rm_rf (self->dir, NULL);
       actor_destroy (self->actor);
       return NULL;

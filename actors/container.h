@@ -106,7 +106,9 @@ container_t *container_new_from_request (zcd_daemon_t *daemon, const msgpack_obj
                                          zcd_error_t **err);
 void container_free (container_t *self);
 int container_start_init (container_t *self, zcd_error_t **err);
-int container_save_state (container_t *self);
+/* Write state.json (atomically).  -1 with *err (when err is not NULL):
+ * `unavailable` when the state dir's disk is full. */
+int container_save_state (container_t *self, zcd_error_t **err);
 void container_run_op (container_t *self, container_op_t *op);
 void container_attach_cgroup (container_t *self, pid_t init_pid);
 container_proc_t *container_find_proc (container_t *self, const char *name);

@@ -151,16 +151,31 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
   msgpack_packer_init (&spk, &saved, msgpack_sbuffer_write);
   msgpack_pack_object (&spk, *body);
   cleanup_free char *request_path = NULL;
-  int rc = zcd_mkdir_p (dir, 0700, &err);
-  if (rc == 0 && asprintf (&request_path, "%s/request.msgpack", dir) >= 0)
-    rc = zcd_write_file_atomic (request_path, saved.data, saved.size, 0600, &err);
+  if (zcd_mkdir (dir, 0700, &err) < 0)
+    {
+      msgpack_sbuffer_destroy (&saved);
+      container_proc_free (p);
+      zcd_state_dir_error (&err);
+      container_fail_op (self, token, err->code, "exec `%s`: %s", pid, err->msg);
+      return;
+    }
+  int rc = 0;
+  if (text == NULL)
+    rc = zcd_fail (&err, ZCD_E_INTERNAL, "process spec cannot be encoded");
+  else if (asprintf (&request_path, "%s/request.msgpack", dir) < 0
+           || asprintf (&spec_path, "%s/process.json", dir) < 0)
+    rc = zcd_fail_errno (&err, ENOMEM, "exec");
+  else if (zcd_write_file_atomic (request_path, saved.data, saved.size, 0600, &err) < 0
+           || zcd_write_file_atomic (spec_path, text, strlen (text), 0600, &err) < 0)
+    rc = -1;
   msgpack_sbuffer_destroy (&saved);
-  if (rc < 0 || asprintf (&spec_path, "%s/process.json", dir) < 0
-      || zcd_write_file_atomic (spec_path, text, strlen (text), 0600, &err) < 0)
+  if (rc < 0)
     {
       container_proc_free (p);
+      /* The directory was made just above, for this request. */
       zcd_rm_rf (dir, NULL);
-      container_fail_op (self, token, ZCD_E_INTERNAL, "exec `%s`: %s", pid, err ? err->msg : "out of memory");
+      zcd_state_dir_error (&err);
+      container_fail_op (self, token, err->code, "exec `%s`: %s", pid, err->msg);
       return;
     }
   container_proc_append (self, p);
@@ -169,7 +184,9 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
     {
       container_remove_proc (self, p);
       zcd_rm_rf (dir, NULL);
-      container_fail_op (self, token, err ? err->code : ZCD_E_INTERNAL, "exec: %s", err ? err->msg : "?");
+      zcd_state_dir_error (&err);
+      container_fail_op (self, token, err ? err->code : ZCD_E_INTERNAL, "exec: %s",
+                         err ? err->msg : "?");
       return;
     }
   /* The reply waits for process-started / process-failed; the container's

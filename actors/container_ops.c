@@ -249,7 +249,7 @@ container_json_strv (char *const *v)
 }
 
 int
-container_save_state (container_t *self)
+container_save_state (container_t *self, zcd_error_t **err_out)
 {
   json_t *j = json_object ();
   json_object_set_new (j, "id", json_string (self->id));
@@ -270,13 +270,21 @@ container_save_state (container_t *self)
   json_decref (j);
   cleanup_free char *path = NULL;
   cleanup_error zcd_error_t *err = NULL;
-  if (asprintf (&path, "%s/state.json", self->dir) < 0
-      || zcd_write_file_atomic (path, text, strlen (text), 0600, &err) < 0)
-    {
-      log_error ("container %s: state.json: %s", self->id, err ? err->msg : "out of memory");
-      return -1;
-    }
-  return 0;
+  if (text == NULL)
+    /* jansson refuses what is not UTF-8: the edge lets none through, so
+     * this is ours. */
+    zcd_fail (&err, ZCD_E_INTERNAL, "state.json of `%s` cannot be encoded", self->id);
+  else if (asprintf (&path, "%s/state.json", self->dir) < 0)
+    zcd_fail_errno (&err, ENOMEM, "state.json");
+  else
+    zcd_write_file_atomic (path, text, strlen (text), 0600, &err);
+  if (err == NULL)
+    return 0;
+  zcd_state_dir_error (&err);
+  log_error ("container %s: state.json: %s", self->id, err->msg);
+  if (err_out)
+    *err_out = steal_pointer (&err);
+  return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -369,8 +377,26 @@ container_new_from_request (zcd_daemon_t *daemon, const msgpack_object *body, zc
     }
   container_proc_append (self, container_init_proc_from_bundle (self, info));
   bundle_info_destroy (&info);
-  if (zcd_mkdir_p (self->dir, 0700, err) < 0)
+  /* Made fresh, never reused: an existing directory is an earlier
+   * container's (the supervisor holds a create until that one is gone). */
+  if (zcd_mkdir (self->dir, 0700, err) < 0)
     {
+      if (*err && (*err)->code == ZCD_E_ALREADY_EXISTS)
+        {
+          zcd_error_free (err);
+          zcd_fail (err, ZCD_E_ALREADY_EXISTS,
+                    "the state directory of an earlier container `%s` is still there", self->id);
+        }
+      container_free (self);
+      return NULL;
+    }
+  cleanup_free char *procs = NULL;
+  cleanup_free char *init_dir = zcd_process_dir (cfg, self->id, "init");
+  if (asprintf (&procs, "%s/" ZCD_PROCS_DIR, self->dir) < 0 || init_dir == NULL
+      || zcd_mkdir (procs, 0700, err) < 0 || zcd_mkdir (init_dir, 0700, err) < 0)
+    {
+      zcd_state_dir_error (err);
+      zcd_rm_rf (self->dir, NULL);
       container_free (self);
       return NULL;
     }

@@ -158,13 +158,15 @@ s_restore_process (container_t *self, container_proc_t *p, const restore_hints_t
 static void
 s_restore_execs (container_t *self, const restore_hints_t *hints)
 {
-  cleanup_dir DIR *d = opendir (self->dir);
+  cleanup_free char *procs = NULL;
+  if (asprintf (&procs, "%s/" ZCD_PROCS_DIR, self->dir) < 0)
+    return;
+  cleanup_dir DIR *d = opendir (procs);
   for (struct dirent *de; d && (de = readdir (d));)
     {
       if (strcmp (de->d_name, "init") == 0 || !zcd_valid_id (de->d_name, strlen (de->d_name)))
         continue;
-      /* state.json and resources.json are valid ids too: only directories
-       * are processes. */
+      /* Only directories are processes (a shim's temp file is not one). */
       struct stat st;
       if (fstatat (dirfd (d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR (st.st_mode))
         continue;
@@ -207,7 +209,7 @@ s_sync_paused (container_t *self)
   log_warn ("container %s: state.json says %s, its cgroup is %s", self->id,
             self->paused ? "paused" : "running", frozen ? "frozen" : "thawed");
   self->paused = frozen;
-  container_save_state (self);
+  container_save_state (self, NULL);
 }
 
 actor_t *

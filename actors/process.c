@@ -383,14 +383,13 @@ s_shim_argv (const zcd_config_t *cfg, const process_info_t *info)
 static int
 s_prepare_dir (process_t *self, zcd_error_t **err)
 {
-  if (zcd_mkdir_p (self->dir, 0700, err) < 0)
-    return -1;
+  /* The container made the directory, fresh, for this process alone. */
   const char *fifos[] = { "exit", "control" };
   for (int i = 0; i < 2; i++)
     {
       char path[4096];
       snprintf (path, sizeof path, "%s/%s", self->dir, fifos[i]);
-      if (mkfifo (path, 0600) < 0 && errno != EEXIST)
+      if (mkfifo (path, 0600) < 0)
         return zcd_fail_errno (err, errno, "mkfifo `%s`", path);
     }
   return 0;

@@ -24,6 +24,8 @@
 #include "actors/supervisor_int.h"
 
 static void s_handle_request (void *arg, edge_request_t *req);
+static void s_release_held (supervisor_t *self, const char *id);
+static void s_release_held (supervisor_t *self, const char *id);
 
 /* ------------------------------------------------------------------ */
 /* Container table                                                     */
@@ -217,7 +219,12 @@ s_on_event (actor_t *actor, const actor_msg_t *msg)
    * (PROTOCOL.md `create`), in the same instant the exit takes its seq. */
   container_entry_t *current = zhashx_lookup (self->containers, id);
   if (init_exit && current && strcmp (current->actor, msg->from) == 0)
-    zhashx_delete (self->containers, id);
+    {
+      zhashx_delete (self->containers, id);
+      /* Its directory stays until the exit is logged: a create of the same
+       * id waits for "gone" rather than meet it (issue 8, defect 10). */
+      zhashx_update (self->draining, id, strdup (msg->from));
+    }
   /* The actor removes what it keeps on disk about the exit only once the
    * event is in the log (s_before_sleep): a crash in between loses nothing. */
   cleanup_free char *tag = mp_get_strdup (b, "ack");
@@ -250,6 +257,12 @@ s_on_gone (actor_t *actor, const actor_msg_t *msg)
   if (e && strcmp (e->actor, msg->from) == 0)
     zhashx_delete (self->containers, id);
   zhashx_delete (self->last_event_seq, msg->from);
+  const char *draining = id ? zhashx_lookup (self->draining, id) : NULL;
+  if (draining && strcmp (draining, msg->from) == 0)
+    {
+      zhashx_delete (self->draining, id);
+      s_release_held (self, id);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -295,9 +308,43 @@ s_launch_create (supervisor_t *self, uint64_t token, const char *id, const char 
   else
     {
       zhashx_delete (self->reserved, id);
-      edge_reply_error (self->edge, token, err->code, err->msg);
+      zhashx_delete (self->start_times, (void *) (uintptr_t) token);
+      if (err == NULL)
+        log_error ("bug: create `%s` failed without a reason", id);
+      edge_reply_error (self->edge, token, err ? err->code : ZCD_E_INTERNAL,
+                        err ? err->msg : "create failed without a reason (a bug: see the log)");
     }
   msgpack_unpacked_destroy (&unpacked);
+}
+
+static void
+s_enqueue (queued_create_t **head, queued_create_t **tail, queued_create_t *q)
+{
+  q->next = NULL;
+  if (*tail)
+    (*tail)->next = q;
+  else
+    *head = q;
+  *tail = q;
+}
+
+/* The earlier container of `id` is gone: its held creates join the queue. */
+static void
+s_release_held (supervisor_t *self, const char *id)
+{
+  queued_create_t *keep_head = NULL, *keep_tail = NULL;
+  while (self->held_head)
+    {
+      queued_create_t *q = self->held_head;
+      self->held_head = q->next;
+      if (strcmp (q->id, id) == 0)
+        s_enqueue (&self->queue_head, &self->queue_tail, q);
+      else
+        s_enqueue (&keep_head, &keep_tail, q);
+    }
+  self->held_head = keep_head;
+  self->held_tail = keep_tail;
+  s_start_next (self);
 }
 
 static void
@@ -352,14 +399,16 @@ s_op_create (supervisor_t *self, edge_request_t *req)
   zhashx_insert (self->reserved, id, (void *) (uintptr_t) token);
   queued_create_t *q = calloc (1, sizeof *q);
   q->token = token;
-  q->id = steal_pointer (&id);
   edge_request_raw_body (req, &q->body, &q->body_len);
-  if (self->queue_tail)
-    self->queue_tail->next = q;
-  else
-    self->queue_head = q;
-  self->queue_tail = q;
   self->queued++;
+  if (zhashx_lookup (self->draining, id))
+    {
+      q->id = steal_pointer (&id);
+      s_enqueue (&self->held_head, &self->held_tail, q);
+      return;
+    }
+  q->id = steal_pointer (&id);
+  s_enqueue (&self->queue_head, &self->queue_tail, q);
   s_start_next (self);
 }
 
@@ -776,6 +825,8 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   self->containers = zhashx_new ();
   zhashx_set_destructor (self->containers, s_entry_destroy);
   self->reserved = zhashx_new ();
+  self->draining = zhashx_new ();
+  zhashx_set_destructor (self->draining, edge_free_item);
   self->last_event_seq = zhashx_new ();
   zhashx_set_destructor (self->last_event_seq, edge_free_item);
   self->start_times = zhashx_new ();
@@ -860,6 +911,15 @@ supervisor_destroy (supervisor_t **pself)
   eventlog_destroy (&self->log);
   zhashx_destroy (&self->containers);
   zhashx_destroy (&self->reserved);
+  zhashx_destroy (&self->draining);
+  while (self->held_head)
+    {
+      queued_create_t *q = self->held_head;
+      self->held_head = q->next;
+      free (q->id);
+      free (q->body);
+      free (q);
+    }
   zhashx_destroy (&self->start_times);
   zhashx_destroy (&self->last_event_seq);
   /* The actor's state is this struct: detach it before the actor goes. */

@@ -68,6 +68,8 @@ struct supervisor
   eventlog_t *log;
   zhashx_t *containers; /* id -> container_entry_t */
   zhashx_t *reserved;   /* ids admitted but not started yet -> token */
+  zhashx_t *draining;   /* id -> actor whose exit is out but which is not gone yet */
+  queued_create_t *held_head, *held_tail; /* creates waiting for a draining id */
   queued_create_t *queue_head, *queue_tail;
   int starting;
   size_t queued;

@@ -4,6 +4,7 @@
  * is read.  A directory that cannot be read is moved aside to .broken/. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +92,7 @@ s_move_aside (const char *state_dir, const char *id, const char *why)
 {
   char broken[4096], from[4096], to[4200];
   snprintf (broken, sizeof broken, "%s/.broken", state_dir);
-  snprintf (from, sizeof from, "%s/%s", state_dir, id);
+  snprintf (from, sizeof from, "%s/" ZCD_CONTAINERS_DIR "/%s", state_dir, id);
   snprintf (to, sizeof to, "%s/%s.%lld", broken, id, (long long) zcd_now_ns ());
   zcd_mkdir_p (broken, 0700, NULL);
   if (rename (from, to) < 0)
@@ -105,7 +106,7 @@ static int64_t
 s_created (const char *state_dir, const char *id)
 {
   char path[4096];
-  snprintf (path, sizeof path, "%s/%s/state.json", state_dir, id);
+  snprintf (path, sizeof path, "%s/" ZCD_CONTAINERS_DIR "/%s/state.json", state_dir, id);
   json_t *j = json_load_file (path, 0, NULL);
   if (j == NULL)
     return -1;
@@ -118,15 +119,15 @@ s_created (const char *state_dir, const char *id)
 static void
 s_collect_candidates (const char *state_dir, zhashx_t *candidates)
 {
-  cleanup_dir DIR *d = opendir (state_dir);
+  char root[4096];
+  snprintf (root, sizeof root, "%s/" ZCD_CONTAINERS_DIR, state_dir);
+  cleanup_dir DIR *d = opendir (root);
   for (struct dirent *de; d && (de = readdir (d));)
     {
       if (!zcd_valid_id (de->d_name, strlen (de->d_name)))
         continue;
-      char path[4096];
       struct stat st;
-      snprintf (path, sizeof path, "%s/%s", state_dir, de->d_name);
-      if (stat (path, &st) < 0 || !S_ISDIR (st.st_mode))
+      if (fstatat (dirfd (d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR (st.st_mode))
         continue;
       int64_t created = s_created (state_dir, de->d_name);
       if (created < 0)
@@ -147,6 +148,10 @@ supervisor_restore_all (zcd_daemon_t *daemon, eventlog_t *log)
   char trash[4096];
   snprintf (trash, sizeof trash, "%s/.trash", state_dir);
   zcd_rm_rf (trash, NULL);
+  /* Where client-chosen names live: made once, never a client's path. */
+  cleanup_free char *root = zcd_containers_root (daemon->config);
+  if (root && mkdir (root, 0700) < 0 && errno != EEXIST)
+    log_error ("cannot create %s: %s", root, strerror (errno));
   scan_t scan = { .candidates = zhashx_new () };
   zhashx_set_destructor (scan.candidates, s_candidate_destroy);
   s_collect_candidates (state_dir, scan.candidates);

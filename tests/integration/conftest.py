@@ -400,6 +400,15 @@ def leftover_runtime_containers(ids):
     return {(rt, cid) for rt in RUNTIMES for cid in runtime_list(rt) if cid in ids}
 
 
+def container_dir(state_dir, cid):
+    """Where zcd keeps container cid (client names live only under containers/)."""
+    return os.path.join(str(state_dir), "containers", cid)
+
+
+def process_dir(state_dir, cid, pid="init"):
+    return os.path.join(container_dir(state_dir, cid), "procs", pid)
+
+
 def processes_under(state_dir):
     """Host pids whose cwd is inside state_dir (the shims run there)."""
     found = []

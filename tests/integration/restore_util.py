@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_WAIT, wait_for
+from conftest import process_dir, DEFAULT_WAIT, wait_for
 
 PATH_ENV = ["PATH=/bin"]
 
@@ -128,7 +128,7 @@ def wait_gone(pid, timeout=DEFAULT_WAIT):
 
 
 def shim_pid(d, cid, pid="init"):
-    text = Path(d.state_dir, cid, pid, "shim.pid").read_text().strip()
+    text = Path(process_dir(d.state_dir, cid, pid), "shim.pid").read_text().strip()
     return int(text)
 
 

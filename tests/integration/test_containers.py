@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (RUNTIMES, assert_error, cgroup_dir, leftover_runtime_containers,
+from conftest import (RUNTIMES, assert_error, cgroup_dir, container_dir, leftover_runtime_containers,
                       processes_under, read_text, wait_file_contains, wait_for)
 
 SLEEP = ["sleep", "1000"]
@@ -622,7 +622,7 @@ def test_fifty_containers_sixteen_in_flight(zcd, client, events, bundle, cid):
     wait_for(lambda: not leftover_runtime_containers(set(ids)), 30,
              "the runtime's state of 50 exited containers to go")
     wait_for(lambda: not processes_under(zcd.state_dir), 30, "every shim to exit")
-    wait_for(lambda: not any(os.path.exists(os.path.join(zcd.state_dir, c)) for c in ids), 30,
+    wait_for(lambda: not any(os.path.exists(container_dir(zcd.state_dir, c)) for c in ids), 30,
              "the containers' state directories to go")
     m = client.ok("metrics")
     assert m["containers"] == 0 and m["processes"] == 0

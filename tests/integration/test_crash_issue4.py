@@ -8,7 +8,7 @@ import os
 import random
 import time
 
-from conftest import read_text
+from conftest import container_dir, read_text
 from workload_issue4 import Workload, seed_from_env
 
 CONTAINERS = 200
@@ -81,7 +81,7 @@ def test_exec_racing_init_exit_gets_one_reply(zcd, client, events, bundle, cid):
     leftover = []
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        leftover = [c for c in ids if os.path.exists(os.path.join(zcd.state_dir, c))]
+        leftover = [c for c in ids if os.path.exists(container_dir(zcd.state_dir, c))]
         if not leftover:
             break
         time.sleep(0.05)

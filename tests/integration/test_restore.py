@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (cgroup_dir, kill_runtime_container, leftover_runtime_containers, read_text,
+from conftest import (cgroup_dir, container_dir, kill_runtime_container, leftover_runtime_containers, read_text,
                       wait_file_contains)
 from restore_util import (PATH_ENV, container_procs, init_pid, kill_daemon, of, pid_alive,
                           replay_all, restart, shim_pid, sigkill, start_timed, state_ids,
@@ -229,14 +229,14 @@ def test_corrupt_state_dir_moved_aside(zcd, client, events, bundle, cid):
     bad_shim = shim_pid(zcd, bad)
     zcd.close_clients()
     assert zcd.stop() == 0
-    Path(zcd.state_dir, bad, "state.json").write_bytes(b"{\"id\": \x00\xff garbage")
+    Path(container_dir(zcd.state_dir, bad), "state.json").write_bytes(b"{\"id\": \x00\xff garbage")
     zcd.start()
     client, events = zcd.client(), zcd.subscriber("")
     assert sorted(state_ids(client)) == sorted([ids[0], ids[2]])
     broken = list(Path(zcd.state_dir, ".broken").iterdir())
     assert [p.name.split(".")[0] for p in broken] == [bad]
     assert "corrupt" in zcd.log_tail(200) and bad in zcd.log_tail(200)
-    assert not Path(zcd.state_dir, bad).exists()
+    assert not Path(container_dir(zcd.state_dir, bad)).exists()
     # The orphan is this test's to clean up.  Its shim still runs in the
     # moved directory, so its own `runtime delete` fails (the runtime's
     # --log path moved with it): the runtime state is removed here.
