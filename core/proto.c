@@ -1,6 +1,7 @@
 #include "core/proto.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -88,8 +89,14 @@ s_check_str (const proto_key_t *key, const msgpack_object *v, const char *path, 
     return s_key_fail (err, path, "expected str");
   if (v->via.str.size > 0 && memchr (v->via.str.ptr, '\0', v->via.str.size) != NULL)
     return s_key_fail (err, path, "must not contain a NUL byte");
+  /* Checked here, once for every str the daemon will use: jansson and the
+   * runtimes would otherwise drop or mangle it later (issue 8). */
+  if (!zcd_valid_utf8 (v->via.str.ptr, v->via.str.size))
+    return s_key_fail (err, path, "not valid UTF-8");
   if (key->absolute && (v->via.str.size == 0 || v->via.str.ptr[0] != '/'))
     return s_key_fail (err, path, "must be an absolute path");
+  if (key->absolute && v->via.str.size >= PATH_MAX)
+    return s_key_fail (err, path, "longer than PATH_MAX (4096)");
   if (s_check_syntax (key, v, path, err) < 0)
     return -1;
   if (key->enum_values != NULL)

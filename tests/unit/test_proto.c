@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -378,6 +379,81 @@ test_positive_value_in_signed_encoding (void **state)
   msgpack_sbuffer_destroy (&sb);
 }
 
+/* Issue 8: jansson turned non-UTF-8 strings into nothing (a bundle path
+ * vanished from state.json, an exec argument vanished from argv).  Every
+ * str the daemon uses is checked at the edge, naming the key. */
+static void
+s_expect_bad_utf8 (const char *key_path, void (*pack_rest) (msgpack_packer *, const char *),
+                   const char *bad)
+{
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init (&sb);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+  pack_rest (&pk, bad);
+  char *msg = NULL;
+  assert_int_equal (s_decode_raw (sb.data, sb.size, NULL, &msg), ZCD_E_INVALID_ARGUMENT);
+  char want[128];
+  snprintf (want, sizeof want, "key `%s`: not valid UTF-8", key_path);
+  if (strstr (msg, want) == NULL)
+    fail_msg ("expected \"%s\", got \"%s\"", want, msg);
+  free (msg);
+  msgpack_sbuffer_destroy (&sb);
+}
+
+static void
+s_pack_bad_bundle (msgpack_packer *pk, const char *bad)
+{
+  msgpack_pack_map (pk, 3);
+  mp_pack_kv_str (pk, "op", "create");
+  mp_pack_kv_str (pk, "id", "w");
+  mp_pack_kv_str (pk, "bundle", bad);
+}
+
+static void
+s_pack_bad_arg (msgpack_packer *pk, const char *bad)
+{
+  msgpack_pack_map (pk, 4);
+  mp_pack_kv_str (pk, "op", "exec");
+  mp_pack_kv_str (pk, "id", "w");
+  mp_pack_kv_str (pk, "pid", "e");
+  mp_pack_str (pk, "args");
+  msgpack_pack_array (pk, 4);
+  mp_pack_str (pk, "echo");
+  mp_pack_str (pk, "A");
+  mp_pack_str (pk, bad);
+  mp_pack_str (pk, "B");
+}
+
+static void
+s_pack_bad_label (msgpack_packer *pk, const char *bad)
+{
+  msgpack_pack_map (pk, 4);
+  mp_pack_kv_str (pk, "op", "create");
+  mp_pack_kv_str (pk, "id", "w");
+  mp_pack_kv_str (pk, "bundle", "/b");
+  mp_pack_str (pk, "labels");
+  msgpack_pack_array (pk, 2);
+  mp_pack_str (pk, "ok");
+  mp_pack_str (pk, bad);
+}
+
+static void
+test_non_utf8_strings_refused (void **state)
+{
+  s_expect_bad_utf8 ("bundle", s_pack_bad_bundle, "/tmp/b\xff");
+  s_expect_bad_utf8 ("args[2]", s_pack_bad_arg, "X\xff");
+  s_expect_bad_utf8 ("labels[1]", s_pack_bad_label, "\xc0\xaf"); /* overlong '/' */
+  s_expect_bad_utf8 ("labels[1]", s_pack_bad_label, "\xed\xa0\x80"); /* a surrogate */
+  s_expect_bad_utf8 ("labels[1]", s_pack_bad_label, "\xe2\x82"); /* cut short */
+  ACCEPT ("{\"op\":\"create\",\"id\":\"w\",\"bundle\":\"/b\",\"labels\":[\"h\u00e9\u20ac\xf0\x9f\x98\x80\"]}");
+  char long_path[PATH_MAX + 64] = "{\"op\":\"create\",\"id\":\"w\",\"bundle\":\"/";
+  size_t n = strlen (long_path);
+  memset (long_path + n, 'a', PATH_MAX);
+  strcpy (long_path + n + PATH_MAX, "\"}");
+  REFUSE_ARG (long_path, "key `bundle`: longer than PATH_MAX");
+}
+
 static void
 test_duplicate_keys_all_validated (void **state)
 {
@@ -544,6 +620,7 @@ main (void)
     cmocka_unit_test (test_ranges),
     cmocka_unit_test (test_id_syntax),
     cmocka_unit_test (test_absolute_paths_and_nul),
+    cmocka_unit_test (test_non_utf8_strings_refused),
     cmocka_unit_test (test_required_keys_checked_after_types),
     cmocka_unit_test (test_unknown_keys_ignored),
     cmocka_unit_test (test_framing_errors),
