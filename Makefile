@@ -53,7 +53,7 @@ $(BUILD)/libzcdcore.a: $(CORE_OBJ) $(ACTOR_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/zcd: $(call obj,tools/zcd.c) $(BUILD)/libzcdcore.a
+$(BUILD)/zcd: $(call obj,tools/zcd.c tools/zcd_statedir.c) $(BUILD)/libzcdcore.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 # The shim links libc and libseccomp only: it is multiplied by the number of

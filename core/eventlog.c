@@ -33,19 +33,26 @@ typedef struct
   uint16_t id_len;
 } eventlog_rec_t;
 
+/* A failed compaction is tried again no sooner than this (s_maybe_compact). */
+#define COMPACT_RETRY_NS (10 * 1000000000ull)
+
 struct eventlog
 {
   char *path;
   int fd; /* -1 after a compaction that could not reopen the file */
   uint64_t retain;
   /* The file's bytes (header, records) followed by the records not yet
-   * flushed: the file is always image[0 .. flushed_len). */
+   * flushed: the file is image[0 .. HEADER_SIZE), then `file_skip` bytes of
+   * records that only the file still holds (s_trim), then
+   * image[HEADER_SIZE .. flushed_len). */
   char *image;
-  size_t image_len, image_cap, flushed_len;
+  size_t image_len, image_cap, flushed_len, file_skip;
   eventlog_rec_t *recs; /* seq order; the newest `retain` are the log */
   size_t nrecs, recs_cap;
   uint64_t last_seq;
   uint64_t durable_seq; /* every seq up to this one is on disk */
+  uint64_t compact_failures; /* in a row; 0 = the last one worked */
+  uint64_t compact_retry_ns; /* zcd_mono_ns before which none is tried */
 };
 
 /* ---- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) ---- */
@@ -396,15 +403,45 @@ s_read_image (eventlog_t *log, zcd_error_t **err)
   return 0;
 }
 
+/* The log is the daemon's own file, so it is opened as one: never through
+ * a symlink planted in its place (O_NOFOLLOW), never a FIFO or device
+ * (O_NONBLOCK keeps the open itself from waiting; it changes nothing for a
+ * regular file), never a file someone else owns.  *missing (when not NULL)
+ * tells a log that does not exist yet from one that cannot be opened. */
+static int
+s_open_checked (const char *path, bool *missing, zcd_error_t **err)
+{
+  cleanup_close int fd = open (path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (missing)
+    *missing = fd < 0 && errno == ENOENT;
+  if (fd < 0 && errno == ELOOP)
+    return zcd_fail (err, ZCD_E_INTERNAL,
+                     "`%s` is a symbolic link; the event log must be a regular file of "
+                     "its own (refusing to follow it)",
+                     path);
+  if (fd < 0 && errno != EISDIR)
+    return zcd_fail_errno (err, errno, "open `%s`", path);
+  struct stat st;
+  if (fd >= 0 && fstat (fd, &st) < 0)
+    return zcd_fail_errno (err, errno, "stat `%s`", path);
+  if (fd < 0 || !S_ISREG (st.st_mode))
+    return zcd_fail (err, ZCD_E_INTERNAL,
+                     "`%s` is not a regular file; refusing to use it as the event log", path);
+  if (st.st_uid != geteuid ())
+    return zcd_fail (err, ZCD_E_INTERNAL,
+                     "`%s` is owned by uid %u, not by zcd (uid %u); refusing to use it as the "
+                     "event log",
+                     path, (unsigned) st.st_uid, (unsigned) geteuid ());
+  return steal_fd (&fd);
+}
+
 static int
 s_open_fd (eventlog_t *log, zcd_error_t **err)
 {
   if (log->fd >= 0)
     close (log->fd);
-  log->fd = open (log->path, O_RDWR | O_CLOEXEC);
-  if (log->fd < 0)
-    return zcd_fail_errno (err, errno, "open `%s`", log->path);
-  return 0;
+  log->fd = s_open_checked (log->path, NULL, err);
+  return log->fd < 0 ? -1 : 0;
 }
 
 /* A new log is born whole: header written by rename, never torn. */
@@ -418,8 +455,22 @@ s_create (eventlog_t *log, zcd_error_t **err)
   return s_open_fd (log, err);
 }
 
+/* `<base>.tmp.` and exactly 16 lowercase hex digits: the only temp names
+ * zcd_write_file_atomic makes. */
+static bool
+s_is_our_temp (const char *name, const char *prefix)
+{
+  size_t plen = strlen (prefix);
+  return strncmp (name, prefix, plen) == 0 && strlen (name + plen) == 16
+         && strspn (name + plen, "0123456789abcdef") == 16;
+}
+
 /* Temp files of a compaction that crashed before its rename: the log itself
- * is whole (the old one), these are just litter. */
+ * is whole (the old one), these are just litter.  Only what zcd itself made
+ * goes: a regular file of ours with one of its temp names.  Anything else by
+ * that prefix (a directory, a symlink, someone else's file, another naming)
+ * is not ours to delete, and with unpredictable temp names it cannot get in
+ * the way either. */
 static void
 s_remove_temps (const char *path)
 {
@@ -434,12 +485,15 @@ s_remove_temps (const char *path)
     return;
   struct dirent *de;
   while ((de = readdir (d)) != NULL)
-    if (strncmp (de->d_name, prefix, strlen (prefix)) == 0)
-      {
-        log_info ("event log: removing `%s%s` left by an interrupted compaction", dir,
-                  de->d_name);
-        unlinkat (dirfd (d), de->d_name, 0);
-      }
+    {
+      struct stat st;
+      if (!s_is_our_temp (de->d_name, prefix)
+          || fstatat (dirfd (d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0
+          || !S_ISREG (st.st_mode) || st.st_uid != geteuid ())
+        continue;
+      log_info ("event log: removing `%s%s` left by an interrupted compaction", dir, de->d_name);
+      unlinkat (dirfd (d), de->d_name, 0);
+    }
 }
 
 static int
@@ -455,7 +509,7 @@ s_write_pending (eventlog_t *log, zcd_error_t **err)
    * failed fsync may have dropped the dirty pages (the retry re-dirties
    * them). */
   if (s_pwrite_all (log->fd, log->image + log->flushed_len, log->image_len - log->flushed_len,
-                    (off_t) log->flushed_len)
+                    (off_t) (log->flushed_len + log->file_skip))
           < 0
       || fdatasync (log->fd) < 0)
     return zcd_fail_errno (err, errno, "write `%s`", log->path);
@@ -487,6 +541,7 @@ s_compact (eventlog_t *log, zcd_error_t **err)
   /* From here memory must follow the new file, whatever happens next. */
   memcpy (log->image, file, HEADER_SIZE + keep_len);
   log->image_len = log->flushed_len = HEADER_SIZE + keep_len;
+  log->file_skip = 0;
   size_t shift = keep_off - HEADER_SIZE;
   if (drop > 0)
     memmove (log->recs, log->recs + drop, (log->nrecs - drop) * sizeof *log->recs);
@@ -495,6 +550,64 @@ s_compact (eventlog_t *log, zcd_error_t **err)
     log->recs[i].off -= shift;
   log_debug ("event log: compacted to %zu records, %zu bytes", log->nrecs, log->image_len);
   return s_open_fd (log, err);
+}
+
+/* Compaction failed: the file keeps every record since the last one, but
+ * memory need not.  The flushed records past retention (no replay shows
+ * them) leave memory; file_skip remembers the bytes they still take in the
+ * file, so appends keep landing at its end. */
+static void
+s_trim (eventlog_t *log)
+{
+  size_t drop = s_first_retained (log);
+  if (drop == 0 || log->recs[drop].off > log->flushed_len)
+    return;
+  size_t from = log->recs[drop].off;
+  size_t gone = from - HEADER_SIZE;
+  memmove (log->image + HEADER_SIZE, log->image + from, log->image_len - from);
+  log->image_len -= gone;
+  log->flushed_len -= gone;
+  log->file_skip += gone;
+  memmove (log->recs, log->recs + drop, (log->nrecs - drop) * sizeof *log->recs);
+  log->nrecs -= drop;
+  for (size_t i = 0; i < log->nrecs; i++)
+    log->recs[i].off -= gone;
+}
+
+/* Compaction is housekeeping: the records are durable already, so its
+ * failure is not the flush's (it used to fail the flush, and with it every
+ * reply, for good).  It is said once per failing spell and tried again only
+ * after COMPACT_RETRY_NS *and* another retain/10 + 64 appends: each try
+ * rewrites up to `retain` records synchronously on the loop thread, and on a
+ * full disk it fails again at that cost, so trying every turn would stall
+ * the loop for nothing; the count keeps a daemon whose file no longer grows
+ * from retrying at all.  Meanwhile memory stays at the retained records
+ * (s_trim); only the file grows. */
+static void
+s_maybe_compact (eventlog_t *log)
+{
+  if (log->nrecs <= s_compact_threshold (log))
+    return;
+  uint64_t now = zcd_mono_ns ();
+  if (now >= log->compact_retry_ns)
+    {
+      cleanup_error zcd_error_t *err = NULL;
+      if (s_compact (log, &err) == 0)
+        {
+          if (log->compact_failures)
+            log_info ("event log `%s`: compacted again after %" PRIu64 " failed tries", log->path,
+                      log->compact_failures);
+          log->compact_failures = 0;
+          return;
+        }
+      if (log->compact_failures++ == 0)
+        log_warn ("event log `%s`: %s; events are still logged, but the file grows until a "
+                  "compaction succeeds (tried again every %llu s at most)",
+                  log->path, err ? err->msg : "compaction failed",
+                  (unsigned long long) (COMPACT_RETRY_NS / 1000000000ull));
+      log->compact_retry_ns = now + COMPACT_RETRY_NS;
+    }
+  s_trim (log);
 }
 
 /* Highest seq of any valid record at or after `from`.  Only called on a
@@ -554,9 +667,15 @@ s_repair (eventlog_t *log, size_t bad_off, zcd_error_t **err)
 static int
 s_load (eventlog_t *log, zcd_error_t **err)
 {
-  log->fd = open (log->path, O_RDWR | O_CLOEXEC);
-  if (log->fd < 0 && errno != ENOENT)
-    return zcd_fail_errno (err, errno, "open `%s`", log->path);
+  bool missing = false;
+  cleanup_error zcd_error_t *open_err = NULL;
+  log->fd = s_open_checked (log->path, &missing, &open_err);
+  if (log->fd < 0 && !missing)
+    {
+      if (err)
+        *err = steal_pointer (&open_err);
+      return -1;
+    }
   if ((log->fd < 0 && s_create (log, err) < 0) || s_read_image (log, err) < 0)
     return -1;
   if (log->image_len == 0 && (s_create (log, err) < 0 || s_read_image (log, err) < 0))
@@ -583,8 +702,9 @@ s_load (eventlog_t *log, zcd_error_t **err)
     }
   if (off < log->image_len && s_repair (log, off, err) < 0)
     return -1;
-  if (log->nrecs > s_compact_threshold (log))
-    return s_compact (log, err);
+  /* Everything read is on disk, and so is the floor a repair raised. */
+  log->durable_seq = log->last_seq;
+  s_maybe_compact (log);
   return 0;
 }
 
@@ -727,17 +847,18 @@ eventlog_flush (eventlog_t *log, zcd_error_t **err)
 {
   if (s_write_pending (log, err) < 0)
     return -1;
-  if (log->nrecs > s_compact_threshold (log))
-    return s_compact (log, err);
+  s_maybe_compact (log);
   return 0;
 }
 
 int
 eventlog_compact (eventlog_t *log, zcd_error_t **err)
 {
-  if (s_write_pending (log, err) < 0)
+  if (s_write_pending (log, err) < 0 || s_compact (log, err) < 0)
     return -1;
-  return s_compact (log, err);
+  log->compact_failures = 0;
+  log->compact_retry_ns = 0;
+  return 0;
 }
 
 uint64_t
@@ -749,7 +870,7 @@ eventlog_last_seq (const eventlog_t *log)
 uint64_t
 eventlog_durable_seq (const eventlog_t *log)
 {
-  return log->flushed_len == log->image_len ? log->last_seq : log->durable_seq;
+  return log->durable_seq;
 }
 
 uint64_t

@@ -17,7 +17,14 @@
  *
  * Retention: the newest `retain` records are the log's contents.  The file
  * and memory hold up to retain + retain/10 + 64 records; past that the log is
- * compacted (rewritten with the newest `retain` records, atomically). */
+ * compacted (rewritten with the newest `retain` records, atomically, under an
+ * unpredictable temp name `<path>.tmp.<16 hex>`).  A compaction that fails
+ * (a full disk) fails no flush: it is logged once and tried again after 10 s
+ * and another retain/10 + 64 appends; meanwhile the file grows but memory
+ * keeps only the retained records.
+ *
+ * The log is the daemon's own: it is opened without following a symlink and
+ * must be a regular file owned by the daemon's euid, or it is refused. */
 #ifndef ZCD_EVENTLOG_H
 #define ZCD_EVENTLOG_H
 
@@ -49,7 +56,10 @@ typedef struct eventlog eventlog_t;
 
 /* Open `path`, or create it (atomically, with its header) when missing or
  * empty.  `retain` < 1 counts as 1 (the newest record must survive to carry
- * the seq).  Leftover compaction temp files (`<path>.tmp.*`) are removed.
+ * the seq).  Leftover compaction temp files are removed: regular files of
+ * ours named `<path>.tmp.` + 16 hex digits, nothing else (a directory or
+ * symlink by a similar name is left alone).  A symlink, a non-regular file
+ * or a file of another owner at `path` is an error.
  *
  * Damage found while loading:
  * - a torn or corrupt record with no valid record after it (what a crash
@@ -77,22 +87,32 @@ uint64_t eventlog_append (eventlog_t *log, const zcd_event_t *ev, const char **e
 
 /* Write the buffered records and fdatasync once; then compact if the file
  * holds too many records (a synchronous rewrite of the retained records, one
- * turn in every retain/10 + 64 events).  On failure the records stay
- * buffered (and replayable) and the next flush writes them again at the same
- * offset, so a failed write never leaves garbage between records; while
- * flushes keep failing nothing is compacted and memory grows. */
+ * turn in every retain/10 + 64 events).  The result says whether the records
+ * are durable, nothing else: a failed compaction is logged and retried later
+ * (see above), never returned.  On a failed write the records stay buffered
+ * (and replayable), eventlog_durable_seq stays where it was, and the next
+ * flush writes them again at the same offset, so a failed write never leaves
+ * garbage between records; while flushes keep failing nothing is compacted
+ * and memory grows (those records are not durable yet, so none may go). */
 int eventlog_flush (eventlog_t *log, zcd_error_t **err);
 
-/* Rewrite the file with the newest `retain` records now (tests, shutdown). */
+/* Flush, then rewrite the file with the newest `retain` records now, with no
+ * backoff (tests, tools); unlike eventlog_flush, a failed compaction is
+ * returned. */
 int eventlog_compact (eventlog_t *log, zcd_error_t **err);
 
 uint64_t eventlog_last_seq (const eventlog_t *log);   /* newest assigned, 0 if none */
 /* Newest seq known to be on disk: what may be published or replayed
- * (PROTOCOL.md: an event is logged before anyone sees it). */
+ * (PROTOCOL.md: an event is logged before anyone sees it).  Equal to
+ * eventlog_last_seq after a successful flush and on open; behind it while
+ * appended records are unflushed or their write failed; a compaction, failed
+ * or not, does not move it. */
 uint64_t eventlog_durable_seq (const eventlog_t *log);
 uint64_t eventlog_oldest_seq (const eventlog_t *log); /* oldest retained, 0 if none */
 size_t eventlog_count (const eventlog_t *log);        /* retained events */
-size_t eventlog_stored_count (const eventlog_t *log); /* records in memory (file + buffered) */
+/* Records in memory: flushed and buffered (after a failed compaction the
+ * file holds more, see above). */
+size_t eventlog_stored_count (const eventlog_t *log);
 
 /* Called per replayed event with the Event bytes (owned by the log).  A
  * non-zero return stops the replay and is returned by eventlog_replay.  It

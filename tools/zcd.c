@@ -26,6 +26,7 @@
 #include "core/mp.h"
 #include "core/log.h"
 #include "core/version.h"
+#include "tools/zcd_statedir.h"
 
 static const char s_usage[] =
   "usage: zcd [options]\n"
@@ -225,39 +226,6 @@ s_config_free (zcd_config_t *cfg)
   free (cfg->curve_clients);
 }
 
-/* One daemon per state directory: a second one would fight over the
- * sockets, the log and the containers. */
-static int
-s_lock_state_dir (const char *dir)
-{
-  char path[PATH_MAX];
-  snprintf (path, sizeof path, "%s/zcd.lock", dir);
-  int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0)
-    {
-      fprintf (stderr, "zcd: cannot open %s: %s\n", path, strerror (errno));
-      return -1;
-    }
-  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
-    {
-      char other[32] = "";
-      ssize_t n = pread (fd, other, sizeof other - 1, 0);
-      other[n > 0 ? n : 0] = '\0';
-      other[strcspn (other, "\n")] = '\0';
-      fprintf (stderr,
-               "zcd: another zcd (pid %s) is already running on state directory %s; "
-               "refusing to start\n",
-               other[0] ? other : "?", dir);
-      close (fd);
-      return -1;
-    }
-  char pid[32];
-  int len = snprintf (pid, sizeof pid, "%d\n", (int) getpid ());
-  if (ftruncate (fd, 0) < 0 || pwrite (fd, pid, (size_t) len, 0) < 0)
-    log_warn ("cannot record the pid in %s", path);
-  return fd;
-}
-
 typedef struct
 {
   zcd_daemon_t *daemon;
@@ -310,14 +278,14 @@ main (int argc, char **argv)
   s_parse_args (argc, argv, &cfg);
   s_defaults (&cfg);
   cleanup_error zcd_error_t *err = NULL;
-  if (zcd_mkdir_p (cfg.state_dir, 0711, &err) < 0)
+  /* Before anything is written there: a state dir others can write to, or
+   * a link planted in it, is refused (tools/zcd_statedir.h). */
+  int lock_fd = zcd_statedir_take (cfg.state_dir, cfg.listen, cfg.publish);
+  if (lock_fd < 0)
     {
-      fprintf (stderr, "zcd: state directory: %s\n", err->msg);
+      s_config_free (&cfg);
       return 1;
     }
-  int lock_fd = s_lock_state_dir (cfg.state_dir);
-  if (lock_fd < 0)
-    return 1;
   s_setup_process ();
   sigset_t mask;
   sigemptyset (&mask);

@@ -1,5 +1,7 @@
 /* core/eventlog: seq across restarts, torn tails, damage, compaction and the
- * crashes around it, replay filters, the Event encoding. */
+ * crashes around it, replay filters, the Event encoding; hostile files in
+ * the log's directory, failed compactions and a full disk (a tiny tmpfs,
+ * when the tests may mount one). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <msgpack.h>
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -31,6 +35,8 @@ typedef struct
 {
   char dir[64];
   char path[128];
+  char fs[96];        /* a tiny tmpfs (s_setup_tmpfs), "" when not mounted */
+  char why_not[128]; /* why it could not be mounted */
 } fixture_t;
 
 static int
@@ -52,6 +58,62 @@ s_teardown (void **state)
   zcd_rm_rf (f->dir, NULL);
   free (f);
   return 0;
+}
+
+/* A 64 KiB tmpfs at <dir>/fs: a disk that really fills up.  Mounting needs
+ * root (CAP_SYS_ADMIN); without it the tests that need one are skipped. */
+static int
+s_setup_tmpfs (void **state)
+{
+  if (s_setup (state) < 0)
+    return -1;
+  fixture_t *f = *state;
+  char fs[96];
+  snprintf (fs, sizeof fs, "%s/fs", f->dir);
+  if (mkdir (fs, 0700) < 0)
+    return -1;
+  if (mount ("tmpfs", fs, "tmpfs", 0, "size=64k,mode=0700") < 0)
+    snprintf (f->why_not, sizeof f->why_not, "cannot mount a tmpfs at %s: %s", fs,
+              strerror (errno));
+  else
+    {
+      strcpy (f->fs, fs);
+      snprintf (f->path, sizeof f->path, "%s/events.log", fs);
+    }
+  return 0;
+}
+
+static int
+s_teardown_tmpfs (void **state)
+{
+  fixture_t *f = *state;
+  if (f->fs[0] && umount2 (f->fs, MNT_DETACH) < 0)
+    fprintf (stderr, "umount %s: %s\n", f->fs, strerror (errno));
+  return s_teardown (state);
+}
+
+static void
+s_need_tmpfs (fixture_t *f)
+{
+  if (f->fs[0])
+    return;
+  print_message ("[  SKIP    ] %s (run as root to mount one)\n", f->why_not);
+  skip ();
+}
+
+/* Fills the file system of `dir` with one file until it refuses a byte. */
+static void
+s_fill (const char *dir, char *filler, size_t size)
+{
+  snprintf (filler, size, "%s/filler", dir);
+  int fd = open (filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  assert_true (fd >= 0);
+  static const char block[4096];
+  for (size_t chunk = sizeof block; chunk > 0; chunk /= 2)
+    while (write (fd, block, chunk) == (ssize_t) chunk)
+      ;
+  assert_int_equal (errno, ENOSPC);
+  close (fd);
 }
 
 static eventlog_t *
@@ -569,8 +631,9 @@ test_crash_during_compaction (void **state)
   char *new_image = s_read (f->path, &new_len);
   assert_true (new_len < old_len);
 
+  /* A temp name as zcd_write_file_atomic makes them. */
   char tmp[256];
-  snprintf (tmp, sizeof tmp, "%s.tmp.4242", f->path);
+  snprintf (tmp, sizeof tmp, "%s.tmp.00000000deadbeef", f->path);
   for (int crash_before_rename = 1; crash_before_rename >= 0; crash_before_rename--)
     {
       if (crash_before_rename)
@@ -750,6 +813,354 @@ test_failed_flush_is_retried_in_place (void **state)
   eventlog_destroy (&log);
 }
 
+static bool
+s_exists (const char *path)
+{
+  struct stat st;
+  return lstat (path, &st) == 0;
+}
+
+/* The start-up sweep removes compaction temps, and nothing that merely looks
+ * like one: zcd only ever deletes what it made. */
+static void
+test_temp_sweep_removes_only_ours (void **state)
+{
+  fixture_t *f = *state;
+  eventlog_t *log = s_open (f->path, 100);
+  s_append_range (log, 1, 3);
+  s_flush (log);
+  eventlog_destroy (&log);
+
+  static const char *const kept_files[] = {
+    "events.log.tmp.4242",              /* the old, predictable naming */
+    "events.log.tmp.0123456789ABCDEF",  /* not as zcd writes hex */
+    "events.log.tmp.0123456789abcdef0", /* 17 digits */
+    "events.log.tmp.0123456789abcde",   /* 15 */
+    "events.log.tmp.0123456789abcdeg",
+    "events.log.tmp.",
+    "other.tmp.0123456789abcdef",
+  };
+  char path[256], victim[300], dir16[256], link16[256], foreign[256];
+  for (size_t i = 0; i < sizeof kept_files / sizeof *kept_files; i++)
+    {
+      snprintf (path, sizeof path, "%s/%s", f->dir, kept_files[i]);
+      s_write (path, "x", 1);
+    }
+  snprintf (path, sizeof path, "%s.tmp.0123456789abcdef", f->path);
+  s_write (path, "half a compaction", 17);
+  /* A directory (with something inside) and a symlink by our naming. */
+  snprintf (dir16, sizeof dir16, "%s.tmp.fedcba9876543210", f->path);
+  assert_int_equal (mkdir (dir16, 0700), 0);
+  snprintf (victim, sizeof victim, "%s/keep", dir16);
+  s_write (victim, "victim", 6);
+  snprintf (link16, sizeof link16, "%s.tmp.1111111111111111", f->path);
+  assert_int_equal (symlink (victim, link16), 0);
+  /* Our naming, but someone else's file. */
+  snprintf (foreign, sizeof foreign, "%s.tmp.2222222222222222", f->path);
+  s_write (foreign, "theirs", 6);
+  bool chowned = chown (foreign, 65534, 65534) == 0;
+
+  log = s_open (f->path, 100);
+  assert_int_equal (eventlog_last_seq (log), 3);
+  eventlog_destroy (&log);
+
+  assert_false (s_exists (path));
+  for (size_t i = 0; i < sizeof kept_files / sizeof *kept_files; i++)
+    {
+      snprintf (path, sizeof path, "%s/%s", f->dir, kept_files[i]);
+      if (!s_exists (path))
+        fail_msg ("%s was removed", kept_files[i]);
+    }
+  assert_true (s_exists (dir16));
+  assert_true (s_exists (link16));
+  size_t len;
+  char *buf = s_read (victim, &len);
+  assert_int_equal (len, 6);
+  free (buf);
+  assert_int_equal (s_exists (foreign), chowned);
+}
+
+/* A client-made directory used to squat on the predictable compaction temp
+ * name (`events.log.tmp.<pid>`), failing every compaction with EISDIR and,
+ * through the flush, every reply.  Squatters by any name now change
+ * nothing. */
+static void
+test_squatted_temp_names_do_not_break_compaction (void **state)
+{
+  fixture_t *f = *state;
+  char squat[3][256];
+  snprintf (squat[0], sizeof squat[0], "%s.tmp.%d", f->path, (int) getpid ());
+  snprintf (squat[1], sizeof squat[1], "%s.tmp.4242", f->path);
+  snprintf (squat[2], sizeof squat[2], "%s.tmp.00000000deadbeef", f->path);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal (mkdir (squat[i], 0700), 0);
+  eventlog_t *log = s_open (f->path, 10);
+  for (uint64_t i = 1; i <= 300; i++)
+    {
+      s_append_range (log, i, i);
+      s_flush (log);
+      assert_true (eventlog_stored_count (log) <= 10 + 1 + 64);
+      assert_int_equal (eventlog_durable_seq (log), i);
+    }
+  assert_true (s_file_records (f->path) <= 10 + 1 + 64);
+  zcd_error_t *err = NULL;
+  if (eventlog_compact (log, &err) < 0)
+    fail_msg ("eventlog_compact: %s", err->msg);
+  assert_int_equal (s_file_records (f->path), 10);
+  eventlog_destroy (&log);
+  for (int i = 0; i < 3; i++)
+    assert_true (s_exists (squat[i]));
+  log = s_open (f->path, 10);
+  assert_int_equal (eventlog_last_seq (log), 300);
+  assert_int_equal (eventlog_oldest_seq (log), 291);
+  eventlog_destroy (&log);
+}
+
+/* The log is zcd's own file: a symlink planted in its place (dangling or
+ * not), a directory, a FIFO or someone else's file is refused, and nothing
+ * is written through it. */
+static void
+test_open_refuses_what_is_not_our_log (void **state)
+{
+  fixture_t *f = *state;
+  char victim[256];
+  snprintf (victim, sizeof victim, "%s/victim", f->dir);
+  eventlog_t *log = NULL;
+  zcd_error_t *err = NULL;
+
+  for (int dangling = 0; dangling <= 1; dangling++)
+    {
+      if (!dangling)
+        s_write (victim, "victim", 6);
+      assert_int_equal (symlink (victim, f->path), 0);
+      assert_int_equal (eventlog_open (f->path, 100, &log, &err), -1);
+      assert_null (log);
+      assert_non_null (strstr (err->msg, "symbolic link"));
+      zcd_error_free (&err);
+      if (dangling)
+        assert_false (s_exists (victim));
+      else
+        {
+          size_t len;
+          char *buf = s_read (victim, &len);
+          assert_int_equal (len, 6);
+          assert_memory_equal (buf, "victim", 6);
+          free (buf);
+          unlink (victim);
+        }
+      assert_int_equal (unlink (f->path), 0);
+    }
+
+  assert_int_equal (mkdir (f->path, 0700), 0);
+  assert_int_equal (eventlog_open (f->path, 100, &log, &err), -1);
+  assert_non_null (strstr (err->msg, "not a regular file"));
+  zcd_error_free (&err);
+  assert_int_equal (rmdir (f->path), 0);
+
+  assert_int_equal (mkfifo (f->path, 0600), 0); /* must not block either */
+  assert_int_equal (eventlog_open (f->path, 100, &log, &err), -1);
+  assert_non_null (strstr (err->msg, "not a regular file"));
+  zcd_error_free (&err);
+  assert_int_equal (unlink (f->path), 0);
+
+  log = s_open (f->path, 100);
+  s_append_range (log, 1, 1);
+  s_flush (log);
+  eventlog_destroy (&log);
+  if (chown (f->path, 65534, 65534) == 0 && geteuid () != 65534)
+    {
+      assert_int_equal (eventlog_open (f->path, 100, &log, &err), -1);
+      assert_non_null (strstr (err->msg, "owned by uid 65534"));
+      zcd_error_free (&err);
+    }
+}
+
+static void
+test_durable_seq (void **state)
+{
+  fixture_t *f = *state;
+  eventlog_t *log = s_open (f->path, 10);
+  assert_int_equal (eventlog_durable_seq (log), 0);
+  s_append_range (log, 1, 3);
+  assert_int_equal (eventlog_durable_seq (log), 0);
+  assert_int_equal (eventlog_last_seq (log), 3);
+  s_flush (log);
+  assert_int_equal (eventlog_durable_seq (log), 3);
+  eventlog_destroy (&log);
+
+  /* What was loaded is on disk, also while a new record waits. */
+  log = s_open (f->path, 10);
+  assert_int_equal (eventlog_durable_seq (log), 3);
+  s_append_range (log, 4, 4);
+  assert_int_equal (eventlog_durable_seq (log), 3);
+  zcd_error_t *err = NULL;
+  assert_int_equal (eventlog_compact (log, &err), 0);
+  assert_int_equal (eventlog_durable_seq (log), 4);
+  /* Across compactions at flush. */
+  for (uint64_t i = 5; i <= 200; i++)
+    {
+      s_append_range (log, i, i);
+      assert_int_equal (eventlog_durable_seq (log), i - 1);
+      s_flush (log);
+      assert_int_equal (eventlog_durable_seq (log), i);
+    }
+  eventlog_destroy (&log);
+}
+
+/* No file descriptor left: the compaction's temp file cannot be created
+ * while appends to the open log still work (as on a disk too full for a
+ * rewrite).  Returns the limit to restore. */
+static struct rlimit
+s_no_more_fds (void)
+{
+  struct rlimit saved, tight;
+  assert_int_equal (getrlimit (RLIMIT_NOFILE, &saved), 0);
+  int lowest_free = dup (0);
+  assert_true (lowest_free >= 0);
+  close (lowest_free);
+  tight = saved;
+  tight.rlim_cur = (rlim_t) lowest_free;
+  assert_int_equal (setrlimit (RLIMIT_NOFILE, &tight), 0);
+  return saved;
+}
+
+/* A failed compaction is housekeeping gone wrong, not a failed flush: the
+ * records are durable, durable_seq advances, memory stays bounded by
+ * retention (the file keeps the records), appends land at the file's real
+ * end, and a later compaction catches up. */
+static void
+test_failed_compaction_does_not_fail_flush (void **state)
+{
+  fixture_t *f = *state;
+  const size_t threshold = 10 + 1 + 64;
+  eventlog_t *log = s_open (f->path, 10);
+  s_append_range (log, 1, threshold);
+  s_flush (log);
+  assert_int_equal (eventlog_stored_count (log), threshold);
+
+  struct rlimit saved = s_no_more_fds ();
+  zcd_error_t *err = NULL;
+  s_append_range (log, threshold + 1, threshold + 1);
+  int rc = eventlog_flush (log, &err);
+  uint64_t durable = eventlog_durable_seq (log);
+  size_t stored = eventlog_stored_count (log);
+  /* More turns, past the threshold again, inside the retry backoff. */
+  for (uint64_t i = threshold + 2; i <= 3 * threshold && rc == 0; i++)
+    {
+      s_append_range (log, i, i);
+      rc = eventlog_flush (log, &err);
+      if (eventlog_stored_count (log) > threshold + 1)
+        rc = -2;
+    }
+  assert_int_equal (setrlimit (RLIMIT_NOFILE, &saved), 0);
+  if (rc == -1)
+    fail_msg ("flush failed: %s", err->msg);
+  assert_int_equal (rc, 0);
+  assert_int_equal (durable, threshold + 1);
+  assert_int_equal (stored, 10);
+  assert_int_equal (eventlog_durable_seq (log), 3 * threshold);
+  /* Not compacted: the file holds every record, written in order. */
+  assert_int_equal (s_file_records (f->path), 3 * threshold);
+  bool truncated = false;
+  collect_t c = s_replay (log, 0, INT64_MIN, NULL, &truncated);
+  assert_int_equal (c.n, 10);
+  assert_int_equal (c.seqs[0], 3 * threshold - 9);
+  assert_true (truncated);
+  free (c.seqs);
+  eventlog_destroy (&log);
+
+  /* The uncompacted file loads whole (and is compacted on the way). */
+  log = s_open (f->path, 10);
+  assert_int_equal (eventlog_last_seq (log), 3 * threshold);
+  assert_int_equal (eventlog_durable_seq (log), 3 * threshold);
+  assert_int_equal (eventlog_oldest_seq (log), 3 * threshold - 9);
+  assert_int_equal (s_file_records (f->path), 10);
+  eventlog_destroy (&log);
+}
+
+/* The same with a disk that is really full: appends still fit in the log
+ * file's last page, its rewrite does not. */
+static void
+test_full_disk_compaction_does_not_fail_flush (void **state)
+{
+  fixture_t *f = *state;
+  s_need_tmpfs (f);
+  const size_t retain = 20, threshold = 20 + 2 + 64;
+  eventlog_t *log = s_open (f->path, retain);
+  s_append_range (log, 1, threshold);
+  s_flush (log);
+  off_t size = s_file_size (f->path);
+  assert_true (4096 - size % 4096 >= 200); /* room for the next records */
+  char filler[256];
+  s_fill (f->fs, filler, sizeof filler);
+
+  s_append_range (log, threshold + 1, threshold + 2);
+  zcd_error_t *err = NULL;
+  if (eventlog_flush (log, &err) < 0)
+    fail_msg ("flush failed: %s", err->msg);
+  assert_int_equal (eventlog_durable_seq (log), threshold + 2);
+  assert_int_equal (eventlog_stored_count (log), retain);
+  assert_int_equal (s_file_records (f->path), threshold + 2);
+  assert_int_equal (eventlog_compact (log, &err), -1);
+  assert_int_equal (err->code, ZCD_E_UNAVAILABLE);
+  zcd_error_free (&err);
+  /* No temp file is left behind by the failed tries. */
+  assert_int_equal (s_count_files_with_prefix (f->fs, "events.log.tmp."), 0);
+
+  assert_int_equal (unlink (filler), 0);
+  if (eventlog_compact (log, &err) < 0)
+    fail_msg ("eventlog_compact: %s", err->msg);
+  assert_int_equal (s_file_records (f->path), retain);
+  eventlog_destroy (&log);
+  log = s_open (f->path, retain);
+  assert_int_equal (eventlog_last_seq (log), threshold + 2);
+  assert_int_equal (eventlog_count (log), retain);
+  eventlog_destroy (&log);
+}
+
+/* A write that fails on a full disk fails the flush: the records stay
+ * replayable, durable_seq stays behind, and once there is room again the
+ * next flush writes them (in place, no garbage between records). */
+static void
+test_full_disk_write_fails_then_recovers (void **state)
+{
+  fixture_t *f = *state;
+  s_need_tmpfs (f);
+  eventlog_t *log = s_open (f->path, 1000);
+  s_append_range (log, 1, 5);
+  s_flush (log);
+  char filler[256];
+  s_fill (f->fs, filler, sizeof filler);
+
+  s_append_range (log, 6, 205); /* some 10 KiB: more than the last page holds */
+  zcd_error_t *err = NULL;
+  assert_int_equal (eventlog_flush (log, &err), -1);
+  assert_int_equal (err->code, ZCD_E_UNAVAILABLE);
+  assert_non_null (strstr (err->msg, "No space left"));
+  zcd_error_free (&err);
+  assert_int_equal (eventlog_durable_seq (log), 5);
+  assert_int_equal (eventlog_last_seq (log), 205);
+  collect_t c = s_replay (log, 5, INT64_MIN, NULL, NULL);
+  assert_int_equal (c.n, 200);
+  assert_int_equal (c.seqs[199], 205);
+  free (c.seqs);
+  /* Still full: the retry fails the same way and changes nothing. */
+  s_append_range (log, 206, 206);
+  assert_int_equal (eventlog_flush (log, &err), -1);
+  zcd_error_free (&err);
+  assert_int_equal (eventlog_durable_seq (log), 5);
+
+  assert_int_equal (unlink (filler), 0);
+  s_flush (log);
+  assert_int_equal (eventlog_durable_seq (log), 206);
+  eventlog_destroy (&log);
+  log = s_open (f->path, 1000);
+  assert_int_equal (eventlog_last_seq (log), 206);
+  assert_int_equal (eventlog_count (log), 206);
+  assert_int_equal (s_file_records (f->path), 206);
+  eventlog_destroy (&log);
+}
+
 static double
 s_secs (void)
 {
@@ -807,6 +1218,17 @@ main (void)
     cmocka_unit_test_setup_teardown (test_replay_filters, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_replay_truncated_and_oldest_seq, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_failed_flush_is_retried_in_place, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_temp_sweep_removes_only_ours, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_squatted_temp_names_do_not_break_compaction, s_setup,
+                                     s_teardown),
+    cmocka_unit_test_setup_teardown (test_open_refuses_what_is_not_our_log, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_durable_seq, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_failed_compaction_does_not_fail_flush, s_setup,
+                                     s_teardown),
+    cmocka_unit_test_setup_teardown (test_full_disk_compaction_does_not_fail_flush, s_setup_tmpfs,
+                                     s_teardown_tmpfs),
+    cmocka_unit_test_setup_teardown (test_full_disk_write_fails_then_recovers, s_setup_tmpfs,
+                                     s_teardown_tmpfs),
     cmocka_unit_test_setup_teardown (test_hundred_thousand_events, s_setup, s_teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
