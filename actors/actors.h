@@ -9,7 +9,7 @@
  *   container  -> supervisor "gone"     the container left the table
  *   container  -> supervisor "started"  the start (create) finished, ok or not: a start slot is free
  *   container  -> process    "start" / "signal" / "control" / "kill-now"
- *   process    -> container  "process-started" pid, system_pid
+ *   process    -> container  "process-started" pid, system_pid, starttime
  *                            "process-failed"  pid, code, message
  *                            "process-exit"    pid, status, restored?
  */
@@ -112,6 +112,7 @@ typedef struct process_restore
   bool alive;
   bool started;
   uint32_t system_pid;
+  uint64_t starttime; /* of system_pid, 0 when unknown */
   int status;
 } process_restore_t;
 actor_t *process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
@@ -140,6 +141,10 @@ char *zcd_containers_root (const zcd_config_t *cfg);
 /* A state-dir write failed: a full disk becomes `unavailable`, "no space
  * left on the state dir" (PROTOCOL.md), whatever the call that hit it. */
 void zcd_state_dir_error (zcd_error_t **err);
+/* stdin must exist; stdout/stderr may be new files in an existing
+ * directory; an existing path must be a regular file, FIFO or character
+ * device.  invalid_argument naming the key ("stdout: `/x` is a directory"). */
+int zcd_check_stdio_paths (const msgpack_object *body, zcd_error_t **err);
 char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
 char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);
 /* argv for "<runtime> [global args] <words...>", NULL-terminated; free with mp_strv_free. */

@@ -1,6 +1,7 @@
 /* Small helpers the daemon's actors share (actors/actors.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "core/cleanup.h"
 #include "core/mp.h"
 
 /* Client-chosen names live only in these namespaces (DESIGN.md, "State on
@@ -241,4 +243,51 @@ zcd_state_dir_error (zcd_error_t **err)
         }
       (*err)->code = ZCD_E_UNAVAILABLE;
     }
+}
+
+/* One stdio path (PROTOCOL.md `create`: an existing file or FIFO, or a new
+ * regular file to create).  Only stat: nothing is opened here, the shim
+ * opens it in its own process, where a slow path blocks no one. */
+static int
+s_check_stdio_path (const char *key, const char *path, bool must_exist, zcd_error_t **err)
+{
+  struct stat st;
+  if (stat (path, &st) == 0)
+    {
+      if (S_ISREG (st.st_mode) || S_ISFIFO (st.st_mode) || S_ISCHR (st.st_mode))
+        return 0;
+      return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is %s", key, path,
+                       S_ISDIR (st.st_mode)    ? "a directory"
+                       : S_ISSOCK (st.st_mode) ? "a socket"
+                       : S_ISBLK (st.st_mode)  ? "a block device"
+                                               : "not a file or FIFO");
+    }
+  if (errno != ENOENT || must_exist)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s`: %s", key, path,
+                     strerror (errno));
+  /* A new file: its directory must be there. */
+  cleanup_free char *dir = strdup (path);
+  char *slash = dir ? strrchr (dir, '/') : NULL;
+  if (slash == NULL)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is not absolute", key, path);
+  if (slash == dir)
+    slash[1] = '\0';
+  else
+    *slash = '\0';
+  if (stat (dir, &st) < 0 || !S_ISDIR (st.st_mode))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s`: no such directory", key, dir);
+  return 0;
+}
+
+int
+zcd_check_stdio_paths (const msgpack_object *body, zcd_error_t **err)
+{
+  const char *keys[] = { "stdin", "stdout", "stderr" };
+  for (int i = 0; i < 3; i++)
+    {
+      cleanup_free char *path = mp_get_strdup (body, keys[i]);
+      if (path && s_check_stdio_path (keys[i], path, i == 0, err) < 0)
+        return -1;
+    }
+  return 0;
 }

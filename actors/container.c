@@ -266,6 +266,7 @@ s_on_process_started (actor_t *actor, const actor_msg_t *msg)
     return;
   p->started = true;
   p->system_pid = (uint32_t) mp_get_uint (msg->body, "system_pid", 0);
+  p->starttime = mp_get_uint (msg->body, "starttime", 0);
   if (p->is_init)
     {
       container_attach_cgroup (self, (pid_t) p->system_pid);
@@ -363,7 +364,10 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   p->started = false;
   p->exited = true;
   if (logged)
-    s_forget_process (self, p);
+    {
+      s_forget_process (self, p);
+      s_next_op (self);
+    }
   else
     s_emit_acked (self, "exit", p, true, status, false, false, p->name);
   s_maybe_finish (self);
@@ -381,7 +385,10 @@ s_on_logged (actor_t *actor, const actor_msg_t *msg)
   if (p->is_init)
     s_remove (self);
   else if (p->exited)
-    s_forget_process (self, p);
+    {
+      s_forget_process (self, p);
+      s_next_op (self);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -395,10 +402,18 @@ s_runtime_done (const child_result_t *res, void *arg)
   self->pending_call = NULL;
   self->pending_call_arg = NULL;
   bool failed = res->exit_code != 0 || res->timed_out;
-  /* runc thaws a paused container itself when it SIGKILLs it; crun does
-   * not.  The thaw that follows a kill only has to leave it running. */
-  if (failed && call->kind == OP_RESUME && self->thaw_after_kill)
-    failed = false;
+  /* The call that follows a delivered signal cannot undo it: runc thaws a
+   * paused container itself when it SIGKILLs it (crun does not), so the
+   * thaw after a kill only has to leave it running; a re-freeze after a
+   * `kill --all` fails when the signal ended the container, or leaves it
+   * running, which is then what zcd reports. */
+  if (failed && self->thaw_after_kill)
+    {
+      failed = false;
+      if (call->kind == OP_PAUSE && self->phase != CONTAINER_STOPPING && self->paused)
+        container_op_finished (self, OP_RESUME);
+      call->kind = OP_NONE;
+    }
   self->thaw_after_kill = false;
   if (!failed && self->then_status != OP_NONE)
     {
@@ -455,8 +470,11 @@ container_run_runtime (container_t *self, uint64_t token, container_op_kind_t ki
   mp_strv_free (argv);
   if (self->pending_call == NULL)
     {
-      s_reply_error (self, token, ZCD_E_RUNTIME_ERROR, err->msg);
+      s_reply_error (self, token, err->code == ZCD_E_INTERNAL ? ZCD_E_RUNTIME_ERROR : err->code,
+                     err->msg);
       free (call);
+      /* The operation ended here: the next one may run. */
+      self->busy = false;
       return -1;
     }
   return 0;
@@ -471,6 +489,8 @@ container_op_finished (container_t *self, container_op_kind_t kind)
     case OP_PAUSE:
       if (self->phase == CONTAINER_STOPPING)
         break; /* the container exited meanwhile: nothing left to report */
+      if (self->paused)
+        break; /* frozen again after a `kill --all`: no change to report */
       self->paused = true;
       container_save_state (self, NULL);
       s_emit (self, "pause", NULL, false, 0, false, false);
@@ -512,6 +532,9 @@ s_next_op (container_t *self)
   while (!self->busy && self->ops_head && actor_state (self->actor) == self)
     {
       container_op_t *op = self->ops_head;
+      /* s_on_logged calls back here once the earlier process is gone. */
+      if (container_exec_must_wait (self, op))
+        return;
       self->ops_head = op->next;
       if (self->ops_head == NULL)
         self->ops_tail = NULL;

@@ -36,6 +36,7 @@ typedef struct container_proc
   bool started;
   bool exited; /* its exit event is out, not yet logged */
   uint32_t system_pid;
+  uint64_t starttime; /* of system_pid (/proc/<pid>/stat): a recycled pid is not it */
   uint64_t token; /* the exec request waiting for the start */
   bool terminal;
   char **args, **env;
@@ -135,6 +136,9 @@ process_info_t container_process_info (container_t *self, container_proc_t *p);
 
 /* container_exec.c */
 void container_op_exec (container_t *self, uint64_t token, const msgpack_object *body);
+/* An exec reusing the id of a process whose exit is not logged yet waits
+ * until it is (then the id is free), instead of meeting its directory. */
+bool container_exec_must_wait (container_t *self, const container_op_t *op);
 
 /* container_checkpoint.c */
 void container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body);
@@ -152,6 +156,7 @@ void container_post_exit (container_t *self, const char *pid, int status, bool l
 /* Restore: publish an event a crash kept from being logged. */
 void container_emit_start (container_t *self, container_proc_t *p);
 void container_checkpoint_done (container_t *self);
+void container_checkpoint_failed (container_t *self);
 void container_notify_view (container_t *self);
 /* Remove a container's or process's directory: renamed into
  * <state-dir>/.trash first (atomic), so a shim still writing into it never

@@ -135,6 +135,12 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
                  self->id);
       return;
     }
+  cleanup_error zcd_error_t *path_err = NULL;
+  if (zcd_check_stdio_paths (body, &path_err) < 0)
+    {
+      container_fail_op (self, token, path_err->code, "%s", path_err->msg);
+      return;
+    }
   container_proc_t *p = container_exec_proc_from_request (body);
   p->token = token;
   cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
@@ -191,4 +197,22 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
     }
   /* The reply waits for process-started / process-failed; the container's
    * next operation waits with it (one at a time). */
+}
+
+bool
+container_exec_must_wait (container_t *self, const container_op_t *op)
+{
+  if (op->name == NULL || strcmp (op->name, "exec") != 0 || op->body == NULL)
+    return false;
+  msgpack_unpacked m;
+  msgpack_unpacked_init (&m);
+  bool wait = false;
+  if (mp_unpack (op->body, op->body_len, &m, NULL) == 0)
+    {
+      cleanup_free char *pid = mp_get_strdup (&m.data, "pid");
+      container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
+      wait = p && p->exited;
+    }
+  msgpack_unpacked_destroy (&m);
+  return wait;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -519,6 +520,34 @@ s_accepts_ops (container_t *self, uint64_t token)
   return true;
 }
 
+/* An exec process is signalled through a pidfd taken while the pid still
+ * names the process that started (same start time), so a pid recycled
+ * after its exit is never hit (issue 8, defect 11). */
+static void
+s_signal_exec (container_t *self, uint64_t token, container_proc_t *p, int sig)
+{
+  pid_t pid = (pid_t) p->system_pid;
+  cleanup_close int pidfd = pid > 0 ? (int) syscall (SYS_pidfd_open, pid, 0) : -1;
+  if (pidfd < 0 || p->starttime == 0 || zcd_proc_starttime (pid) != p->starttime)
+    {
+      /* Gone (or a stranger now holds the pid): the exit is on its way. */
+      container_fail_op (self, token, ZCD_E_NOT_FOUND, "process `%s` in `%s` has exited", p->name,
+                         self->id);
+      return;
+    }
+  if (syscall (SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0)
+    {
+      if (errno == ESRCH)
+        container_fail_op (self, token, ZCD_E_NOT_FOUND, "process `%s` in `%s` has exited",
+                           p->name, self->id);
+      else
+        container_fail_op (self, token, ZCD_E_INTERNAL, "signal %d to %u: %s", sig,
+                           p->system_pid, strerror (errno));
+      return;
+    }
+  container_op_done (self, token, NULL);
+}
+
 static void
 s_op_signal (container_t *self, uint64_t token, const msgpack_object *body)
 {
@@ -533,12 +562,7 @@ s_op_signal (container_t *self, uint64_t token, const msgpack_object *body)
     }
   if (!p->is_init && !all)
     {
-      if (kill ((pid_t) p->system_pid, (int) sig) < 0 && errno != ESRCH)
-        {
-          container_fail_op (self, token, ZCD_E_INTERNAL, "kill %u: %s", p->system_pid, strerror (errno));
-          return;
-        }
-      container_op_done (self, token, NULL);
+      s_signal_exec (self, token, p, (int) sig);
       return;
     }
   char signame[16];
@@ -549,11 +573,18 @@ s_op_signal (container_t *self, uint64_t token, const msgpack_object *body)
    * freezer): a kill of a paused container resumes it, as docker does. */
   if (self->paused && sig == SIGKILL)
     self->then_status = OP_RESUME;
+  /* Both runtimes' `kill --all` freeze, signal and then THAW the cgroup,
+   * whatever it was: a paused container must be frozen again, or zcd would
+   * report `paused` for a running one (issue 14).  The pause that follows
+   * changes nothing the client sees, so it emits no event. */
+  else if (self->paused && all)
+    self->then_status = OP_PAUSE;
   container_run_runtime (self, token, OP_SIGNAL, all ? words_all : words);
 }
 
 static int
-s_write_resources (container_t *self, const msgpack_object *res, char **path_out)
+s_write_resources (container_t *self, const msgpack_object *res, char **path_out,
+                   zcd_error_t **err)
 {
   json_t *j = json_object ();
   json_t *memory = json_object (), *cpu = json_object ();
@@ -592,9 +623,11 @@ s_write_resources (container_t *self, const msgpack_object *res, char **path_out
                                                (json_int_t) mp_get_uint (res, "pids_limit", 0)));
   cleanup_free char *text = json_dumps (j, JSON_COMPACT);
   json_decref (j);
-  if (asprintf (path_out, "%s/resources.json", self->dir) < 0)
+  if (text == NULL)
     return -1;
-  return zcd_write_file_atomic (*path_out, text, strlen (text), 0600, NULL);
+  if (asprintf (path_out, "%s/resources.json", self->dir) < 0)
+    return zcd_fail_errno (err, ENOMEM, "resources.json");
+  return zcd_write_file_atomic (*path_out, text, strlen (text), 0600, err);
 }
 
 static void
@@ -610,9 +643,12 @@ s_op_update (container_t *self, uint64_t token, const msgpack_object *body)
   if (res && res->type == MSGPACK_OBJECT_MAP && res->via.map.size > 0)
     {
       cleanup_free char *path = NULL;
-      if (s_write_resources (self, res, &path) < 0)
+      cleanup_error zcd_error_t *err = NULL;
+      if (s_write_resources (self, res, &path, &err) < 0)
         {
-          container_fail_op (self, token, ZCD_E_INTERNAL, "cannot write resources.json");
+          zcd_state_dir_error (&err);
+          container_fail_op (self, token, err ? err->code : ZCD_E_INTERNAL,
+                             "resources.json: %s", err ? err->msg : "cannot be encoded");
           return;
         }
       self->then_status = change;
@@ -641,6 +677,23 @@ s_write_control (container_t *self, const char *pid, const struct zcd_control_re
   if (fd < 0)
     return -1;
   return write (fd, rec, sizeof *rec) == (ssize_t) sizeof *rec ? 0 : -1;
+}
+
+/* The shim holds the control FIFO's read end as long as it runs: no
+ * reader (ENXIO) or no FIFO means the process has exited, a race with its
+ * exit (not_found), not a bug. */
+static void
+s_control_failed (container_t *self, uint64_t token, const char *pid)
+{
+  if (errno == ENXIO || errno == ENOENT || errno == EPIPE)
+    container_fail_op (self, token, ZCD_E_NOT_FOUND, "process `%s` in `%s` has exited", pid,
+                       self->id);
+  else if (errno == EAGAIN)
+    container_fail_op (self, token, ZCD_E_BUSY, "process `%s`: its shim is not reading control "
+                       "messages; retry", pid);
+  else
+    container_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid,
+                       strerror (errno));
 }
 
 static void
@@ -672,7 +725,7 @@ s_op_update_process (container_t *self, uint64_t token, const msgpack_object *bo
                                         (uint32_t) mp_get_uint (body, "height", 0) };
       if (s_write_control (self, pid, &rec) < 0)
         {
-          container_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
+          s_control_failed (self, token, pid);
           return;
         }
     }
@@ -681,7 +734,7 @@ s_op_update_process (container_t *self, uint64_t token, const msgpack_object *bo
       struct zcd_control_record rec = { ZCD_CONTROL_MAGIC, ZCD_CONTROL_CLOSE_STDIN, 0, 0 };
       if (s_write_control (self, pid, &rec) < 0)
         {
-          container_fail_op (self, token, ZCD_E_INTERNAL, "control FIFO of `%s`: %s", pid, strerror (errno));
+          s_control_failed (self, token, pid);
           return;
         }
     }

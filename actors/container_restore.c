@@ -147,6 +147,7 @@ s_restore_process (container_t *self, container_proc_t *p, const restore_hints_t
     return false;
   p->started = true;
   p->system_pid = r.system_pid;
+  p->starttime = r.starttime;
   bool start_logged = p->is_init ? hints->start_logged : s_in (hints->started_execs, p->name);
   if (hints->covered && !start_logged)
     container_emit_start (self, p);

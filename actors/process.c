@@ -89,9 +89,10 @@ static void
 s_send_started (process_t *self)
 {
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "process-started", 2);
+  actor_msg_begin (&mb, "process-started", 3);
   mp_pack_kv_str (&mb.pk, "pid", self->pid_name);
   mp_pack_kv_uint (&mb.pk, "system_pid", (uint64_t) self->system_pid);
+  mp_pack_kv_uint (&mb.pk, "starttime", self->starttime);
   actor_msg_send (self->daemon->actors, actor_name (self->actor), self->container_actor, &mb, NULL);
 }
 
@@ -260,6 +261,17 @@ s_is_zombie (pid_t pid)
   return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
+static uint64_t
+s_read_starttime (const char *dir)
+{
+  char path[4096];
+  snprintf (path, sizeof path, "%s/starttime", dir);
+  cleanup_free char *st = NULL;
+  if (zcd_read_file (path, 64, &st, NULL, NULL) < 0)
+    return 0;
+  return strtoull (st, NULL, 10);
+}
+
 /* The exit status of a process whose shim is gone (DESIGN.md, "Restart"). */
 static int
 s_collect_status (process_t *self)
@@ -277,14 +289,7 @@ s_collect_status (process_t *self)
   /* No exitStatus: the shim was killed.  If its process still runs (same
    * pid, same start time) it is killed now and reported as such. */
   pid_t pid = self->system_pid ? self->system_pid : s_read_pid_file (self->dir, "pid");
-  uint64_t starttime = self->starttime;
-  if (starttime == 0)
-    {
-      snprintf (path, sizeof path, "%s/starttime", self->dir);
-      cleanup_free char *st = NULL;
-      if (zcd_read_file (path, 64, &st, NULL, NULL) == 0)
-        starttime = strtoull (st, NULL, 10);
-    }
+  uint64_t starttime = self->starttime ? self->starttime : s_read_starttime (self->dir);
   int status = 255;
   if (pid > 0 && starttime != 0 && zcd_proc_starttime (pid) == starttime && !s_is_zombie (pid))
     {
@@ -526,6 +531,7 @@ process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
   out->started = pid > 0;
   out->system_pid = pid > 0 ? (uint32_t) pid : 0;
   self->system_pid = pid;
+  self->starttime = out->starttime = pid > 0 ? s_read_starttime (self->dir) : 0;
   /* The FIFO is opened before the liveness check: a shim alive at the
    * check holds its write end, so its hang-up cannot be missed. */
   cleanup_error zcd_error_t *fifo_err = NULL;

@@ -386,7 +386,7 @@ s_op_create (supervisor_t *self, edge_request_t *req)
    * invalid_argument and never takes a start slot. */
   cleanup_error zcd_error_t *err = NULL;
   bundle_info_t *info = NULL;
-  if (bundle_load (bundle, &info, &err) < 0)
+  if (zcd_check_stdio_paths (body, &err) < 0 || bundle_load (bundle, &info, &err) < 0)
     {
       edge_fail (self->edge, req, err->code, "%s", err->msg);
       return;
@@ -767,10 +767,10 @@ s_before_sleep (loop_t *loop, void *arg)
       self->flush_failures = 0;
       s_send_acks (self);
     }
-  /* Replies that follow no unlogged event leave whatever the disk does. */
-  edge_flush (self->edge, eventlog_durable_seq (self->log));
   if (self->replays)
     supervisor_run_replays (self);
+  /* Replies that follow no unlogged event leave whatever the disk does. */
+  edge_flush (self->edge, eventlog_durable_seq (self->log));
 }
 
 static void

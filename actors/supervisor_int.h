@@ -11,9 +11,6 @@
 #include "core/eventlog.h"
 
 #define LATENCY_RING 4096
-/* Replayed events sent per streaming request per turn: a long replay to one
- * client must not hold up the loop for everyone else. */
-#define REPLAY_BUDGET 2048
 /* Creates admitted but waiting for a start slot; past this a create is
  * answered `busy` (PROTOCOL.md: a bounded queue is full, retry later). */
 #define MAX_QUEUED_CREATES 10000
@@ -51,12 +48,14 @@ typedef struct ack
 typedef struct replay
 {
   edge_request_t *req;
-  uint64_t after_seq;
+  uint64_t after_seq; /* the newest seq sent (or the request's since_seq) */
   int64_t since_ns;
   char *id;
   bool truncated;
   uint64_t oldest_seq;
-  bool blocked; /* the client's pipe was full this turn */
+  uint64_t next_try_ms;      /* monotonic; 0 = at once */
+  uint64_t backoff_ms;       /* 0 while the replay moves */
+  uint64_t last_progress_ms; /* an event sent, or the start */
   struct replay *next;
 } replay_t;
 
@@ -76,6 +75,10 @@ struct supervisor
   replay_t *replays;
   ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
   loop_timer_t *replay_timer;
+  uint64_t replay_timer_due_ms;
+  size_t n_replays;
+  uint64_t replays_abandoned; /* their client went away */
+  uint64_t replays_stalled;   /* ended with `busy`: their client did not read */
   loop_timer_t *flush_timer;
   uint64_t flush_failures; /* consecutive failed event-log flushes */
   loop_timer_t *heartbeat;

@@ -1,71 +1,217 @@
 /* `events`: a replay of the event log streamed to one client across loop
- * turns (PROTOCOL.md section 4). */
+ * turns (PROTOCOL.md section 4).
+ *
+ * Every replay has an owner that can go away, and costs nothing while it
+ * cannot move (issue 8, defect 6; issue 14):
+ * - a client that is gone (ROUTER_MANDATORY says EHOSTUNREACH) ends its
+ *   replay at once, silently;
+ * - a client whose pipe is full is tried again on a backing-off timer
+ *   (10 ms doubling to 1 s), never on a fixed short one, and its replay is
+ *   ended with a final `busy` once it has made no progress for
+ *   REPLAY_STALL_MS: the client asks again with `since_seq`;
+ * - only events the log holds on disk are sent (eventlog_durable_seq): an
+ *   event a crash could still lose is never replayed (defect 12). */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "actors/supervisor_int.h"
 #include "core/cleanup.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/mp.h"
 
-/* ------------------------------------------------------------------ */
-/* events: a replay streamed across turns, paced by the client's pipe    */
+/* Events sent per replay per turn: a long replay to one client must not
+ * hold up the loop for everyone else. */
+#define REPLAY_BUDGET 2048
+#define REPLAY_BACKOFF_MIN_MS 10
+#define REPLAY_BACKOFF_MAX_MS 1000
+/* A replay that moves nothing for this long is ended with `busy`. */
+#define REPLAY_STALL_MS 30000
+/* Replays in progress at once, all clients together; past it `busy`. */
+#define REPLAY_MAX 4096
 
-static int
-s_replay_one (const char *encoded, size_t len, uint64_t seq, void *arg)
+typedef enum
 {
-  replay_t *rp = arg;
-  if (edge_send_partial_event (rp->req, encoded, len) < 0)
-    {
-      rp->blocked = true;
-      return 1;
-    }
-  rp->after_seq = seq;
-  return 0;
-}
+  STEP_DONE,    /* everything matching is sent: the final reply can go */
+  STEP_MORE,    /* the budget ran out: go on next turn */
+  STEP_BLOCKED, /* the client's pipe is full, or the log is not durable yet */
+  STEP_GONE     /* the client has gone */
+} step_t;
 
 typedef struct
 {
   replay_t *rp;
   size_t budget;
-} budget_t;
+  uint64_t durable;
+  step_t stop;
+} pass_t;
 
 static int
-s_replay_budgeted (const char *encoded, size_t len, uint64_t seq, void *arg)
+s_send_one (const char *encoded, size_t len, uint64_t seq, void *arg)
 {
-  budget_t *b = arg;
-  if (b->budget == 0)
-    return 1;
-  b->budget--;
-  return s_replay_one (encoded, len, seq, b->rp);
+  pass_t *pass = arg;
+  if (seq > pass->durable)
+    {
+      pass->stop = STEP_BLOCKED;
+      return 1;
+    }
+  if (pass->budget == 0)
+    {
+      pass->stop = STEP_MORE;
+      return 1;
+    }
+  int rc = edge_send_partial_event (pass->rp->req, encoded, len);
+  if (rc == EDGE_SEND_GONE)
+    {
+      pass->stop = STEP_GONE;
+      return 1;
+    }
+  if (rc != 0)
+    {
+      pass->stop = STEP_BLOCKED;
+      return 1;
+    }
+  pass->budget--;
+  pass->rp->after_seq = seq;
+  return 0;
 }
 
-/* true when the replay finished (its final reply is out). */
-static bool
-s_replay_step (supervisor_t *self, replay_t *rp)
+static void
+s_final_reply (supervisor_t *self, replay_t *rp)
 {
-  rp->blocked = false;
-  budget_t b = { rp, REPLAY_BUDGET };
-  bool truncated = false;
-  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_replay_budgeted, &b, &truncated);
-  if (rp->blocked || b.budget == 0)
-    return false;
-  uint64_t last = eventlog_last_seq (self->log);
   edge_reply_t *r = edge_reply_ok (self->edge, rp->req, rp->truncated ? 3 : 1);
   msgpack_packer *pk = edge_reply_packer (r);
-  mp_pack_kv_uint (pk, "last_seq", last);
+  mp_pack_kv_uint (pk, "last_seq", eventlog_last_seq (self->log));
   if (rp->truncated)
     {
       mp_pack_kv_bool (pk, "truncated", true);
       mp_pack_kv_uint (pk, "oldest_seq", rp->oldest_seq);
     }
   edge_reply_send_now (self->edge, r);
-  return true;
+}
+
+static void
+s_stalled_reply (supervisor_t *self, replay_t *rp)
+{
+  char message[200];
+  snprintf (message, sizeof message,
+            "replay stalled for %d s (the client is not reading); ask again with since_seq %"
+            PRIu64,
+            REPLAY_STALL_MS / 1000, rp->after_seq);
+  /* Best effort: a pipe still full simply loses it, as the client asked
+   * for it by not reading. */
+  edge_fail (self->edge, rp->req, ZCD_E_BUSY, "%s", message);
+  self->replays_stalled++;
+  log_warn ("events replay ended: %s", message);
+}
+
+static step_t
+s_step (supervisor_t *self, replay_t *rp)
+{
+  pass_t pass = { rp, REPLAY_BUDGET, eventlog_durable_seq (self->log), STEP_DONE };
+  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_send_one, &pass, NULL);
+  /* Events past the durable seq that this replay does not match still
+   * count: last_seq in the final reply must not run ahead of the disk. */
+  if (pass.stop == STEP_DONE && eventlog_last_seq (self->log) > pass.durable)
+    pass.stop = STEP_BLOCKED;
+  return pass.stop;
+}
+
+static void
+s_replay_free (supervisor_t *self, replay_t *rp)
+{
+  edge_request_release (self->edge, rp->req);
+  free (rp->id);
+  free (rp);
+  self->n_replays--;
+}
+
+/* true when rp is finished (and freed by the caller). */
+static bool
+s_advance (supervisor_t *self, replay_t *rp, uint64_t now)
+{
+  uint64_t before = rp->after_seq;
+  step_t step = s_step (self, rp);
+  if (step == STEP_GONE)
+    {
+      self->replays_abandoned++;
+      return true;
+    }
+  if (step == STEP_DONE)
+    {
+      s_final_reply (self, rp);
+      return true;
+    }
+  if (rp->after_seq != before || step == STEP_MORE)
+    {
+      rp->last_progress_ms = now;
+      rp->backoff_ms = 0;
+    }
+  if (step == STEP_MORE)
+    {
+      rp->next_try_ms = now;
+      return false;
+    }
+  if (now - rp->last_progress_ms >= REPLAY_STALL_MS)
+    {
+      s_stalled_reply (self, rp);
+      return true;
+    }
+  rp->backoff_ms = rp->backoff_ms ? rp->backoff_ms * 2 : REPLAY_BACKOFF_MIN_MS;
+  if (rp->backoff_ms > REPLAY_BACKOFF_MAX_MS)
+    rp->backoff_ms = REPLAY_BACKOFF_MAX_MS;
+  rp->next_try_ms = now + rp->backoff_ms;
+  return false;
+}
+
+static void
+s_replay_wake (loop_t *loop, void *arg)
+{
+  supervisor_t *self = arg;
+  self->replay_timer = NULL;
+  /* The turn this timer ends runs the before-sleep hook, which steps
+   * every replay whose time has come. */
+}
+
+void
+supervisor_run_replays (supervisor_t *self)
+{
+  uint64_t now = zcd_mono_ms ();
+  uint64_t next = UINT64_MAX;
+  for (replay_t **p = &self->replays; *p;)
+    {
+      replay_t *rp = *p;
+      if (rp->next_try_ms <= now && s_advance (self, rp, now))
+        {
+          *p = rp->next;
+          s_replay_free (self, rp);
+          continue;
+        }
+      if (rp->next_try_ms < next)
+        next = rp->next_try_ms;
+      p = &rp->next;
+    }
+  loop_t *loop = self->daemon->loop;
+  if (next == UINT64_MAX)
+    {
+      loop_timer_cancel (loop, self->replay_timer);
+      self->replay_timer = NULL;
+      return;
+    }
+  /* One timer for all replays, at the earliest one's time. */
+  uint64_t delay = next > now ? next - now : 0;
+  if (self->replay_timer && self->replay_timer_due_ms <= next)
+    return;
+  loop_timer_cancel (loop, self->replay_timer);
+  self->replay_timer = loop_timer_add (loop, delay, s_replay_wake, self);
+  self->replay_timer_due_ms = now + delay;
 }
 
 /* Visits every matching event: only the truncated verdict is wanted. */
 static int
-s_replay_scan (const char *encoded, size_t len, uint64_t seq, void *arg)
+s_visit_none (const char *encoded, size_t len, uint64_t seq, void *arg)
 {
   return 0;
 }
@@ -73,6 +219,12 @@ s_replay_scan (const char *encoded, size_t len, uint64_t seq, void *arg)
 void
 supervisor_op_events (supervisor_t *self, edge_request_t *req)
 {
+  if (self->n_replays >= REPLAY_MAX)
+    {
+      edge_fail (self->edge, req, ZCD_E_BUSY, "%d event replays are in progress; retry later",
+                 REPLAY_MAX);
+      return;
+    }
   const msgpack_object *body = edge_request_body (req);
   replay_t *rp = calloc (1, sizeof *rp);
   rp->after_seq = mp_get_uint (body, "since_seq", 0);
@@ -85,32 +237,15 @@ supervisor_op_events (supervisor_t *self, edge_request_t *req)
   /* Whether the request reaches past retention is decided once, against
    * the log as it is now. */
   bool truncated = false;
-  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_replay_scan, NULL, &truncated);
+  eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_visit_none, NULL, &truncated);
   rp->truncated = truncated;
   rp->oldest_seq = eventlog_oldest_seq (self->log);
+  rp->last_progress_ms = zcd_mono_ms ();
   rp->req = edge_request_keep (self->edge, req);
   rp->next = self->replays;
   self->replays = rp;
+  self->n_replays++;
 }
-
-void
-supervisor_run_replays (supervisor_t *self)
-{
-  for (replay_t **p = &self->replays; *p;)
-    {
-      replay_t *rp = *p;
-      if (s_replay_step (self, rp))
-        {
-          *p = rp->next;
-          edge_request_release (self->edge, rp->req);
-          free (rp->id);
-          free (rp);
-        }
-      else
-        p = &rp->next;
-    }
-}
-
 
 void
 supervisor_replays_free (supervisor_t *self)
@@ -119,8 +254,6 @@ supervisor_replays_free (supervisor_t *self)
     {
       replay_t *rp = self->replays;
       self->replays = rp->next;
-      edge_request_release (self->edge, rp->req);
-      free (rp->id);
-      free (rp);
+      s_replay_free (self, rp);
     }
 }

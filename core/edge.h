@@ -1,4 +1,4 @@
-/* The protocol edge: the command ROUTER and the event PUB sockets, request
+/* The protocol edge: the command ROUTERs and the event PUBs, request
  * framing and validation (PROTOCOL.md section 2), the table of requests
  * waiting for an answer from an actor, and the per-turn output queue.
  *
@@ -11,7 +11,10 @@
  * final reply.
  *
  * Replies and publications queue up and leave in edge_flush, which the
- * supervisor calls once per turn after the event log is flushed. */
+ * supervisor calls once per turn after the event log is flushed.  ipc://
+ * and inproc:// endpoints are served by one ROUTER and one PUB in the
+ * clear; tcp:// endpoints by their own pair, with CURVE.  A reply leaves on
+ * the ROUTER its request came in on; a publication on every PUB. */
 #ifndef ZCD_EDGE_H
 #define ZCD_EDGE_H
 
@@ -74,8 +77,12 @@ void edge_reply_error (edge_t *self, uint64_t token, zcd_code_t code, const char
 void edge_reply_error_after (edge_t *self, uint64_t token, zcd_code_t code, const char *message,
                              uint64_t after_seq);
 
-/* A streaming partial reply {rid, event} sent at once; -1 when the client's
- * pipe is full (try again next turn). */
+/* edge_send_partial_event's failures. */
+#define EDGE_SEND_FULL (-1) /* the client's pipe is full: try again next turn */
+#define EDGE_SEND_GONE (-2) /* the client is gone (unroutable): stop the stream */
+
+/* A streaming partial reply {rid, event} sent at once, on the socket the
+ * request came in on; 0, EDGE_SEND_FULL or EDGE_SEND_GONE. */
 int edge_send_partial_event (edge_request_t *req, const char *event, size_t len);
 
 /* seq: the event's (0 for what is not logged, the heartbeat). */
@@ -88,6 +95,8 @@ void edge_flush (edge_t *self, uint64_t durable_seq);
 uint64_t edge_requests_total (const edge_t *self);
 uint64_t edge_errors_total (const edge_t *self);
 uint64_t edge_replies_lost (const edge_t *self);
+/* Messages dropped whole for too many frames or too many bytes in all. */
+uint64_t edge_oversized_total (const edge_t *self);
 
 /* zhashx helpers for uint64 keys stored in the pointer. */
 size_t edge_token_hash (const void *key);
