@@ -5,10 +5,12 @@
  * deleting are plain directory work and need no CRIU. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -17,6 +19,14 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/mp.h"
+
+/* zcd's mark on a checkpoint it made (container_checkpoint.c writes it). */
+#define CHECKPOINT_MARKER "zcd-checkpoint.json"
+/* zcd writes a few hundred bytes; anything much larger is not its file. */
+#define CHECKPOINT_MARKER_MAX (64 * 1024)
+/* A listing is one reply built in one loop turn, an open and a read per
+ * entry: 10,000 keeps both to a fraction of a second and about 1 MiB. */
+#define CHECKPOINT_LIST_MAX 10000
 
 typedef struct pending
 {
@@ -48,17 +58,108 @@ s_reply_ok (checkpointer_t *self, uint64_t token, const msgpack_sbuffer *result)
   zcd_send_reply_ok (self->daemon->actors, CHECKPOINT_ACTOR, token, result);
 }
 
-/* checkpoint_dir, else <bundle>/checkpoints */
+/* checkpoint_dir, else <bundle>/checkpoints.  Trailing slashes are dropped:
+ * with one, the kernel would follow a symlinked last component despite
+ * O_NOFOLLOW. */
 static char *
 s_checkpoint_dir (const msgpack_object *msg, const msgpack_object *body)
 {
   char *dir = mp_get_strdup (body, "checkpoint_dir");
-  if (dir)
-    return dir;
-  cleanup_free char *bundle = mp_get_strdup (msg, "bundle");
-  if (bundle == NULL || asprintf (&dir, "%s/checkpoints", bundle) < 0)
-    return NULL;
+  if (dir == NULL)
+    {
+      cleanup_free char *bundle = mp_get_strdup (msg, "bundle");
+      if (bundle == NULL || asprintf (&dir, "%s/checkpoints", bundle) < 0)
+        return NULL;
+    }
+  for (size_t len = strlen (dir); len > 1 && dir[len - 1] == '/'; len--)
+    dir[len - 1] = '\0';
   return dir;
+}
+
+/* The checkpoint directory itself, never a symlink to one.  A missing one
+ * is not_found (s_list turns that into an empty list). */
+static int
+s_open_checkpoint_dir (const char *dir, zcd_error_t **err)
+{
+  return zcd_open_client_dir (AT_FDCWD, dir, "checkpoint_dir", err);
+}
+
+/* The fields and types container_checkpoint.c writes, and a name that is
+ * the directory's own: anything else is not zcd's marker. */
+static bool
+s_marker_valid (json_t *meta, const char *name)
+{
+  static const char *const flags[] = { "exit", "tcp", "unix_sockets", "shell" };
+  json_t *created = json_object_get (meta, "created");
+  json_t *ns = json_object_get (meta, "empty_ns");
+  const char *own = json_string_value (json_object_get (meta, "name"));
+  if (!json_is_object (meta) || own == NULL || strcmp (own, name) != 0 || !json_is_integer (created)
+      || json_integer_value (created) < 0 || !json_is_array (ns))
+    return false;
+  for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+    if (!json_is_boolean (json_object_get (meta, flags[i])))
+      return false;
+  for (size_t i = 0; i < json_array_size (ns); i++)
+    if (!json_is_string (json_array_get (ns, i)))
+      return false;
+  return true;
+}
+
+/* The marker of the entry open as fd: a regular file (not a symlink, not a
+ * FIFO: opening never blocks the daemon), at most CHECKPOINT_MARKER_MAX
+ * bytes, owned by the daemon's own uid (zcd wrote it; nobody else can give
+ * a file that owner), holding what s_marker_valid wants. */
+static json_t *
+s_read_marker (int fd, const char *name, zcd_error_t **err)
+{
+  cleanup_close int mfd = zcd_open_client_file (fd, CHECKPOINT_MARKER, O_RDONLY, S_IFREG,
+                                                CHECKPOINT_MARKER_MAX, "marker", err);
+  if (mfd < 0)
+    return NULL;
+  struct stat st;
+  if (fstat (mfd, &st) < 0)
+    {
+      zcd_fail_errno (err, errno, "stat " CHECKPOINT_MARKER);
+      return NULL;
+    }
+  if (st.st_uid != geteuid ())
+    {
+      zcd_fail (err, ZCD_E_NOT_FOUND, CHECKPOINT_MARKER " is owned by uid %u, not zcd's",
+                (unsigned) st.st_uid);
+      return NULL;
+    }
+  /* Read to the end: only its owner, zcd's uid, could grow it past the
+   * size just checked. */
+  json_error_t jerr;
+  json_t *meta = json_loadfd (mfd, JSON_REJECT_DUPLICATES, &jerr);
+  if (meta && s_marker_valid (meta, name))
+    return meta;
+  json_decref (meta);
+  zcd_fail (err, ZCD_E_NOT_FOUND, CHECKPOINT_MARKER " is not zcd's checkpoint metadata");
+  return NULL;
+}
+
+/* Open the checkpoint `name` of dfd if it is zcd's: a real directory (a
+ * symlink, a file or anything else is not followed nor opened) that holds
+ * zcd's marker.  Every way of not being one is the same answer, not_found
+ * "no checkpoint `x` in DIR (why)": what checkpoint_list does not show,
+ * checkpoint_delete does not find.  Returns the entry's fd and, if meta is
+ * not NULL, its metadata. */
+static int
+s_open_checkpoint (int dfd, const char *dir, const char *name, json_t **meta, zcd_error_t **err)
+{
+  cleanup_error zcd_error_t *why = NULL;
+  cleanup_close int fd = zcd_open_client_dir (dfd, name, "entry", &why);
+  if (fd < 0 && why->code == ZCD_E_NOT_FOUND)
+    return zcd_fail (err, ZCD_E_NOT_FOUND, "no checkpoint `%s` in %s", name, dir);
+  json_t *m = fd < 0 ? NULL : s_read_marker (fd, name, &why);
+  if (m == NULL)
+    return zcd_fail (err, ZCD_E_NOT_FOUND, "no checkpoint `%s` in %s (%s)", name, dir, why->msg);
+  if (meta)
+    *meta = m;
+  else
+    json_decref (m);
+  return steal_fd (&fd);
 }
 
 static void
@@ -72,9 +173,9 @@ s_pack_entry (msgpack_packer *pk, const char *name, json_t *meta)
     mp_pack_kv_bool (pk, flags[i], json_is_true (json_object_get (meta, flags[i])));
   mp_pack_str (pk, "empty_ns");
   json_t *ns = json_object_get (meta, "empty_ns");
-  msgpack_pack_array (pk, json_is_array (ns) ? json_array_size (ns) : 0);
-  for (size_t i = 0; json_is_array (ns) && i < json_array_size (ns); i++)
-    mp_pack_str (pk, json_string_value (json_array_get (ns, i)) ?: "");
+  msgpack_pack_array (pk, json_array_size (ns));
+  for (size_t i = 0; i < json_array_size (ns); i++)
+    mp_pack_str (pk, json_string_value (json_array_get (ns, i)));
 }
 
 static int
@@ -83,61 +184,174 @@ s_compare_names (const void *a, const void *b)
   return strcmp (*(char *const *) a, *(char *const *) b);
 }
 
+typedef struct
+{
+  char **v;
+  size_t n, cap;
+} names_t;
+
+static void
+s_names_free (names_t *names)
+{
+  for (size_t i = 0; i < names->n; i++)
+    free (names->v[i]);
+  free (names->v);
+}
+
+/* The names in dfd that could be checkpoints (id syntax: so never `.`,
+ * `..` nor a `.zcd-deleting.*` leftover), sorted. */
+static int
+s_read_names (int dfd, const char *dir, names_t *names, zcd_error_t **err)
+{
+  int dup_fd = fcntl (dfd, F_DUPFD_CLOEXEC, 0);
+  cleanup_dir DIR *d = dup_fd < 0 ? NULL : fdopendir (dup_fd);
+  if (d == NULL)
+    {
+      int saved = errno;
+      if (dup_fd >= 0)
+        close (dup_fd);
+      return zcd_fail_errno (err, saved, "checkpoint_dir: read `%s`", dir);
+    }
+  for (;;)
+    {
+      errno = 0;
+      struct dirent *de = readdir (d);
+      if (de == NULL && errno != 0)
+        return zcd_fail_errno (err, errno, "checkpoint_dir: read `%s`", dir);
+      if (de == NULL)
+        break;
+      if (!zcd_valid_id (de->d_name, strlen (de->d_name)))
+        continue;
+      if (names->n == CHECKPOINT_LIST_MAX)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                         "checkpoint_dir `%s` holds more than %d entries: too many to list", dir,
+                         CHECKPOINT_LIST_MAX);
+      if (names->n == names->cap)
+        {
+          size_t cap = names->cap ? names->cap * 2 : 64;
+          char **grown = realloc (names->v, cap * sizeof *grown);
+          if (grown == NULL)
+            return zcd_fail_errno (err, ENOMEM, "checkpoint_dir: read `%s`", dir);
+          names->v = grown;
+          names->cap = cap;
+        }
+      if ((names->v[names->n] = strdup (de->d_name)) == NULL)
+        return zcd_fail_errno (err, ENOMEM, "checkpoint_dir: read `%s`", dir);
+      names->n++;
+    }
+  qsort (names->v, names->n, sizeof *names->v, s_compare_names);
+  return 0;
+}
+
+/* Entries that are not zcd's checkpoints (no marker, a symlink, a FIFO as
+ * marker, invalid metadata...) are left out silently: a listing is no
+ * place to report on foreign files. */
 static void
 s_list (checkpointer_t *self, uint64_t token, const char *dir)
 {
-  char *names[1024];
-  size_t n = 0;
-  cleanup_dir DIR *d = opendir (dir);
-  for (struct dirent *de; d && n < 1024 && (de = readdir (d));)
-    if (zcd_valid_id (de->d_name, strlen (de->d_name)))
-      names[n++] = strdup (de->d_name);
-  qsort (names, n, sizeof *names, s_compare_names);
+  cleanup_error zcd_error_t *err = NULL;
+  cleanup_close int dfd = s_open_checkpoint_dir (dir, &err);
+  /* A missing directory holds no checkpoint: an empty list, as for a
+   * container whose default <bundle>/checkpoints was never made. */
+  if (dfd < 0 && err->code != ZCD_E_NOT_FOUND)
+    {
+      s_reply_error (self, token, err->code, err->msg);
+      return;
+    }
+  names_t names = { 0 };
+  if (dfd >= 0 && s_read_names (dfd, dir, &names, &err) < 0)
+    {
+      s_names_free (&names);
+      s_reply_error (self, token, err->code, err->msg);
+      return;
+    }
+  json_t **metas = calloc (names.n ? names.n : 1, sizeof *metas);
+  size_t kept = 0;
+  for (size_t i = 0; metas && i < names.n; i++)
+    {
+      int fd = s_open_checkpoint (dfd, dir, names.v[i], &metas[i], NULL);
+      if (fd >= 0)
+        {
+          close (fd);
+          kept++;
+        }
+    }
   msgpack_sbuffer result;
   msgpack_sbuffer_init (&result);
   msgpack_packer pk;
   msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
-  json_t *metas[1024];
-  size_t kept = 0;
-  for (size_t i = 0; i < n; i++)
-    {
-      char path[4096];
-      snprintf (path, sizeof path, "%s/%s/zcd-checkpoint.json", dir, names[i]);
-      metas[i] = json_load_file (path, 0, NULL);
-      kept += metas[i] != NULL;
-    }
   msgpack_pack_map (&pk, 1);
   mp_pack_str (&pk, "checkpoints");
   msgpack_pack_array (&pk, kept);
-  for (size_t i = 0; i < n; i++)
-    {
-      if (metas[i])
-        s_pack_entry (&pk, names[i], metas[i]);
-      json_decref (metas[i]);
-      free (names[i]);
-    }
+  for (size_t i = 0; metas && i < names.n; i++)
+    if (metas[i])
+      {
+        s_pack_entry (&pk, names.v[i], metas[i]);
+        json_decref (metas[i]);
+      }
+  free (metas);
+  s_names_free (&names);
   s_reply_ok (self, token, &result);
   msgpack_sbuffer_destroy (&result);
+}
+
+/* Move the checkpoint open as fd out of sight under an unpredictable name
+ * of the same directory (atomic: it is listed whole or not at all, and a
+ * crash half-way through leaves no half checkpoint under its name), and
+ * check that what moved is what was checked. */
+static int
+s_hide (int dfd, const char *dir, const char *name, int fd, char *hidden, size_t size,
+        zcd_error_t **err)
+{
+  char hex[17];
+  zcd_random_hex (hex, 16);
+  snprintf (hidden, size, ".zcd-deleting.%s", hex);
+  struct stat checked, moved;
+  if (fstat (fd, &checked) < 0)
+    return zcd_fail_errno (err, errno, "delete checkpoint `%s` in %s: stat", name, dir);
+  if (renameat2 (dfd, name, dfd, hidden, RENAME_NOREPLACE) < 0
+      && (errno != EINVAL || renameat (dfd, name, dfd, hidden) < 0))
+    return zcd_fail_errno (err, errno, "delete checkpoint `%s` in %s: rename", name, dir);
+  if (fstatat (dfd, hidden, &moved, AT_SYMLINK_NOFOLLOW) == 0 && moved.st_dev == checked.st_dev
+      && moved.st_ino == checked.st_ino)
+    return 0;
+  /* `name` was swapped for something else after the check: put that back. */
+  renameat2 (dfd, hidden, dfd, name, RENAME_NOREPLACE);
+  return zcd_fail (err, ZCD_E_NOT_FOUND,
+                   "no checkpoint `%s` in %s (it changed while being deleted)", name, dir);
+}
+
+/* Delete only what carries zcd's marker (DESIGN.md, "State on disk"); the
+ * removal goes through file descriptors and never follows a symlink. */
+static int
+s_delete_checkpoint (const char *dir, const char *name, zcd_error_t **err)
+{
+  if (!zcd_valid_id (name, strlen (name)))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `name`: `%s` is not a valid checkpoint name",
+                     name);
+  cleanup_close int dfd = s_open_checkpoint_dir (dir, err);
+  if (dfd < 0)
+    return -1;
+  cleanup_close int fd = s_open_checkpoint (dfd, dir, name, NULL, err);
+  if (fd < 0)
+    return -1;
+  char hidden[64];
+  if (s_hide (dfd, dir, name, fd, hidden, sizeof hidden, err) < 0)
+    return -1;
+  if (zcd_rm_tree_fd (dfd, hidden, fd, err) < 0)
+    {
+      zcd_error_wrap (err, "delete checkpoint `%s` (what is left is %s/%s)", name, dir, hidden);
+      return -1;
+    }
+  return 0;
 }
 
 static void
 s_delete (checkpointer_t *self, uint64_t token, const char *dir, const char *name)
 {
-  char path[4096];
-  struct stat st;
-  snprintf (path, sizeof path, "%s/%s", dir, name);
-  if (stat (path, &st) < 0)
-    {
-      {
-      char message[4200];
-      snprintf (message, sizeof message, "no checkpoint `%s` in %s", name, dir);
-      s_reply_error (self, token, ZCD_E_NOT_FOUND, message);
-    }
-      return;
-    }
   cleanup_error zcd_error_t *err = NULL;
-  if (zcd_rm_rf (path, &err) < 0)
-    s_reply_error (self, token, ZCD_E_INTERNAL, err->msg);
+  if (s_delete_checkpoint (dir, name, &err) < 0)
+    s_reply_error (self, token, err->code, err->msg);
   else
     s_reply_ok (self, token, NULL);
 }

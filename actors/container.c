@@ -440,6 +440,8 @@ s_runtime_done (const child_result_t *res, void *arg)
       cleanup_free char *text = res->timed_out ? strdup ("the runtime did not answer in time")
                                                : zcd_runtime_error_text (res->out, res->err);
       s_reply_error (self, call->token, ZCD_E_RUNTIME_ERROR, text);
+      if (call->kind == OP_CHECKPOINT)
+        container_checkpoint_failed (self);
     }
   else
     {

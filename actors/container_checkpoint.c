@@ -17,8 +17,55 @@
 #include "core/log.h"
 #include "core/mp.h"
 
+/* What checkpoint_list and checkpoint_delete recognise as zcd's. */
+#define CHECKPOINT_MARKER "zcd-checkpoint.json"
+
+/* The checkpoint directory, made with one mkdir when missing (never its
+ * parents: a checkpoint_dir whose parent does not exist is a client's
+ * mistake, not a tree for zcd to build), then opened as itself (a symlink
+ * or a non-directory is refused); and in it the image directory `name`,
+ * which must not exist yet: zcd never reuses a directory it did not make. */
+static int
+s_make_image_dir (const char *dir, const char *name, zcd_error_t **err)
+{
+  if (mkdir (dir, 0700) < 0 && errno != EEXIST)
+    {
+      if (errno == ENOENT)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                         "checkpoint_dir: the parent directory of `%s` does not exist", dir);
+      if (errno == ENOTDIR || errno == EACCES || errno == ELOOP || errno == ENAMETOOLONG)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "checkpoint_dir: `%s`: %s", dir,
+                         strerror (errno));
+      return zcd_fail_errno (err, errno, "checkpoint_dir: mkdir `%s`", dir);
+    }
+  cleanup_close int dfd = zcd_open_client_dir (AT_FDCWD, dir, "checkpoint_dir", err);
+  if (dfd < 0)
+    return -1;
+  /* Relative to the directory just checked: a symlink swapped in for it
+   * meanwhile cannot move the image elsewhere. */
+  if (mkdirat (dfd, name, 0700) == 0)
+    return 0;
+  if (errno == EEXIST)
+    return zcd_fail (err, ZCD_E_ALREADY_EXISTS, "checkpoint `%s` exists in %s", name, dir);
+  return zcd_fail_errno (err, errno, "checkpoint `%s`: mkdir in %s", name, dir);
+}
+
+static json_t *
+s_metadata (const char *name, const msgpack_object *cp, char **empty_ns)
+{
+  json_t *meta = json_pack ("{s:s,s:I,s:b,s:b,s:b,s:b}", "name", name, "created",
+                            (json_int_t) zcd_now_ns (), "exit", mp_get_bool (cp, "exit", false),
+                            "tcp", mp_get_bool (cp, "tcp", false), "unix_sockets",
+                            mp_get_bool (cp, "unix_sockets", false), "shell",
+                            mp_get_bool (cp, "shell", false));
+  json_object_set_new (meta, "empty_ns", container_json_strv (empty_ns));
+  return meta;
+}
+
 /* runtime checkpoint; the metadata that checkpoint_list reads is written
- * only once the dump succeeded (container_checkpoint_done). */
+ * only once the dump succeeded (container_checkpoint_done), and the image
+ * directory made here is removed again when it fails
+ * (container_checkpoint_failed). */
 void
 container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body)
 {
@@ -27,44 +74,39 @@ container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object
   cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
   if (dir == NULL && asprintf (&dir, "%s/checkpoints", self->bundle) < 0)
     dir = NULL;
-  cleanup_free char *image = NULL;
-  struct stat st;
-  if (name == NULL || dir == NULL || asprintf (&image, "%s/%s", dir, name) < 0)
+  if (name == NULL || dir == NULL || !zcd_valid_id (name, strlen (name)))
     {
-      container_fail_op (self, token, ZCD_E_INVALID_ARGUMENT, "key `checkpoint.name`: required");
+      container_fail_op (self, token, ZCD_E_INVALID_ARGUMENT,
+                         "key `checkpoint.name`: required, an id");
       return;
     }
-  if (stat (image, &st) == 0)
-    {
-      container_fail_op (self, token, ZCD_E_ALREADY_EXISTS, "checkpoint `%s` exists in %s", name, dir);
-      return;
-    }
+  /* With a trailing slash the kernel would follow a symlinked last
+   * component despite O_NOFOLLOW. */
+  for (size_t len = strlen (dir); len > 1 && dir[len - 1] == '/'; len--)
+    dir[len - 1] = '\0';
   cleanup_error zcd_error_t *err = NULL;
-  if (zcd_mkdir_p (image, 0700, &err) < 0)
+  if (s_make_image_dir (dir, name, &err) < 0)
     {
       container_fail_op (self, token, err->code, "%s", err->msg);
       return;
     }
-  bool leave = !mp_get_bool (cp, "exit", false);
-  json_t *meta = json_pack ("{s:s,s:I,s:b,s:b,s:b,s:b}", "name", name, "created",
-                            (json_int_t) zcd_now_ns (), "exit", !leave, "tcp",
-                            mp_get_bool (cp, "tcp", false), "unix_sockets",
-                            mp_get_bool (cp, "unix_sockets", false), "shell",
-                            mp_get_bool (cp, "shell", false));
+  cleanup_free char *image = NULL;
+  if (asprintf (&image, "%s%s%s", dir, strcmp (dir, "/") == 0 ? "" : "/", name) < 0)
+    image = NULL;
   char **empty_ns = mp_get_strv (cp, "empty_ns");
-  json_object_set_new (meta, "empty_ns", container_json_strv (empty_ns));
+  json_t *meta = s_metadata (name, cp, empty_ns);
   free (self->checkpoint_meta);
   free (self->checkpoint_meta_path);
   self->checkpoint_meta = json_dumps (meta, JSON_COMPACT);
   json_decref (meta);
-  if (asprintf (&self->checkpoint_meta_path, "%s/zcd-checkpoint.json", image) < 0)
+  if (image == NULL || asprintf (&self->checkpoint_meta_path, "%s/" CHECKPOINT_MARKER, image) < 0)
     self->checkpoint_meta_path = NULL;
   const char *words[24];
   size_t n = 0;
   words[n++] = "checkpoint";
   words[n++] = "--image-path";
-  words[n++] = image;
-  if (leave)
+  words[n++] = image ? image : "";
+  if (!mp_get_bool (cp, "exit", false))
     words[n++] = "--leave-running";
   if (mp_get_bool (cp, "tcp", false))
     words[n++] = "--tcp-established";
@@ -79,7 +121,10 @@ container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object
     }
   words[n++] = self->id;
   words[n] = NULL;
-  container_run_runtime (self, token, OP_CHECKPOINT, words);
+  /* No runtime ran (it answered already, and started no other operation
+   * that could have taken the checkpoint fields): the directory goes again. */
+  if (container_run_runtime (self, token, OP_CHECKPOINT, words) < 0)
+    container_checkpoint_failed (self);
   mp_strv_free (empty_ns);
 }
 
@@ -89,4 +134,46 @@ container_checkpoint_done (container_t *self)
   if (self->checkpoint_meta && self->checkpoint_meta_path)
     zcd_write_file_atomic (self->checkpoint_meta_path, self->checkpoint_meta,
                            strlen (self->checkpoint_meta), 0600, NULL);
+  free (self->checkpoint_meta);
+  free (self->checkpoint_meta_path);
+  self->checkpoint_meta = self->checkpoint_meta_path = NULL;
+}
+
+/* Remove the image directory `name` of dir that this request made: only if
+ * it is still a directory of zcd's uid without a marker (a finished
+ * checkpoint is never removed here), through file descriptors. */
+static void
+s_remove_image (const char *dir, const char *name)
+{
+  cleanup_close int dfd = zcd_open_client_dir (AT_FDCWD, dir, "checkpoint_dir", NULL);
+  cleanup_close int fd = dfd < 0 ? -1 : zcd_open_client_dir (dfd, name, "image", NULL);
+  struct stat st;
+  if (fd < 0 || fstat (fd, &st) < 0 || st.st_uid != geteuid ()
+      || faccessat (fd, CHECKPOINT_MARKER, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+    {
+      log_warn ("failed checkpoint `%s` in %s: its image directory is gone or changed, not removed",
+                name, dir);
+      return;
+    }
+  cleanup_error zcd_error_t *err = NULL;
+  if (zcd_rm_tree_fd (dfd, name, fd, &err) < 0)
+    log_warn ("failed checkpoint `%s` in %s: %s", name, dir, err->msg);
+}
+
+/* The runtime's dump failed: what it left in the image directory is no
+ * checkpoint, and the name is free again. */
+void
+container_checkpoint_failed (container_t *self)
+{
+  cleanup_free char *path = steal_pointer (&self->checkpoint_meta_path);
+  free (steal_pointer (&self->checkpoint_meta));
+  char *image_end = path ? strrchr (path, '/') : NULL; /* "/zcd-checkpoint.json" */
+  if (image_end == NULL)
+    return;
+  *image_end = '\0';
+  char *slash = strrchr (path, '/');
+  if (slash == NULL)
+    return;
+  *slash = '\0';
+  s_remove_image (slash == path ? "/" : path, slash + 1);
 }

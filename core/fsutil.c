@@ -449,3 +449,102 @@ zcd_valid_id (const char *s, size_t len)
     }
   return 1;
 }
+
+/* Deep enough for any checkpoint image (CRIU's are flat); the bound keeps a
+ * hostile tree from using up the daemon's stack or file descriptors. */
+#define RM_TREE_MAX_DEPTH 64
+
+/* Empty the directory open as fd.  Entries are unlinked relative to fd and
+ * subdirectories opened O_NOFOLLOW relative to it: a symlink is removed,
+ * never followed, and a mount point (another st_dev) is never entered. */
+static int
+s_rm_contents_fd (int fd, dev_t dev, unsigned depth, zcd_error_t **err)
+{
+  if (depth >= RM_TREE_MAX_DEPTH)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "more than %d levels of directories",
+                     RM_TREE_MAX_DEPTH);
+  /* fdopendir owns its fd: a duplicate keeps the caller's. */
+  int dup_fd = fcntl (fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0)
+    return zcd_fail_errno (err, errno, "dup");
+  cleanup_dir DIR *dir = fdopendir (dup_fd);
+  if (dir == NULL)
+    {
+      int saved = errno;
+      close (dup_fd);
+      return zcd_fail_errno (err, saved, "opendir");
+    }
+  rewinddir (dir); /* the duplicate shares the caller's offset */
+  for (;;)
+    {
+      errno = 0;
+      struct dirent *de = readdir (dir);
+      if (de == NULL)
+        return errno ? zcd_fail_errno (err, errno, "readdir") : 0;
+      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
+        continue;
+      if (unlinkat (fd, de->d_name, 0) == 0 || errno == ENOENT)
+        continue;
+      int unlink_errno = errno;
+      if (unlink_errno != EISDIR && unlink_errno != EPERM)
+        return zcd_fail_errno (err, unlink_errno, "remove `%s`", de->d_name);
+      cleanup_close int sub
+          = openat (fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+      if (sub < 0 && errno == ENOENT)
+        continue;
+      if (sub < 0) /* EPERM on something that is no directory: unlink's own refusal */
+        return zcd_fail_errno (err, errno == ENOTDIR ? unlink_errno : errno, "remove `%s`",
+                               de->d_name);
+      struct stat st;
+      if (fstat (sub, &st) < 0)
+        return zcd_fail_errno (err, errno, "stat `%s`", de->d_name);
+      if (st.st_dev != dev)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "`%s` is a mount point", de->d_name);
+      if (s_rm_contents_fd (sub, dev, depth + 1, err) < 0)
+        {
+          zcd_error_wrap (err, "%s", de->d_name);
+          return -1;
+        }
+      if (unlinkat (fd, de->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return zcd_fail_errno (err, errno, "remove `%s`", de->d_name);
+    }
+}
+
+int
+zcd_rm_tree_fd (int parent_fd, const char *name, int dir_fd, zcd_error_t **err)
+{
+  struct stat parent, dir;
+  if (fstat (parent_fd, &parent) < 0 || fstat (dir_fd, &dir) < 0)
+    return zcd_fail_errno (err, errno, "remove `%s`: stat", name);
+  if (parent.st_dev != dir.st_dev)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "remove `%s`: it is a mount point", name);
+  if (s_rm_contents_fd (dir_fd, dir.st_dev, 0, err) < 0)
+    {
+      zcd_error_wrap (err, "remove `%s`", name);
+      return -1;
+    }
+  /* AT_REMOVEDIR removes only an empty directory: were `name` swapped for
+   * something else since dir_fd was opened, this fails and removes nothing. */
+  if (unlinkat (parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    return zcd_fail_errno (err, errno, "remove `%s`", name);
+  return 0;
+}
+
+int
+zcd_open_client_dir (int dirfd, const char *path, const char *what, zcd_error_t **err)
+{
+  int fd = openat (dirfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0)
+    return fd;
+  int saved = errno;
+  struct stat st;
+  /* O_DIRECTORY|O_NOFOLLOW gives ENOTDIR for a symlink too: say which. */
+  if (saved == ENOTDIR && fstatat (dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s` is %s, not a directory", what, path,
+                     s_type_name (st.st_mode));
+  if (saved == ENOENT)
+    return zcd_fail (err, ZCD_E_NOT_FOUND, "%s: `%s` does not exist", what, path);
+  if (saved == ENOTDIR || saved == ELOOP || saved == EACCES || saved == ENAMETOOLONG)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "%s: `%s`: %s", what, path, strerror (saved));
+  return zcd_fail_errno (err, saved, "%s: open `%s`", what, path);
+}

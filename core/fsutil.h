@@ -58,4 +58,19 @@ uint64_t zcd_proc_starttime (pid_t pid);
 /* Container ids and process ids (PROTOCOL.md section 3). */
 int zcd_valid_id (const char *s, size_t len);
 
+/* Remove the directory `name` of parent_fd, which the caller holds open as
+ * dir_fd (O_DIRECTORY|O_NOFOLLOW, and checked to be what it means to
+ * delete): everything inside goes through file descriptors, never following
+ * a symlink, so a rename or a link planted meanwhile cannot redirect the
+ * removal elsewhere; then the (by then empty) directory itself.  At most 64
+ * levels deep.  dir_fd stays the caller's. */
+int zcd_rm_tree_fd (int parent_fd, const char *name, int dir_fd, zcd_error_t **err);
+
+/* Open a directory a client named (relative to dirfd, or AT_FDCWD) as
+ * itself: a symlink is not followed (O_NOFOLLOW; drop trailing slashes
+ * first, with one the kernel follows it anyway) and nothing blocks.
+ * Missing is ZCD_E_NOT_FOUND; a symlink or another type, ZCD_E_INVALID_ARGUMENT
+ * ("checkpoint_dir: `/x` is a symbolic link, not a directory"). */
+int zcd_open_client_dir (int dirfd, const char *path, const char *what, zcd_error_t **err);
+
 #endif
