@@ -133,6 +133,10 @@ actor_t *stats_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
  * known). */
 #define CHECKPOINT_ACTOR "checkpoint"
 actor_t *checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
+/* 0 when `dir` holds zcd's checkpoint `name` (with its marker); else -1
+ * with not_found (no such checkpoint, or not zcd's) or invalid_argument
+ * (dir is a symlink or no directory).  Only opens and reads the marker. */
+int checkpoint_find (const char *dir, const char *name, zcd_error_t **err);
 
 /* Helpers shared by the actors (actors/common.c). */
 #define ZCD_CONTAINERS_DIR "containers"

@@ -162,6 +162,16 @@ s_open_checkpoint (int dfd, const char *dir, const char *name, json_t **meta, zc
   return steal_fd (&fd);
 }
 
+int
+checkpoint_find (const char *dir, const char *name, zcd_error_t **err)
+{
+  cleanup_close int dfd = s_open_checkpoint_dir (dir, err);
+  if (dfd < 0)
+    return -1;
+  cleanup_close int fd = s_open_checkpoint (dfd, dir, name, NULL, err);
+  return fd < 0 ? -1 : 0;
+}
+
 static void
 s_pack_entry (msgpack_packer *pk, const char *name, json_t *meta)
 {

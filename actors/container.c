@@ -253,6 +253,24 @@ s_on_drain_timeout (loop_t *loop, void *arg)
       kill ((pid_t) p->system_pid, SIGKILL);
 }
 
+/* Whether the init process has exited (or is exiting: a zombie), even if
+ * its exit has not reached this actor yet: a runtime call that failed
+ * meanwhile raced that exit. */
+static bool
+s_init_gone (container_t *self)
+{
+  if (self->init_exited)
+    return true;
+  container_proc_t *init = container_find_proc (self, "init");
+  if (init == NULL || !init->started || init->system_pid == 0)
+    return false;
+  pid_t pid = (pid_t) init->system_pid;
+  uint64_t now = zcd_proc_starttime (pid);
+  if (now == 0 || (init->starttime != 0 && now != init->starttime))
+    return true;
+  return zcd_proc_is_zombie (pid);
+}
+
 /* ------------------------------------------------------------------ */
 /* Messages from process actors                                        */
 
@@ -321,7 +339,17 @@ s_on_process_failed (actor_t *actor, const actor_msg_t *msg)
       s_remove (self);
       return;
     }
-  s_reply_error (self, p->token, c, message ? message : "");
+  if (c == ZCD_E_RUNTIME_ERROR && s_init_gone (self))
+    {
+      /* The runtime refused because the container was exiting: a race
+       * with its exit, not a runtime failure (issue 14). */
+      char why[200];
+      snprintf (why, sizeof why, "container `%s` is stopping (%s)", self->id,
+                message ? message : "");
+      s_reply_error (self, p->token, ZCD_E_INVALID_STATE, why);
+    }
+  else
+    s_reply_error (self, p->token, c, message ? message : "");
   container_remove_proc (self, p);
   cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
   zcd_rm_rf (dir, NULL);
@@ -439,7 +467,17 @@ s_runtime_done (const child_result_t *res, void *arg)
     {
       cleanup_free char *text = res->timed_out ? strdup ("the runtime did not answer in time")
                                                : zcd_runtime_error_text (res->out, res->err);
-      s_reply_error (self, call->token, ZCD_E_RUNTIME_ERROR, text);
+      if (!res->timed_out && s_init_gone (self))
+        {
+          /* The runtime failed because the container was exiting (runc:
+           * "container not running", crun: "No such process"): a race
+           * with its exit, not a runtime failure (issue 14). */
+          char why[300];
+          snprintf (why, sizeof why, "container `%s` has exited (%s)", self->id, text ? text : "");
+          s_reply_error (self, call->token, ZCD_E_NOT_FOUND, why);
+        }
+      else
+        s_reply_error (self, call->token, ZCD_E_RUNTIME_ERROR, text);
       if (call->kind == OP_CHECKPOINT)
         container_checkpoint_failed (self);
     }

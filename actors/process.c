@@ -245,22 +245,6 @@ s_runtime_delete_force (process_t *self)
   mp_strv_free (argv);
 }
 
-/* A zombie has exited: its status is unknown here (it is not our child;
- * on hosts whose init reaps late it lingers), so it is no survivor. */
-static bool
-s_is_zombie (pid_t pid)
-{
-  char path[64], buf[512];
-  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
-  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
-  ssize_t n = fd < 0 ? -1 : read (fd, buf, sizeof buf - 1);
-  if (n <= 0)
-    return false;
-  buf[n] = '\0';
-  const char *p = strrchr (buf, ')');
-  return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-}
-
 static uint64_t
 s_read_starttime (const char *dir)
 {
@@ -291,7 +275,7 @@ s_collect_status (process_t *self)
   pid_t pid = self->system_pid ? self->system_pid : s_read_pid_file (self->dir, "pid");
   uint64_t starttime = self->starttime ? self->starttime : s_read_starttime (self->dir);
   int status = 255;
-  if (pid > 0 && starttime != 0 && zcd_proc_starttime (pid) == starttime && !s_is_zombie (pid))
+  if (pid > 0 && starttime != 0 && zcd_proc_starttime (pid) == starttime && !zcd_proc_is_zombie (pid))
     {
       kill (pid, SIGKILL);
       status = 137;

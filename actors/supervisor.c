@@ -365,6 +365,20 @@ s_start_next (supervisor_t *self)
     }
 }
 
+/* A restore names a checkpoint zcd made: a missing one is not_found at
+ * admission, not the runtime's failure later (PROTOCOL.md `create`). */
+static int
+s_check_restore_source (const msgpack_object *body, const char *bundle, zcd_error_t **err)
+{
+  cleanup_free char *name = mp_get_strdup (body, "checkpoint");
+  if (name == NULL)
+    return 0;
+  cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
+  if (dir == NULL && asprintf (&dir, "%s/checkpoints", bundle) < 0)
+    return zcd_fail_errno (err, ENOMEM, "checkpoint_dir");
+  return checkpoint_find (dir, name, err);
+}
+
 static void
 s_op_create (supervisor_t *self, edge_request_t *req)
 {
@@ -386,7 +400,8 @@ s_op_create (supervisor_t *self, edge_request_t *req)
    * invalid_argument and never takes a start slot. */
   cleanup_error zcd_error_t *err = NULL;
   bundle_info_t *info = NULL;
-  if (zcd_check_stdio_paths (body, &err) < 0 || bundle_load (bundle, &info, &err) < 0)
+  if (zcd_check_stdio_paths (body, &err) < 0 || s_check_restore_source (body, bundle, &err) < 0
+      || bundle_load (bundle, &info, &err) < 0)
     {
       edge_fail (self->edge, req, err->code, "%s", err->msg);
       return;

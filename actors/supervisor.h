@@ -23,5 +23,8 @@ void supervisor_destroy (supervisor_t **self);
 struct eventlog;
 /* Rebuild the containers found in the state directory (supervisor_restore.c). */
 void supervisor_restore_all (zcd_daemon_t *daemon, struct eventlog *log);
+/* Move containers kept in an earlier zcd's layout (<state>/<id>/<pid>/) to
+ * containers/<id>/procs/<pid>/ (supervisor_migrate.c). */
+void supervisor_migrate_layout (const char *state_dir);
 
 #endif

@@ -152,6 +152,7 @@ supervisor_restore_all (zcd_daemon_t *daemon, eventlog_t *log)
   cleanup_free char *root = zcd_containers_root (daemon->config);
   if (root && mkdir (root, 0700) < 0 && errno != EEXIST)
     log_error ("cannot create %s: %s", root, strerror (errno));
+  supervisor_migrate_layout (state_dir);
   scan_t scan = { .candidates = zhashx_new () };
   zhashx_set_destructor (scan.candidates, s_candidate_destroy);
   s_collect_candidates (state_dir, scan.candidates);

@@ -433,6 +433,20 @@ zcd_proc_starttime (pid_t pid)
   return strtoull (p + 1, NULL, 10);
 }
 
+bool
+zcd_proc_is_zombie (pid_t pid)
+{
+  char path[64], buf[512];
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read (fd, buf, sizeof buf - 1);
+  if (n <= 0)
+    return false;
+  buf[n] = '\0';
+  const char *p = strrchr (buf, ')');
+  return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 int
 zcd_valid_id (const char *s, size_t len)
 {

@@ -54,6 +54,9 @@ uint64_t zcd_mono_ms (void);
  * the pid it names a process for good, since pids are recycled.  Returns 0
  * when the process does not exist. */
 uint64_t zcd_proc_starttime (pid_t pid);
+/* A zombie (or dead) process has exited, whether or not anyone reaped it:
+ * on hosts whose init reaps late it lingers. */
+bool zcd_proc_is_zombie (pid_t pid);
 
 /* Container ids and process ids (PROTOCOL.md section 3). */
 int zcd_valid_id (const char *s, size_t len);

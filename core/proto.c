@@ -283,6 +283,24 @@ s_check_one_of (const proto_op_t *op, const msgpack_object *body, zcd_error_t **
   return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "op `%s`: key %s is required", op->name, names);
 }
 
+static int
+s_check_together (const proto_op_t *op, const msgpack_object *body, zcd_error_t **err)
+{
+  if (op->together == NULL)
+    return 0;
+  const char *present = NULL, *absent = NULL;
+  for (const char *const *k = op->together; *k; k++)
+    {
+      if (mp_map_get (body, *k) != NULL)
+        present = present ? present : *k;
+      else
+        absent = absent ? absent : *k;
+    }
+  if (present && absent)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: required with `%s`", absent, present);
+  return 0;
+}
+
 /* Printable, bounded copy of client bytes for an error message. */
 static void
 s_echo (char *out, size_t out_size, const char *s, size_t n)
@@ -362,7 +380,7 @@ proto_decode_request (const char *buf, size_t len, size_t max_size, proto_reques
     }
   if (s_check_fields (op->keys, op->n_keys, req->body, "", err) < 0)
     return -1;
-  if (s_check_one_of (op, req->body, err) < 0)
+  if (s_check_one_of (op, req->body, err) < 0 || s_check_together (op, req->body, err) < 0)
     return -1;
   req->op = op;
   return 0;

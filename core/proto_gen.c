@@ -92,6 +92,8 @@ static const proto_key_t s_keys_update_process[] = {
   { .name = "height", .type = PROTO_T_UINT, .max = 65535ULL },
 };
 
+static const char *const s_keys_update_process_together[] = { "width", "height", NULL };
+
 static const proto_key_t s_keys_checkpoint_create_checkpoint[] = {
   { .name = "name", .type = PROTO_T_STR, .required = true, .syntax = PROTO_SYNTAX_NAME },
   { .name = "exit", .type = PROTO_T_BOOL },
@@ -147,7 +149,7 @@ const proto_op_t proto_ops[PROTO_OP_COUNT] = {
   [PROTO_OP_EXEC] = { .code = PROTO_OP_EXEC, .name = "exec", .keys = s_keys_exec, .n_keys = 15 },
   [PROTO_OP_SIGNAL] = { .code = PROTO_OP_SIGNAL, .name = "signal", .keys = s_keys_signal, .n_keys = 4 },
   [PROTO_OP_UPDATE] = { .code = PROTO_OP_UPDATE, .name = "update", .keys = s_keys_update, .n_keys = 3 },
-  [PROTO_OP_UPDATE_PROCESS] = { .code = PROTO_OP_UPDATE_PROCESS, .name = "update_process", .keys = s_keys_update_process, .n_keys = 5 },
+  [PROTO_OP_UPDATE_PROCESS] = { .code = PROTO_OP_UPDATE_PROCESS, .name = "update_process", .keys = s_keys_update_process, .n_keys = 5, .together = s_keys_update_process_together },
   [PROTO_OP_CHECKPOINT_CREATE] = { .code = PROTO_OP_CHECKPOINT_CREATE, .name = "checkpoint_create", .keys = s_keys_checkpoint_create, .n_keys = 3 },
   [PROTO_OP_CHECKPOINT_LIST] = { .code = PROTO_OP_CHECKPOINT_LIST, .name = "checkpoint_list", .keys = s_keys_checkpoint_list, .n_keys = 2, .one_of = s_keys_checkpoint_list_one_of },
   [PROTO_OP_CHECKPOINT_DELETE] = { .code = PROTO_OP_CHECKPOINT_DELETE, .name = "checkpoint_delete", .keys = s_keys_checkpoint_delete, .n_keys = 3, .one_of = s_keys_checkpoint_delete_one_of },

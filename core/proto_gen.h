@@ -73,6 +73,8 @@ typedef struct proto_op
   size_t n_keys;
   /* NULL-terminated: at least one of these keys must be present; NULL = no rule */
   const char *const *one_of;
+  /* NULL-terminated: these keys come all together or not at all; NULL = no rule */
+  const char *const *together;
   bool streaming; /* sends partial replies before the final one */
 } proto_op_t;
 

@@ -101,6 +101,9 @@ def check_model(m):
         for k in op.get("one_of", []):
             if k not in names:
                 raise ModelError("op %s: one_of names unknown key %s" % (op["name"], k))
+        for k in op.get("together", []):
+            if k not in names:
+                raise ModelError("op %s: together names unknown key %s" % (op["name"], k))
         for ev in op.get("emits", []):
             if ev not in [e["type"] for e in m["events"]]:
                 raise ModelError("op %s emits unknown event %s" % (op["name"], ev))
@@ -200,6 +203,8 @@ def gen_header(m):
         "  size_t n_keys;\n"
         "  /* NULL-terminated: at least one of these keys must be present; NULL = no rule */\n"
         "  const char *const *one_of;\n"
+        "  /* NULL-terminated: these keys come all together or not at all; NULL = no rule */\n"
+        "  const char *const *together;\n"
         "  bool streaming; /* sends partial replies before the final one */\n"
         "} proto_op_t;\n\n")
     lines.append("/* Indexed by proto_op_code_t. */\n")
@@ -232,6 +237,9 @@ def gen_source(m):
         if "one_of" in op:
             w.out.append("static const char *const %s_one_of[] = { %s, NULL };\n\n"
                          % (sym, ", ".join(c_str(k) for k in op["one_of"])))
+        if "together" in op:
+            w.out.append("static const char *const %s_together[] = { %s, NULL };\n\n"
+                         % (sym, ", ".join(c_str(k) for k in op["together"])))
     w.out.append("const proto_op_t proto_ops[PROTO_OP_COUNT] = {\n")
     for op in m["ops"]:
         code = "PROTO_OP_" + c_ident(op["name"]).upper()
@@ -240,6 +248,8 @@ def gen_source(m):
                  ".keys = " + sym, ".n_keys = %d" % len(op["keys"])]
         if "one_of" in op:
             parts.append(".one_of = %s_one_of" % sym)
+        if "together" in op:
+            parts.append(".together = %s_together" % sym)
         if op.get("streaming"):
             parts.append(".streaming = true")
         w.out.append("  [%s] = { %s },\n" % (code, ", ".join(parts)))
@@ -320,6 +330,9 @@ def gen_ops_md(m):
         if "one_of" in op:
             out.append("At least one of %s is required.\n\n"
                        % ", ".join("`%s`" % k for k in op["one_of"]))
+        if "together" in op:
+            out.append("%s go together: all or none.\n\n"
+                       % " and ".join("`%s`" % k for k in op["together"]))
         if "partial" in op:
             out.append("Partial replies: {`rid`, %s}.\n\n" % field_list(op["partial"]))
         if op["result"]:

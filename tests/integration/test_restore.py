@@ -290,3 +290,30 @@ def test_pause_unrecorded_before_death_is_seen(zcd, client, events, bundle, cid,
     client.ok("signal", id=c, signal=9)
     assert events.wait_exit(c)["status"] == 137
     wait_gone(init)
+
+
+def test_earlier_layout_is_migrated(zcd, client, events, bundle, cid):
+    """A daemon upgraded while containers run: an earlier zcd kept them at
+    <state>/<id>/<pid>/; the new one moves them under containers/ and
+    procs/ (issue 8) and supervises them as before."""
+    c = cid("mig")
+    init = start_many(client, events, bundle(args=SLEEP), [c])[c]
+    e1 = exec_sleep(client, c, "e1")
+    kill_daemon(zcd)
+    new_dir = Path(container_dir(zcd.state_dir, c))
+    old_dir = Path(zcd.state_dir, c)
+    os.rename(new_dir, old_dir)
+    for proc in (old_dir / "procs").iterdir():
+        os.rename(proc, old_dir / proc.name)
+    (old_dir / "procs").rmdir()
+    start_timed(zcd)
+    client, events = zcd.client(), zcd.subscriber("")
+    assert not old_dir.exists()
+    assert set(container_procs(client, c)) == {"init", "e1"}
+    assert Path(container_dir(zcd.state_dir, c), "procs", "e1", "shim.pid").exists()
+    client.ok("signal", id=c, signal=9)
+    events.wait_exit(c)
+    log = replay_all(client, id=c)
+    assert_exit_once(log, c, 137, "e1")
+    assert_exit_once(log, c, 137)
+    assert not pid_alive(init) and not pid_alive(e1)

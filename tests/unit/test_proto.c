@@ -454,6 +454,19 @@ test_non_utf8_strings_refused (void **state)
   REFUSE_ARG (long_path, "key `bundle`: longer than PATH_MAX");
 }
 
+/* PROTOCOL.md: a request is checked completely before anything is looked
+ * up, so a resize with one dimension is refused even for a missing id. */
+static void
+test_keys_that_go_together (void **state)
+{
+  REFUSE_ARG ("{\"op\":\"update_process\",\"id\":\"none\",\"pid\":\"init\",\"width\":80}",
+              "key `height`: required with `width`");
+  REFUSE_ARG ("{\"op\":\"update_process\",\"id\":\"none\",\"pid\":\"init\",\"height\":2}",
+              "key `width`: required with `height`");
+  ACCEPT ("{\"op\":\"update_process\",\"id\":\"a\",\"pid\":\"init\",\"width\":80,\"height\":24}");
+  ACCEPT ("{\"op\":\"update_process\",\"id\":\"a\",\"pid\":\"init\",\"close_stdin\":true}");
+}
+
 static void
 test_duplicate_keys_all_validated (void **state)
 {
@@ -621,6 +634,7 @@ main (void)
     cmocka_unit_test (test_id_syntax),
     cmocka_unit_test (test_absolute_paths_and_nul),
     cmocka_unit_test (test_non_utf8_strings_refused),
+    cmocka_unit_test (test_keys_that_go_together),
     cmocka_unit_test (test_required_keys_checked_after_types),
     cmocka_unit_test (test_unknown_keys_ignored),
     cmocka_unit_test (test_framing_errors),
