@@ -161,10 +161,13 @@ bool zcd_cgroup_dir_is_root (const char *dir);
 void zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs);
 void zcd_pack_cgroup_pids_fd (msgpack_packer *pk, int fd);
 /* The final answer to a parked request, sent to the supervisor. result: a
- * packed msgpack map, or NULL for {}. */
+ * packed msgpack map, or NULL for {}.  after_events: the request emitted
+ * events (sent before this reply), which the reply must follow onto the
+ * disk (PROTOCOL.md: the events an operation causes are published before
+ * its reply); other replies never wait for the event log. */
 void zcd_send_reply_ok (actor_system_t *actors, const char *from, uint64_t token,
-                        const msgpack_sbuffer *result);
+                        const msgpack_sbuffer *result, bool after_events);
 void zcd_send_reply_error (actor_system_t *actors, const char *from, uint64_t token,
-                           zcd_code_t code, const char *message);
+                           zcd_code_t code, const char *message, bool after_events);
 
 #endif

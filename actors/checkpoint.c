@@ -49,13 +49,13 @@ typedef struct checkpointer
 static void
 s_reply_error (checkpointer_t *self, uint64_t token, zcd_code_t code, const char *message)
 {
-  zcd_send_reply_error (self->daemon->actors, CHECKPOINT_ACTOR, token, code, message);
+  zcd_send_reply_error (self->daemon->actors, CHECKPOINT_ACTOR, token, code, message, false);
 }
 
 static void
 s_reply_ok (checkpointer_t *self, uint64_t token, const msgpack_sbuffer *result)
 {
-  zcd_send_reply_ok (self->daemon->actors, CHECKPOINT_ACTOR, token, result);
+  zcd_send_reply_ok (self->daemon->actors, CHECKPOINT_ACTOR, token, result, false);
 }
 
 /* checkpoint_dir, else <bundle>/checkpoints.  Trailing slashes are dropped:

@@ -192,10 +192,11 @@ zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs)
 
 void
 zcd_send_reply_error (actor_system_t *actors, const char *from, uint64_t token, zcd_code_t code,
-                      const char *message)
+                      const char *message, bool after_events)
 {
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", 4);
+  actor_msg_begin (&mb, "reply", 5);
+  mp_pack_kv_bool (&mb.pk, "after_events", after_events);
   mp_pack_kv_uint (&mb.pk, "token", token);
   mp_pack_kv_bool (&mb.pk, "ok", false);
   mp_pack_kv_str (&mb.pk, "code", zcd_code_name (code));
@@ -205,10 +206,11 @@ zcd_send_reply_error (actor_system_t *actors, const char *from, uint64_t token, 
 
 void
 zcd_send_reply_ok (actor_system_t *actors, const char *from, uint64_t token,
-                   const msgpack_sbuffer *result)
+                   const msgpack_sbuffer *result, bool after_events)
 {
   actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", result ? 3 : 2);
+  actor_msg_begin (&mb, "reply", result ? 4 : 3);
+  mp_pack_kv_bool (&mb.pk, "after_events", after_events);
   mp_pack_kv_uint (&mb.pk, "token", token);
   mp_pack_kv_bool (&mb.pk, "ok", true);
   if (result)

@@ -55,14 +55,18 @@ s_send (container_t *self, actor_msg_builder_t *mb)
 static void
 s_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *message)
 {
-  zcd_send_reply_error (self->daemon->actors, actor_name (self->actor), token, code, message);
+  zcd_send_reply_error (self->daemon->actors, actor_name (self->actor), token, code, message,
+                        self->op_emitted);
+  self->op_emitted = false;
 }
 
 /* result: a packed msgpack map, or NULL for {} */
 static void
 s_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result)
 {
-  zcd_send_reply_ok (self->daemon->actors, actor_name (self->actor), token, result);
+  zcd_send_reply_ok (self->daemon->actors, actor_name (self->actor), token, result,
+                     self->op_emitted);
+  self->op_emitted = false;
 }
 
 static const char *
@@ -104,6 +108,10 @@ s_emit_acked (container_t *self, const char *etype, const container_proc_t *p, b
   actor_msg_begin (&mb, "event", n);
   if (ack)
     mp_pack_kv_str (&mb.pk, "ack", ack);
+  else
+    /* An exit (acked) is no operation's doing; the rest are the running
+     * operation's, and its reply follows them. */
+    self->op_emitted = true;
   mp_pack_kv_str (&mb.pk, "etype", etype);
   mp_pack_kv_str (&mb.pk, "id", self->id);
   s_pack_identity (self, &mb.pk);

@@ -81,6 +81,7 @@ typedef struct container
   container_proc_t *procs;
   container_op_t *ops_head, *ops_tail;
   bool busy;
+  bool op_emitted; /* the running operation emitted events: its reply follows them */
   child_t *pending_call;
   uint64_t pending_token; /* the request the runtime call answers */
   void *pending_call_arg;

@@ -64,7 +64,7 @@ s_on_collect (actor_t *actor, const actor_msg_t *msg)
         mp_as_uint (&pids->via.array.ptr[i], &pid);
       s_pack_one (&pk, (pid_t) pid);
     }
-  zcd_send_reply_ok (self->daemon->actors, STATS_ACTOR_NAME, token, &result);
+  zcd_send_reply_ok (self->daemon->actors, STATS_ACTOR_NAME, token, &result, false);
   msgpack_sbuffer_destroy (&result);
 }
 

@@ -726,7 +726,9 @@ s_on_reply (actor_t *actor, const actor_msg_t *msg)
 {
   supervisor_t *self = actor_state (actor);
   uint64_t token = mp_get_uint (msg->body, "token", 0);
-  uint64_t *after = zhashx_lookup (self->last_event_seq, msg->from);
+  uint64_t *after = mp_get_bool (msg->body, "after_events", false)
+                        ? zhashx_lookup (self->last_event_seq, msg->from)
+                        : NULL;
   uint64_t after_seq = after ? *after : 0;
   if (mp_get_bool (msg->body, "ok", false))
     edge_reply_parked_ok (self->edge, token, mp_map_get (msg->body, "result"), after_seq);

@@ -750,3 +750,48 @@ def assert_error(reply, code, *needles):
     for n in needles:
         assert re.search(n, msg, re.I), f"error message {msg!r} lacks {n!r}"
     return msg
+
+
+# --------------------------------------------------------------------------
+# state layout, daemon liveness and CPU (test_hostile.py, test_full_disk.py)
+
+
+def container_dir(state_dir, cid):
+    """<state>/containers/<id>/: client-chosen names live only below here."""
+    return Path(state_dir, "containers", cid)
+
+
+def process_dir(state_dir, cid, pid="init"):
+    return container_dir(state_dir, cid) / "procs" / pid
+
+
+def call_alive(daemon, client, op, timeout=DEFAULT_WAIT, **keys):
+    """client.call that fails at once, with the daemon's log, when the daemon
+    dies while the request is in flight (instead of waiting out the timeout)."""
+    rid = client.send(op, **keys)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.recv(rid, timeout=0.05)[1]
+        except TimeoutError:
+            pass
+        if not daemon.running():
+            pytest.fail(f"zcd died (exit {daemon.proc.returncode}) with {op} {keys!r} "
+                        f"in flight:\n{daemon.log_tail(30)}")
+        if time.monotonic() >= deadline:
+            pytest.fail(f"no reply to {op} {keys!r} within {timeout}s:\n{daemon.log_tail(30)}")
+
+
+def cpu_seconds(pid):
+    """utime + stime of every thread of pid, in seconds (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(pid, seconds):
+    """The share of one core pid used over the next `seconds` (a measurement
+    window, not a wait for a condition)."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)

@@ -22,6 +22,7 @@ s_init (shim_t *self)
   self->console_listen_fd = self->master_fd = self->signal_fd = -1;
   self->delete_helper_pid = -1;
   self->delete_helper_fd = self->delete_report_fd = -1;
+  self->exit_status_fd = -1;
   shim_relay_init (&self->stdin_relay, -1, -1, false);
   shim_relay_init (&self->output_relay, -1, -1, false);
 }
@@ -107,7 +108,8 @@ s_prepare (shim_t *self, zcd_error_t **err)
   signal (SIGHUP, SIG_IGN);
   signal (SIGPIPE, SIG_IGN);
   signal (SIGTERM, SIG_IGN);
-  if (shim_write_number ("shim.pid", (unsigned long long) getpid (), err) < 0)
+  if (shim_write_number ("shim.pid", (unsigned long long) getpid (), err) < 0
+      || shim_reserve_exit_status (self, err) < 0)
     return -1;
   if (s_open_fifos (self, err) < 0 || shim_stdio_open (self, err) < 0)
     return -1;

@@ -273,7 +273,7 @@ shim_reap_loop (shim_t *self)
     s_poll_once (self);
   shim_relay_drain (&self->output_relay, DRAIN_TIMEOUT_MS);
   zcd_error_t *err = NULL;
-  if (shim_write_number ("exitStatus", (unsigned long long) self->exit_status, &err) < 0)
+  if (shim_commit_exit_status (self, &err) < 0)
     {
       shim_log (self, "write exitStatus: %s", err->msg);
       zcd_error_free (&err);

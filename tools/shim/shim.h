@@ -78,6 +78,8 @@ typedef struct
   size_t control_len;
   bool exited;
   int exit_status;
+  int exit_status_fd;          /* exitStatus reserved at start (see report.c) */
+  char exit_status_tmp[64];
 } shim_t;
 
 /* args.c: parse argv into *self; the strings stay owned by argv. */
@@ -129,6 +131,11 @@ void shim_log (shim_t *self, const char *fmt, ...) __attribute__ ((format (print
 void shim_report_started (shim_t *self);
 void shim_report_error (shim_t *self, const zcd_error_t *error);
 int shim_write_number (const char *name, unsigned long long value, zcd_error_t **err);
+/* exitStatus is written when the disk may be full: its bytes are reserved
+ * at start (a temp file already holding room for any status), and at the
+ * end only overwritten in place and renamed, which needs no new space. */
+int shim_reserve_exit_status (shim_t *self, zcd_error_t **err);
+int shim_commit_exit_status (shim_t *self, zcd_error_t **err);
 
 /* sandbox.c: only what the reap loop still needs; see the file for the list. */
 int shim_sandbox_install (zcd_error_t **err);
