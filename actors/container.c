@@ -29,16 +29,7 @@
  * they are killed: the kernel kills them with the pid namespace, so this
  * only matters for containers sharing the host's. */
 #define EXEC_DRAIN_MS 5000
-#define RUNTIME_CALL_MS 30000
 
-static void s_next_op (container_t *self);
-
-typedef struct runtime_call
-{
-  container_t *self;
-  uint64_t token;
-  container_op_kind_t kind;
-} runtime_call_t;
 static void s_send_view (container_t *self);
 
 /* ------------------------------------------------------------------ */
@@ -48,12 +39,13 @@ static void
 s_send (container_t *self, actor_msg_builder_t *mb)
 {
   cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, mb, &err) < 0)
+  if (actor_msg_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, mb, &err)
+      < 0)
     log_error ("container %s: to supervisor: %s", self->id, err->msg);
 }
 
-static void
-s_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *message)
+void
+container_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *message)
 {
   zcd_send_reply_error (self->daemon->actors, actor_name (self->actor), token, code, message,
                         self->op_emitted);
@@ -61,8 +53,8 @@ s_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *m
 }
 
 /* result: a packed msgpack map, or NULL for {} */
-static void
-s_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result)
+void
+container_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result)
 {
   zcd_send_reply_ok (self->daemon->actors, actor_name (self->actor), token, result,
                      self->op_emitted);
@@ -121,7 +113,7 @@ s_emit_acked (container_t *self, const char *etype, const container_proc_t *p, b
   if (p && p->system_pid)
     mp_pack_kv_uint (&mb.pk, "system_pid", p->system_pid);
   if (with_status)
-    mp_pack_kv_uint (&mb.pk, "status", (uint64_t) status);
+    mp_pack_kv_uint (&mb.pk, "status", (uint64_t)status);
   if (with_oom)
     mp_pack_kv_bool (&mb.pk, "oom_killed", oom_killed);
   if (self->cgroup_procs)
@@ -130,9 +122,9 @@ s_emit_acked (container_t *self, const char *etype, const container_proc_t *p, b
   s_send (self, &mb);
 }
 
-static void
-s_emit (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
-        int status, bool with_oom, bool oom_killed)
+void
+container_emit (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
+                int status, bool with_oom, bool oom_killed)
 {
   s_emit_acked (self, etype, p, with_status, status, with_oom, oom_killed, NULL);
 }
@@ -182,23 +174,23 @@ s_answer_outstanding (container_t *self)
       /* A kill (or the thaw after it) did its job: the container exited. */
       runtime_call_t *call = self->pending_call_arg;
       if (call && (call->kind == OP_SIGNAL || self->thaw_after_kill))
-        s_reply_ok (self, self->pending_token, NULL);
+        container_reply_ok (self, self->pending_token, NULL);
       else
-        s_reply_error (self, self->pending_token, ZCD_E_NOT_FOUND, message);
+        container_reply_error (self, self->pending_token, ZCD_E_NOT_FOUND, message);
       free (self->pending_call_arg);
       self->pending_call_arg = NULL;
     }
   for (container_proc_t *p = self->procs; p; p = p->next)
     if (!p->is_init && !p->started && p->token)
       {
-        s_reply_error (self, p->token, ZCD_E_INVALID_STATE, message);
+        container_reply_error (self, p->token, ZCD_E_INVALID_STATE, message);
         p->token = 0;
       }
   while (self->ops_head)
     {
       container_op_t *op = self->ops_head;
       self->ops_head = op->next;
-      s_reply_error (self, op->token, ZCD_E_NOT_FOUND, message);
+      container_reply_error (self, op->token, ZCD_E_NOT_FOUND, message);
       free (op->name);
       free (op->body);
       free (op);
@@ -258,21 +250,21 @@ s_on_drain_timeout (loop_t *loop, void *arg)
   self->drain_timer = NULL;
   for (container_proc_t *p = self->procs; p; p = p->next)
     if (!p->is_init && p->started && p->system_pid)
-      kill ((pid_t) p->system_pid, SIGKILL);
+      kill ((pid_t)p->system_pid, SIGKILL);
 }
 
 /* Whether the init process has exited (or is exiting: a zombie), even if
  * its exit has not reached this actor yet: a runtime call that failed
  * meanwhile raced that exit. */
-static bool
-s_init_gone (container_t *self)
+bool
+container_init_gone (container_t *self)
 {
   if (self->init_exited)
     return true;
   container_proc_t *init = container_find_proc (self, "init");
   if (init == NULL || !init->started || init->system_pid == 0)
     return false;
-  pid_t pid = (pid_t) init->system_pid;
+  pid_t pid = (pid_t)init->system_pid;
   uint64_t now = zcd_proc_starttime (pid);
   if (now == 0 || (init->starttime != 0 && now != init->starttime))
     return true;
@@ -291,15 +283,15 @@ s_on_process_started (actor_t *actor, const actor_msg_t *msg)
   if (p == NULL)
     return;
   p->started = true;
-  p->system_pid = (uint32_t) mp_get_uint (msg->body, "system_pid", 0);
+  p->system_pid = (uint32_t)mp_get_uint (msg->body, "system_pid", 0);
   p->starttime = mp_get_uint (msg->body, "starttime", 0);
   if (p->is_init)
     {
-      container_attach_cgroup (self, (pid_t) p->system_pid);
+      container_attach_cgroup (self, (pid_t)p->system_pid);
       self->phase = CONTAINER_RUNNING;
       container_save_state (self, NULL);
-      s_emit (self, self->restoring_from ? "restore" : "start-container", p, false, 0, false,
-              false);
+      container_emit (self, self->restoring_from ? "restore" : "start-container", p, false, 0,
+                      false, false);
       s_send_started (self, true);
       msgpack_sbuffer result;
       msgpack_sbuffer_init (&result);
@@ -308,22 +300,22 @@ s_on_process_started (actor_t *actor, const actor_msg_t *msg)
       msgpack_pack_map (&pk, 1);
       mp_pack_str (&pk, "container");
       container_pack_container (self, &pk);
-      s_reply_ok (self, self->create_token, &result);
+      container_reply_ok (self, self->create_token, &result);
       msgpack_sbuffer_destroy (&result);
       return;
     }
-  s_emit (self, "start-process", p, false, 0, false, false);
+  container_emit (self, "start-process", p, false, 0, false, false);
   msgpack_sbuffer result;
   msgpack_sbuffer_init (&result);
   msgpack_packer pk;
   msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
   msgpack_pack_map (&pk, 1);
   mp_pack_kv_uint (&pk, "system_pid", p->system_pid);
-  s_reply_ok (self, p->token, &result);
+  container_reply_ok (self, p->token, &result);
   p->token = 0;
   msgpack_sbuffer_destroy (&result);
   self->busy = false;
-  s_next_op (self);
+  container_next_op (self);
 }
 
 static void
@@ -343,26 +335,26 @@ s_on_process_failed (actor_t *actor, const actor_msg_t *msg)
     {
       /* A failed create leaves nothing: the id is free again at once. */
       s_send_started (self, false);
-      s_reply_error (self, self->create_token, c, message ? message : "");
+      container_reply_error (self, self->create_token, c, message ? message : "");
       s_remove (self);
       return;
     }
-  if (c == ZCD_E_RUNTIME_ERROR && s_init_gone (self))
+  if (c == ZCD_E_RUNTIME_ERROR && container_init_gone (self))
     {
       /* The runtime refused because the container was exiting: a race
        * with its exit, not a runtime failure (issue 14). */
       char why[200];
       snprintf (why, sizeof why, "container `%s` is stopping (%s)", self->id,
                 message ? message : "");
-      s_reply_error (self, p->token, ZCD_E_INVALID_STATE, why);
+      container_reply_error (self, p->token, ZCD_E_INVALID_STATE, why);
     }
   else
-    s_reply_error (self, p->token, c, message ? message : "");
+    container_reply_error (self, p->token, c, message ? message : "");
   container_remove_proc (self, p);
   cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
   zcd_rm_rf (dir, NULL);
   self->busy = false;
-  s_next_op (self);
+  container_next_op (self);
 }
 
 static void
@@ -373,7 +365,7 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
   if (p == NULL || p->exited)
     return;
-  int status = (int) mp_get_uint (msg->body, "status", 255);
+  int status = (int)mp_get_uint (msg->body, "status", 255);
   bool logged = mp_get_bool (msg->body, "logged", false);
   if (p->is_init)
     {
@@ -390,7 +382,8 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
       self->init_exited = true;
       self->init_status = status;
       if (!self->drain_timer)
-        self->drain_timer = loop_timer_add (actor_loop (actor), EXEC_DRAIN_MS, s_on_drain_timeout, self);
+        self->drain_timer
+            = loop_timer_add (actor_loop (actor), EXEC_DRAIN_MS, s_on_drain_timeout, self);
       s_maybe_finish (self);
       return;
     }
@@ -402,7 +395,7 @@ s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
   if (logged)
     {
       s_forget_process (self, p);
-      s_next_op (self);
+      container_next_op (self);
     }
   else
     s_emit_acked (self, "exit", p, true, status, false, false, p->name);
@@ -423,159 +416,25 @@ s_on_logged (actor_t *actor, const actor_msg_t *msg)
   else if (p->exited)
     {
       s_forget_process (self, p);
-      s_next_op (self);
+      container_next_op (self);
     }
 }
 
 /* ------------------------------------------------------------------ */
 /* Operations, one at a time                                           */
 
-static void
-s_runtime_done (const child_result_t *res, void *arg)
-{
-  runtime_call_t *call = arg;
-  container_t *self = call->self;
-  self->pending_call = NULL;
-  self->pending_call_arg = NULL;
-  bool failed = res->exit_code != 0 || res->timed_out;
-  /* The call that follows a delivered signal cannot undo it: runc thaws a
-   * paused container itself when it SIGKILLs it (crun does not), so the
-   * thaw after a kill only has to leave it running; a re-freeze after a
-   * `kill --all` fails when the signal ended the container, or leaves it
-   * running, which is then what zcd reports. */
-  if (failed && self->thaw_after_kill)
-    {
-      failed = false;
-      if (call->kind == OP_PAUSE && self->phase != CONTAINER_STOPPING && self->paused)
-        container_op_finished (self, OP_RESUME);
-      call->kind = OP_NONE;
-    }
-  self->thaw_after_kill = false;
-  if (!failed && self->then_status != OP_NONE)
-    {
-      /* A second runtime call for the same request: an update's pause or
-       * resume after its resources (each with its event), or the thaw that
-       * lets a SIGKILL reach a paused container's processes. */
-      container_op_kind_t next = self->then_status;
-      self->then_status = OP_NONE;
-      self->thaw_after_kill = call->kind == OP_SIGNAL;
-      container_op_finished (self, call->kind);
-      const char *words[] = { next == OP_PAUSE ? "pause" : "resume", self->id, NULL };
-      uint64_t token = call->token;
-      free (call);
-      if (container_run_runtime (self, token, next, words) < 0)
-        {
-          self->busy = false;
-          s_next_op (self);
-        }
-      return;
-    }
-  self->then_status = OP_NONE;
-  if (failed)
-    {
-      cleanup_free char *text = res->timed_out ? strdup ("the runtime did not answer in time")
-                                               : zcd_runtime_error_text (res->out, res->err);
-      if (!res->timed_out && s_init_gone (self))
-        {
-          /* The runtime failed because the container was exiting (runc:
-           * "container not running", crun: "No such process"): a race
-           * with its exit, not a runtime failure (issue 14). */
-          char why[300];
-          snprintf (why, sizeof why, "container `%s` has exited (%s)", self->id, text ? text : "");
-          s_reply_error (self, call->token, ZCD_E_NOT_FOUND, why);
-        }
-      else
-        s_reply_error (self, call->token, ZCD_E_RUNTIME_ERROR, text);
-      if (call->kind == OP_CHECKPOINT)
-        container_checkpoint_failed (self);
-    }
-  else
-    {
-      container_op_finished (self, call->kind);
-      s_reply_ok (self, call->token, NULL);
-    }
-  free (call);
-  self->busy = false;
-  s_next_op (self);
-}
-
-/* Run `<runtime> words...` for an operation; the reply goes when it ends. */
-int
-container_run_runtime (container_t *self, uint64_t token, container_op_kind_t kind,
-                       const char *const *words)
-{
-  char **argv = zcd_runtime_argv (self->runtime, self->runtime_args, words);
-  runtime_call_t *call = calloc (1, sizeof *call);
-  call->self = self;
-  call->token = token;
-  call->kind = kind;
-  child_opts_t opts = CHILD_OPTS_DEFAULT;
-  opts.deadline_ms = RUNTIME_CALL_MS;
-  cleanup_error zcd_error_t *err = NULL;
-  self->pending_call = child_spawn (self->daemon->children, argv, &opts, s_runtime_done, call, &err);
-  self->pending_token = token;
-  self->pending_call_arg = self->pending_call ? call : NULL;
-  mp_strv_free (argv);
-  if (self->pending_call == NULL)
-    {
-      s_reply_error (self, token, err->code == ZCD_E_INTERNAL ? ZCD_E_RUNTIME_ERROR : err->code,
-                     err->msg);
-      free (call);
-      /* The operation ended here: the next one may run. */
-      self->busy = false;
-      return -1;
-    }
-  return 0;
-}
-
-/* After a successful runtime call: new state and its event. */
-void
-container_op_finished (container_t *self, container_op_kind_t kind)
-{
-  switch (kind)
-    {
-    case OP_PAUSE:
-      if (self->phase == CONTAINER_STOPPING)
-        break; /* the container exited meanwhile: nothing left to report */
-      if (self->paused)
-        break; /* frozen again after a `kill --all`: no change to report */
-      self->paused = true;
-      container_save_state (self, NULL);
-      s_emit (self, "pause", NULL, false, 0, false, false);
-      break;
-    case OP_RESUME:
-      if (self->phase == CONTAINER_STOPPING)
-        break;
-      self->paused = false;
-      container_save_state (self, NULL);
-      s_emit (self, "resume", NULL, false, 0, false, false);
-      break;
-    case OP_UPDATE:
-      if (self->phase == CONTAINER_STOPPING)
-        break;
-      s_emit (self, "update", NULL, false, 0, false, false);
-      break;
-    case OP_CHECKPOINT:
-      container_checkpoint_done (self);
-      s_emit (self, "checkpoint", NULL, false, 0, false, false);
-      break;
-    default:
-      break;
-    }
-}
-
 void
 container_op_done (container_t *self, uint64_t token, zcd_error_t *err)
 {
   if (err)
-    s_reply_error (self, token, err->code, err->msg);
+    container_reply_error (self, token, err->code, err->msg);
   else
-    s_reply_ok (self, token, NULL);
+    container_reply_ok (self, token, NULL);
   self->busy = false;
 }
 
-static void
-s_next_op (container_t *self)
+void
+container_next_op (container_t *self)
 {
   while (!self->busy && self->ops_head && actor_state (self->actor) == self)
     {
@@ -613,7 +472,7 @@ s_on_req (actor_t *actor, const actor_msg_t *msg)
   else
     self->ops_head = op;
   self->ops_tail = op;
-  s_next_op (self);
+  container_next_op (self);
 }
 
 /* ------------------------------------------------------------------ */
@@ -682,7 +541,7 @@ container_note_oom (container_t *self)
   if (self->oom_seen)
     return;
   self->oom_seen = true;
-  s_emit (self, "oom", NULL, false, 0, false, false);
+  container_emit (self, "oom", NULL, false, 0, false, false);
 }
 
 void
@@ -691,15 +550,17 @@ container_post_exit (container_t *self, const char *pid, int status, bool logged
   actor_msg_builder_t mb;
   actor_msg_begin (&mb, "process-exit", 3);
   mp_pack_kv_str (&mb.pk, "pid", pid);
-  mp_pack_kv_uint (&mb.pk, "status", (uint64_t) status);
+  mp_pack_kv_uint (&mb.pk, "status", (uint64_t)status);
   mp_pack_kv_bool (&mb.pk, "logged", logged);
-  actor_msg_send (self->daemon->actors, actor_name (self->actor), actor_name (self->actor), &mb, NULL);
+  actor_msg_send (self->daemon->actors, actor_name (self->actor), actor_name (self->actor), &mb,
+                  NULL);
 }
 
 void
 container_emit_start (container_t *self, container_proc_t *p)
 {
-  s_emit (self, p->is_init ? "start-container" : "start-process", p, false, 0, false, false);
+  container_emit (self, p->is_init ? "start-container" : "start-process", p, false, 0, false,
+                  false);
 }
 
 const char *
@@ -707,4 +568,3 @@ container_status_name (const container_t *self)
 {
   return s_status_name (self);
 }
-

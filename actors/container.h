@@ -1,6 +1,11 @@
-/* The container actor's insides, shared by its two files: container.c (the
- * actor: messages, events, life cycle) and container_ops.c (the model:
- * request parsing, views, state on disk, the operations themselves). */
+/* The container actor's insides, shared by its files: container.c (the
+ * actor: messages, events, life cycle, the operation queue),
+ * container_runtime.c (runtime calls and what their success changes),
+ * container_ops.c (the model: request parsing, views, state on disk, the
+ * dispatch of operations), container_update.c (signal, update,
+ * update_process), container_exec.c, container_checkpoint.c,
+ * container_cgroup.c (the cgroup and its OOM watch) and
+ * container_restore.c. */
 #ifndef ZCD_CONTAINER_H
 #define ZCD_CONTAINER_H
 
@@ -37,7 +42,7 @@ typedef struct container_proc
   bool exited; /* its exit event is out, not yet logged */
   uint32_t system_pid;
   uint64_t starttime; /* of system_pid (/proc/<pid>/stat): a recycled pid is not it */
-  uint64_t token; /* the exec request waiting for the start */
+  uint64_t token;     /* the exec request waiting for the start */
   bool terminal;
   char **args, **env;
   char *cwd;
@@ -101,6 +106,14 @@ typedef struct container
   loop_watch_t *oom_watch;
 } container_t;
 
+/* A runtime call in flight (pending_call_arg): the request it answers. */
+typedef struct runtime_call
+{
+  container_t *self;
+  uint64_t token;
+  container_op_kind_t kind;
+} runtime_call_t;
+
 extern const actor_class_t container_actor_class;
 
 /* container_ops.c */
@@ -112,13 +125,13 @@ int container_start_init (container_t *self, zcd_error_t **err);
  * `unavailable` when the state dir's disk is full. */
 int container_save_state (container_t *self, zcd_error_t **err);
 void container_run_op (container_t *self, container_op_t *op);
-void container_attach_cgroup (container_t *self, pid_t init_pid);
 container_proc_t *container_find_proc (container_t *self, const char *name);
 void container_remove_proc (container_t *self, container_proc_t *p);
 void container_proc_append (container_t *self, container_proc_t *p);
 void container_proc_free (container_proc_t *p);
 struct bundle_info;
-container_proc_t *container_init_proc_from_bundle (container_t *self, const struct bundle_info *info);
+container_proc_t *container_init_proc_from_bundle (container_t *self,
+                                                   const struct bundle_info *info);
 container_proc_t *container_exec_proc_from_request (const msgpack_object *body);
 uint32_t container_count_processes (const container_t *self);
 /* The Container map minus "pids", as the supervisor caches it. */
@@ -135,6 +148,15 @@ json_t *container_json_strv (char *const *v);
 /* What a process actor needs to start p's shim. */
 process_info_t container_process_info (container_t *self, container_proc_t *p);
 
+/* container_cgroup.c */
+/* Find the init's cgroups, note where its pids are listed, watch for OOM. */
+void container_attach_cgroup (container_t *self, pid_t init_pid);
+
+/* container_update.c */
+void container_op_signal (container_t *self, uint64_t token, const msgpack_object *body);
+void container_op_update (container_t *self, uint64_t token, const msgpack_object *body);
+void container_op_update_process (container_t *self, uint64_t token, const msgpack_object *body);
+
 /* container_exec.c */
 void container_op_exec (container_t *self, uint64_t token, const msgpack_object *body);
 /* An exec reusing the id of a process whose exit is not logged yet waits
@@ -144,10 +166,28 @@ bool container_exec_must_wait (container_t *self, const container_op_t *op);
 /* container_checkpoint.c */
 void container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body);
 
-/* container.c */
+/* container_runtime.c */
+/* Run `<runtime> words...` for an operation; the reply goes when it ends.
+ * -1 when it cannot start (then the error is answered and the slot freed). */
 int container_run_runtime (container_t *self, uint64_t token, container_op_kind_t kind,
                            const char *const *words);
+/* After a successful runtime call: new state and its event. */
 void container_op_finished (container_t *self, container_op_kind_t kind);
+
+/* container.c */
+/* Replies to the supervisor; they follow the events the running operation
+ * emitted.  result: a packed msgpack map, or NULL for {}. */
+void container_reply_error (container_t *self, uint64_t token, zcd_code_t code,
+                            const char *message);
+void container_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result);
+/* An event with the view as it is after it. */
+void container_emit (container_t *self, const char *etype, const container_proc_t *p,
+                     bool with_status, int status, bool with_oom, bool oom_killed);
+/* Run the queued operations while none is running. */
+void container_next_op (container_t *self);
+/* Whether the init has exited or is exiting (a zombie), even if its exit has
+ * not reached this actor yet. */
+bool container_init_gone (container_t *self);
 /* Answer the running operation (err NULL = ok {}) and free the slot. */
 void container_op_done (container_t *self, uint64_t token, zcd_error_t *err);
 void container_note_oom (container_t *self);

@@ -1,6 +1,8 @@
-/* The supervisor's state, shared by its files: supervisor.c (requests,
- * the container table, the start gate, the turn's end), supervisor_replay.c
- * (`events` replays) and supervisor_restore.c. */
+/* The supervisor's state, shared by its files: supervisor.c (life cycle,
+ * request dispatch, the turn's end), supervisor_table.c (the container
+ * table, events in and out, acks), supervisor_gate.c (the start gate),
+ * supervisor_ops.c (version, state, metrics, stats, checkpoints),
+ * supervisor_replay.c (`events` replays) and supervisor_restore.c. */
 #ifndef ZCD_SUPERVISOR_INT_H
 #define ZCD_SUPERVISOR_INT_H
 
@@ -87,10 +89,36 @@ struct supervisor
   uint64_t events_total;
   uint64_t latencies[LATENCY_RING];
   uint64_t latency_count;
-  zhashx_t *start_times;
-  zhashx_t *last_event_seq; /* actor name -> seq of its newest event */ /* token -> mono ns of the create request */
+  zhashx_t *start_times;    /* token -> mono ns of the create request */
+  zhashx_t *last_event_seq; /* actor name -> seq of its newest event */
 };
 
+/* supervisor.c */
+/* Park the request and hand it to actor `to` as a "req" message (with the
+ * container's bundle when given: the checkpoint actor needs it). */
+void supervisor_park_and_send (supervisor_t *self, edge_request_t *req, const char *to,
+                               const char *bundle, const char *container_actor);
+
+/* supervisor_table.c */
+void supervisor_entry_destroy (void **item); /* zhashx destructor of `containers` */
+void supervisor_on_event (actor_t *actor, const actor_msg_t *msg);
+void supervisor_on_view (actor_t *actor, const actor_msg_t *msg);
+void supervisor_on_gone (actor_t *actor, const actor_msg_t *msg);
+/* After a flush: tell each actor that its event is durable. */
+void supervisor_send_acks (supervisor_t *self);
+
+/* supervisor_gate.c */
+void supervisor_op_create (supervisor_t *self, edge_request_t *req);
+void supervisor_on_started (actor_t *actor, const actor_msg_t *msg);
+/* The earlier container of `id` is gone: its held creates join the queue. */
+void supervisor_release_held (supervisor_t *self, const char *id);
+
+/* supervisor_ops.c */
+void supervisor_op_version (supervisor_t *self, edge_request_t *req);
+void supervisor_op_state (supervisor_t *self, edge_request_t *req);
+void supervisor_op_metrics (supervisor_t *self, edge_request_t *req);
+void supervisor_op_stats (supervisor_t *self, edge_request_t *req);
+void supervisor_op_checkpoint (supervisor_t *self, edge_request_t *req);
 
 /* supervisor_replay.c */
 void supervisor_op_events (supervisor_t *self, edge_request_t *req);

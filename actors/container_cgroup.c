@@ -1,0 +1,75 @@
+/* A container's cgroup, found from its init's pid once it started: where
+ * its pids are listed (`pids` in `state`) and the OOM watch that publishes
+ * the `oom` event before the init's exit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "actors/container.h"
+#include "core/cgroup.h"
+#include "core/cleanup.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+
+static void
+s_on_oom (loop_t *loop, int fd, uint32_t revents, void *arg)
+{
+  container_t *self = arg;
+  bool oom = false;
+  cleanup_error zcd_error_t *err = NULL;
+  if (cgroup_oom_watch_read (self->cgroup, fd, &oom, &err) < 0)
+    log_warn ("container %s: oom watch: %s", self->id, err->msg);
+  if (oom)
+    container_note_oom (self);
+  /* A v1 eventfd also fires once when the cgroup goes away: after the
+   * removal nothing more can come, so stop watching. */
+  if (revents & (EPOLLHUP | EPOLLERR)
+      || (!oom && access (self->cgroup_procs ? self->cgroup_procs : "/", F_OK) < 0))
+    {
+      loop_remove (loop, self->oom_watch);
+      self->oom_watch = NULL;
+    }
+}
+
+/* The oom event must precede the init's exit (PROTOCOL.md section 5): the
+ * kernel signals the OOM before the killed process is even reaped, so a
+ * watch set up at start sees it first. */
+static void
+s_watch_oom (container_t *self)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  if (cgroup_oom_watch_open (self->cgroup, &self->oom_fd, &err) < 0)
+    {
+      log_warn ("container %s: no OOM notifications: %s", self->id, err->msg);
+      self->oom_fd = -1;
+      return;
+    }
+  self->oom_watch = loop_add_fd (self->daemon->loop, self->oom_fd, EPOLLIN, s_on_oom, self);
+}
+
+void
+container_attach_cgroup (container_t *self, pid_t init_pid)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  if (cgroup_paths_for_pid (CGROUP_ROOT_DEFAULT, init_pid, &self->cgroup, &err) < 0)
+    {
+      log_warn ("container %s: cgroups: %s", self->id, err->msg);
+      return;
+    }
+  const char *dir = cgroup_paths_version (self->cgroup) == CGROUP_V2
+                        ? cgroup_paths_dir (self->cgroup, NULL)
+                        : cgroup_paths_dir (self->cgroup, "pids");
+  if (dir == NULL)
+    dir = cgroup_paths_dir (self->cgroup, "memory");
+  if (zcd_cgroup_dir_is_root (dir)
+      || zcd_cgroup_dir_is_root (cgroup_paths_dir (self->cgroup, "memory")))
+    {
+      /* The init is already gone: nothing of the container to watch. */
+      cgroup_paths_destroy (&self->cgroup);
+      return;
+    }
+  if (dir && asprintf (&self->cgroup_procs, "%s/cgroup.procs", dir) < 0)
+    self->cgroup_procs = NULL;
+  s_watch_oom (self);
+}

@@ -1,0 +1,177 @@
+/* The supervisor's start gate: a create is admitted (id free, bundle
+ * valid, queue not full), then waits for one of max_concurrent_starts start
+ * slots, or for an earlier container of the same id to be gone ("held"). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/supervisor_int.h"
+#include "core/bundle.h"
+#include "core/cleanup.h"
+#include "core/edge.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "core/mp.h"
+
+/* ------------------------------------------------------------------ */
+/* The start gate: at most max_concurrent_starts runtime creates at once  */
+
+static void s_start_next (supervisor_t *self);
+
+static void
+s_record_latency (supervisor_t *self, uint64_t token)
+{
+  uint64_t *t0 = zhashx_lookup (self->start_times, (void *)(uintptr_t)token);
+  if (t0 == NULL)
+    return;
+  self->latencies[self->latency_count++ % LATENCY_RING] = zcd_mono_ns () - *t0;
+  zhashx_delete (self->start_times, (void *)(uintptr_t)token);
+}
+
+void
+supervisor_on_started (actor_t *actor, const actor_msg_t *msg)
+{
+  supervisor_t *self = actor_state (actor);
+  cleanup_free char *id = mp_get_strdup (msg->body, "id");
+  if (id)
+    zhashx_delete (self->reserved, id);
+  if (mp_get_bool (msg->body, "ok", false))
+    s_record_latency (self, mp_get_uint (msg->body, "token", 0));
+  else
+    zhashx_delete (self->start_times, (void *)(uintptr_t)mp_get_uint (msg->body, "token", 0));
+  if (self->starting > 0)
+    self->starting--;
+  s_start_next (self);
+}
+
+static void
+s_launch_create (supervisor_t *self, uint64_t token, const char *id, const char *body, size_t len)
+{
+  msgpack_unpacked unpacked;
+  msgpack_unpacked_init (&unpacked);
+  cleanup_error zcd_error_t *err = NULL;
+  if (mp_unpack (body, len, &unpacked, &err) == 0
+      && container_actor_create (self->daemon, &unpacked.data, token, &err) != NULL)
+    self->starting++;
+  else
+    {
+      zhashx_delete (self->reserved, id);
+      zhashx_delete (self->start_times, (void *)(uintptr_t)token);
+      if (err == NULL)
+        log_error ("bug: create `%s` failed without a reason", id);
+      edge_reply_error (self->edge, token, err ? err->code : ZCD_E_INTERNAL,
+                        err ? err->msg : "create failed without a reason (a bug: see the log)");
+    }
+  msgpack_unpacked_destroy (&unpacked);
+}
+
+static void
+s_enqueue (queued_create_t **head, queued_create_t **tail, queued_create_t *q)
+{
+  q->next = NULL;
+  if (*tail)
+    (*tail)->next = q;
+  else
+    *head = q;
+  *tail = q;
+}
+
+/* The earlier container of `id` is gone: its held creates join the queue. */
+void
+supervisor_release_held (supervisor_t *self, const char *id)
+{
+  queued_create_t *keep_head = NULL, *keep_tail = NULL;
+  while (self->held_head)
+    {
+      queued_create_t *q = self->held_head;
+      self->held_head = q->next;
+      if (strcmp (q->id, id) == 0)
+        s_enqueue (&self->queue_head, &self->queue_tail, q);
+      else
+        s_enqueue (&keep_head, &keep_tail, q);
+    }
+  self->held_head = keep_head;
+  self->held_tail = keep_tail;
+  s_start_next (self);
+}
+
+static void
+s_start_next (supervisor_t *self)
+{
+  int max = self->daemon->config->max_concurrent_starts;
+  while (self->queue_head && self->starting < max)
+    {
+      queued_create_t *q = self->queue_head;
+      self->queue_head = q->next;
+      if (self->queue_head == NULL)
+        self->queue_tail = NULL;
+      self->queued--;
+      s_launch_create (self, q->token, q->id, q->body, q->body_len);
+      free (q->id);
+      free (q->body);
+      free (q);
+    }
+}
+
+/* A restore names a checkpoint zcd made: a missing one is not_found at
+ * admission, not the runtime's failure later (PROTOCOL.md `create`). */
+static int
+s_check_restore_source (const msgpack_object *body, const char *bundle, zcd_error_t **err)
+{
+  cleanup_free char *name = mp_get_strdup (body, "checkpoint");
+  if (name == NULL)
+    return 0;
+  cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
+  if (dir == NULL && asprintf (&dir, "%s/checkpoints", bundle) < 0)
+    return zcd_fail_errno (err, ENOMEM, "checkpoint_dir");
+  return checkpoint_find (dir, name, err);
+}
+
+void
+supervisor_op_create (supervisor_t *self, edge_request_t *req)
+{
+  const msgpack_object *body = edge_request_body (req);
+  cleanup_free char *id = mp_get_strdup (body, "id");
+  cleanup_free char *bundle = mp_get_strdup (body, "bundle");
+  if (zhashx_lookup (self->containers, id) || zhashx_lookup (self->reserved, id))
+    {
+      edge_fail (self->edge, req, ZCD_E_ALREADY_EXISTS, "container `%s` already exists", id);
+      return;
+    }
+  if (self->queued >= MAX_QUEUED_CREATES)
+    {
+      edge_fail (self->edge, req, ZCD_E_BUSY, "%zu creates are already waiting for a start slot",
+                 self->queued);
+      return;
+    }
+  /* The bundle is checked here, at admission: a bad bundle is a precise
+   * invalid_argument and never takes a start slot. */
+  cleanup_error zcd_error_t *err = NULL;
+  bundle_info_t *info = NULL;
+  if (zcd_check_stdio_paths (body, &err) < 0 || s_check_restore_source (body, bundle, &err) < 0
+      || bundle_load (bundle, &info, &err) < 0)
+    {
+      edge_fail (self->edge, req, err->code, "%s", err->msg);
+      return;
+    }
+  bundle_info_destroy (&info);
+  uint64_t token = edge_request_park (self->edge, req);
+  uint64_t *t0 = malloc (sizeof *t0);
+  *t0 = zcd_mono_ns ();
+  zhashx_insert (self->start_times, (void *)(uintptr_t)token, t0);
+  zhashx_insert (self->reserved, id, (void *)(uintptr_t)token);
+  queued_create_t *q = calloc (1, sizeof *q);
+  q->token = token;
+  edge_request_raw_body (req, &q->body, &q->body_len);
+  self->queued++;
+  if (zhashx_lookup (self->draining, id))
+    {
+      q->id = steal_pointer (&id);
+      s_enqueue (&self->held_head, &self->held_tail, q);
+      return;
+    }
+  q->id = steal_pointer (&id);
+  s_enqueue (&self->queue_head, &self->queue_tail, q);
+  s_start_next (self);
+}
