@@ -41,7 +41,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .SECONDARY:
 
 .PHONY: all deps test unit integration demo bench bench-peers install clean asan \
-        format fuzz schema schema-check soak hugetlb asan-integration
+        format fuzz fuzz-protocol schema schema-check soak hugetlb asan-integration
 all: $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(BUILD)/libzcd.a $(BUILD)/libzcd.so \
      $(UNIT_BINS) $(BENCH_BINS)
 
@@ -138,6 +138,12 @@ asan-integration:
 
 fuzz:
 	@sh tests/fuzz/run.sh $(or $(FUZZ_S),60)
+
+# The stateful protocol fuzzer against a real daemon (runc, then crun) for
+# FUZZ_S seconds (default 120); FUZZ_SEED=N replays a seed, FUZZ_RUNTIME=runc|crun.
+fuzz-protocol: all hugetlb
+	@$(PYTHON) tests/fuzz/protocol_fuzz.py --build $(BUILD) --seconds $(or $(FUZZ_S),120) \
+	  --runtime $(or $(FUZZ_RUNTIME),both) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -79,6 +79,7 @@ typedef struct restore_hints
   bool start_logged;     /* its start-container (or restore) is in the log */
   char **started_execs;  /* exec ids whose start-process is logged */
   char **exited;         /* process ids whose exit is logged */
+  bool logged_paused;    /* its last logged pause/resume was a pause */
 } restore_hints_t;
 actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id,
                                   const restore_hints_t *hints, zcd_error_t **err);
@@ -147,8 +148,9 @@ char *zcd_containers_root (const zcd_config_t *cfg);
 void zcd_state_dir_error (zcd_error_t **err);
 /* stdin must exist; stdout/stderr may be new files in an existing
  * directory; an existing path must be a regular file, FIFO or character
- * device.  invalid_argument naming the key ("stdout: `/x` is a directory"). */
-int zcd_check_stdio_paths (const msgpack_object *body, zcd_error_t **err);
+ * device, never a symlink, never inside the state dir.  invalid_argument
+ * naming the key ("stdout: `/x` is a directory"). */
+int zcd_check_stdio_paths (const zcd_config_t *cfg, const msgpack_object *body, zcd_error_t **err);
 char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
 char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);
 /* argv for "<runtime> [global args] <words...>", NULL-terminated; free with mp_strv_free. */

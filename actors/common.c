@@ -1,6 +1,7 @@
 /* Small helpers the daemon's actors share (actors/actors.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -247,27 +248,39 @@ zcd_state_dir_error (zcd_error_t **err)
     }
 }
 
+/* Whether `dir` (a real directory path) is the state dir or inside it. */
+static bool
+s_under_state_dir (const zcd_config_t *cfg, const char *dir)
+{
+  char real_dir[PATH_MAX], real_state[PATH_MAX];
+  if (realpath (dir, real_dir) == NULL || realpath (cfg->state_dir, real_state) == NULL)
+    return false;
+  size_t n = strlen (real_state);
+  return strncmp (real_dir, real_state, n) == 0 && (real_dir[n] == '\0' || real_dir[n] == '/');
+}
+
 /* One stdio path (PROTOCOL.md `create`: an existing file or FIFO, or a new
- * regular file to create).  Only stat: nothing is opened here, the shim
- * opens it in its own process, where a slow path blocks no one. */
+ * regular file to create).  Only lstat: nothing is opened here, the shim
+ * opens it in its own process (O_NOFOLLOW), where a slow path blocks no
+ * one.  A symlink is refused, as is anything inside the state dir: a
+ * container's output must never land in the daemon's own files. */
 static int
-s_check_stdio_path (const char *key, const char *path, bool must_exist, zcd_error_t **err)
+s_check_stdio_path (const zcd_config_t *cfg, const char *key, const char *path, bool must_exist,
+                    zcd_error_t **err)
 {
   struct stat st;
-  if (stat (path, &st) == 0)
-    {
-      if (S_ISREG (st.st_mode) || S_ISFIFO (st.st_mode) || S_ISCHR (st.st_mode))
-        return 0;
-      return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is %s", key, path,
-                       S_ISDIR (st.st_mode)    ? "a directory"
-                       : S_ISSOCK (st.st_mode) ? "a socket"
-                       : S_ISBLK (st.st_mode)  ? "a block device"
-                                               : "not a file or FIFO");
-    }
-  if (errno != ENOENT || must_exist)
+  bool exists = lstat (path, &st) == 0;
+  if (exists && S_ISLNK (st.st_mode))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is a symbolic link", key, path);
+  if (exists && !S_ISREG (st.st_mode) && !S_ISFIFO (st.st_mode) && !S_ISCHR (st.st_mode))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is %s", key, path,
+                     S_ISDIR (st.st_mode)    ? "a directory"
+                     : S_ISSOCK (st.st_mode) ? "a socket"
+                     : S_ISBLK (st.st_mode)  ? "a block device"
+                                             : "not a file or FIFO");
+  if (!exists && (errno != ENOENT || must_exist))
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s`: %s", key, path,
                      strerror (errno));
-  /* A new file: its directory must be there. */
   cleanup_free char *dir = strdup (path);
   char *slash = dir ? strrchr (dir, '/') : NULL;
   if (slash == NULL)
@@ -276,19 +289,25 @@ s_check_stdio_path (const char *key, const char *path, bool must_exist, zcd_erro
     slash[1] = '\0';
   else
     *slash = '\0';
-  if (stat (dir, &st) < 0 || !S_ISDIR (st.st_mode))
+  /* A new file: its directory must be there. */
+  if (!exists && (stat (dir, &st) < 0 || !S_ISDIR (st.st_mode)))
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s`: no such directory", key, dir);
+  if (S_ISCHR (st.st_mode) && exists)
+    return 0; /* a terminal or /dev/null: nothing of ours */
+  if (s_under_state_dir (cfg, dir))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is inside zcd's state dir", key,
+                     path);
   return 0;
 }
 
 int
-zcd_check_stdio_paths (const msgpack_object *body, zcd_error_t **err)
+zcd_check_stdio_paths (const zcd_config_t *cfg, const msgpack_object *body, zcd_error_t **err)
 {
   const char *keys[] = { "stdin", "stdout", "stderr" };
   for (int i = 0; i < 3; i++)
     {
       cleanup_free char *path = mp_get_strdup (body, keys[i]);
-      if (path && s_check_stdio_path (keys[i], path, i == 0, err) < 0)
+      if (path && s_check_stdio_path (cfg, keys[i], path, i == 0, err) < 0)
         return -1;
     }
   return 0;

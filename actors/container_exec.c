@@ -136,7 +136,7 @@ container_op_exec (container_t *self, uint64_t token, const msgpack_object *body
       return;
     }
   cleanup_error zcd_error_t *path_err = NULL;
-  if (zcd_check_stdio_paths (body, &path_err) < 0)
+  if (zcd_check_stdio_paths (self->daemon->config, body, &path_err) < 0)
     {
       container_fail_op (self, token, path_err->code, "%s", path_err->msg);
       return;

@@ -201,6 +201,14 @@ s_cgroup_frozen (const container_t *self)
 /* The daemon may die between a runtime's pause (or resume) and saving
  * state.json: the freezer is the truth.  A frozen container believed
  * running could not even be killed (a kill thaws only a paused one). */
+/* A process whose exit is already posted (the shim is gone). */
+static bool
+s_init_exited_at_restore (const container_proc_t *init)
+{
+  return init->system_pid == 0 || zcd_proc_starttime ((pid_t) init->system_pid) == 0
+         || zcd_proc_is_zombie ((pid_t) init->system_pid);
+}
+
 static void
 s_sync_paused (container_t *self)
 {
@@ -246,6 +254,12 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
     container_attach_cgroup (self, (pid_t) init->system_pid);
   s_sync_paused (self);
   container_notify_view (self);
+  /* The daemon may have died between a pause (or resume) and logging its
+   * event: the status restored from the freezer then gets its event now,
+   * so `state` and the log agree (PROTOCOL.md: a client applying events to
+   * a snapshot holds the exact state). */
+  if (hints->covered && self->paused != hints->logged_paused && !s_init_exited_at_restore (init))
+    container_emit (self, self->paused ? "pause" : "resume", NULL, false, 0, false, false);
   log_debug ("container %s restored (%s, %u processes)", id, container_status_name (self),
             container_count_processes (self));
   return self->actor;

@@ -63,10 +63,28 @@ s_forward (supervisor_t *self, edge_request_t *req)
   supervisor_park_and_send (self, req, e->actor, NULL, NULL);
 }
 
+/* The ops whose success is an event (PROTOCOL.md "Emits"). */
+static bool
+s_emits_events (proto_op_code_t op)
+{
+  return op == PROTO_OP_CREATE || op == PROTO_OP_EXEC || op == PROTO_OP_UPDATE
+         || op == PROTO_OP_CHECKPOINT_CREATE;
+}
+
 static void
 s_handle_request (void *arg, edge_request_t *req)
 {
   supervisor_t *self = arg;
+  if (self->flush_failures > 0 && s_emits_events (edge_request_op (req)->code))
+    {
+      /* Its events could not be logged, so it could not be answered: say
+       * so now rather than do the work and hold the reply (issue 8). */
+      edge_fail (self->edge, req, ZCD_E_UNAVAILABLE,
+                 "no space left on the state dir (the event log cannot be written): `%s` "
+                 "changes nothing until it can",
+                 edge_request_op (req)->name);
+      return;
+    }
   switch (edge_request_op (req)->code)
     {
     case PROTO_OP_VERSION:
@@ -183,7 +201,7 @@ s_heartbeat (loop_t *loop, void *arg)
   msgpack_packer pk;
   msgpack_packer_init (&pk, &buf, msgpack_sbuffer_write);
   msgpack_pack_map (&pk, 3);
-  mp_pack_kv_uint (&pk, "last_seq", eventlog_last_seq (self->log));
+  mp_pack_kv_uint (&pk, "last_seq", eventlog_durable_seq (self->log));
   mp_pack_kv_str (&pk, "boot_id", self->boot_id);
   mp_pack_kv_int (&pk, "ts", zcd_now_ns ());
   edge_queue_publish (self->edge, 0, "/heartbeat", buf.data, buf.size);

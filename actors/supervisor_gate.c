@@ -149,7 +149,7 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
    * invalid_argument and never takes a start slot. */
   cleanup_error zcd_error_t *err = NULL;
   bundle_info_t *info = NULL;
-  if (zcd_check_stdio_paths (body, &err) < 0 || s_check_restore_source (body, bundle, &err) < 0
+  if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0 || s_check_restore_source (body, bundle, &err) < 0
       || bundle_load (bundle, &info, &err) < 0)
     {
       edge_fail (self->edge, req, err->code, "%s", err->msg);

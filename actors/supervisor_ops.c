@@ -84,7 +84,8 @@ supervisor_op_state (supervisor_t *self, edge_request_t *req)
   mp_pack_kv_uint (pk, "cpus", (uint64_t)sysconf (_SC_NPROCESSORS_ONLN));
   mp_pack_kv_uint (pk, "memory",
                    (uint64_t)sysconf (_SC_PHYS_PAGES) * (uint64_t)sysconf (_SC_PAGESIZE));
-  mp_pack_kv_uint (pk, "last_seq", eventlog_last_seq (self->log));
+  /* What clients can know of: the newest event on disk (published). */
+  mp_pack_kv_uint (pk, "last_seq", eventlog_durable_seq (self->log));
   mp_pack_kv_str (pk, "boot_id", self->boot_id);
   edge_reply_send (self->edge, r);
 }

@@ -10,7 +10,8 @@
  *   ended with a final `busy` once it has made no progress for
  *   REPLAY_STALL_MS: the client asks again with `since_seq`;
  * - only events the log holds on disk are sent (eventlog_durable_seq): an
- *   event a crash could still lose is never replayed (defect 12). */
+ *   event a crash could still lose is never replayed (defect 12), and the
+ *   final reply's last_seq is the newest durable seq. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ typedef enum
 {
   STEP_DONE,    /* everything matching is sent: the final reply can go */
   STEP_MORE,    /* the budget ran out: go on next turn */
-  STEP_BLOCKED, /* the client's pipe is full, or the log is not durable yet */
+  STEP_BLOCKED, /* the client's pipe is full */
   STEP_GONE     /* the client has gone */
 } step_t;
 
@@ -54,7 +55,7 @@ s_send_one (const char *encoded, size_t len, uint64_t seq, void *arg)
   pass_t *pass = arg;
   if (seq > pass->durable)
     {
-      pass->stop = STEP_BLOCKED;
+      pass->stop = STEP_DONE; /* in seq order: every later one is newer still */
       return 1;
     }
   if (pass->budget == 0)
@@ -83,7 +84,7 @@ s_final_reply (supervisor_t *self, replay_t *rp)
 {
   edge_reply_t *r = edge_reply_ok (self->edge, rp->req, rp->truncated ? 3 : 1);
   msgpack_packer *pk = edge_reply_packer (r);
-  mp_pack_kv_uint (pk, "last_seq", eventlog_last_seq (self->log));
+  mp_pack_kv_uint (pk, "last_seq", eventlog_durable_seq (self->log));
   if (rp->truncated)
     {
       mp_pack_kv_bool (pk, "truncated", true);
@@ -112,10 +113,9 @@ s_step (supervisor_t *self, replay_t *rp)
 {
   pass_t pass = { rp, REPLAY_BUDGET, eventlog_durable_seq (self->log), STEP_DONE };
   eventlog_replay (self->log, rp->after_seq, rp->since_ns, rp->id, s_send_one, &pass, NULL);
-  /* Events past the durable seq that this replay does not match still
-   * count: last_seq in the final reply must not run ahead of the disk. */
-  if (pass.stop == STEP_DONE && eventlog_last_seq (self->log) > pass.durable)
-    pass.stop = STEP_BLOCKED;
+  /* Events past the durable seq are nobody's yet: the replay ends at the
+   * durable seq, which its final reply gives as last_seq, so a full disk
+   * never silences a replay (the held events come live once logged). */
   return pass.stop;
 }
 

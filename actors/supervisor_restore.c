@@ -81,6 +81,10 @@ s_scan_event (const char *encoded, size_t len, uint64_t seq, void *arg)
             s_push (&c->hints.started_execs, pid);
           else if (strcmp (type, "exit") == 0 && pid)
             s_push (&c->hints.exited, pid);
+          else if (strcmp (type, "pause") == 0)
+            c->hints.logged_paused = true;
+          else if (strcmp (type, "resume") == 0)
+            c->hints.logged_paused = false;
         }
     }
   msgpack_unpacked_destroy (&m);

@@ -284,8 +284,12 @@ static int
 s_read_pid (shim_t *self, zcd_error_t **err)
 {
   cleanup_free char *text = NULL;
-  if (zcd_read_file ("pid", 64, &text, NULL, err) < 0)
-    return -1;
+  cleanup_error zcd_error_t *why = NULL;
+  if (zcd_read_file ("pid", 64, &text, NULL, &why) < 0)
+    /* The runtime said yes but made nothing (a `true` as runtime, an
+     * odd argument): its failure, not ours. */
+    return zcd_fail (err, ZCD_E_RUNTIME_ERROR, "the runtime exited 0 but wrote no pid file (%s)",
+                     why->msg);
   char *end = NULL;
   long pid = strtol (text, &end, 10);
   if (end == text || pid <= 0 || pid > INT32_MAX)
