@@ -36,6 +36,8 @@ typedef struct zcd_config
   int max_concurrent_starts;
   uint64_t events_retain;
   uint64_t max_request_size;
+  int client_queue;            /* 0 = the edge's default */
+  uint64_t client_queue_bytes; /* 0 = the edge's default */
   uint64_t heartbeat_ms;
   char *group;
   char *curve_secret;

@@ -75,6 +75,11 @@ static void
 s_handle_request (void *arg, edge_request_t *req)
 {
   supervisor_t *self = arg;
+  if (self->stopping)
+    {
+      edge_fail (self->edge, req, ZCD_E_UNAVAILABLE, "the daemon is shutting down");
+      return;
+    }
   if (self->flush_failures > 0 && s_emits_events (edge_request_op (req)->code))
     {
       /* Its events could not be logged, so it could not be answered: say
@@ -190,6 +195,56 @@ s_before_sleep (loop_t *loop, void *arg)
     supervisor_run_replays (self);
   /* Replies that follow no unlogged event leave whatever the disk does. */
   edge_flush (self->edge, eventlog_durable_seq (self->log));
+  if (self->stopping && edge_parked_count (self->edge) == 0)
+    loop_stop (loop);
+}
+
+/* Creates that never reached a start slot, and replays, end with the
+ * daemon: each gets its final answer now. */
+static void
+s_answer_unstarted (supervisor_t *self, const char *message)
+{
+  queued_create_t **lists[] = { &self->queue_head, &self->held_head };
+  for (size_t i = 0; i < 2; i++)
+    while (*lists[i])
+      {
+        queued_create_t *q = *lists[i];
+        *lists[i] = q->next;
+        zhashx_delete (self->reserved, q->id);
+        zhashx_delete (self->start_times, (void *) (uintptr_t) q->token);
+        edge_reply_error (self->edge, q->token, ZCD_E_UNAVAILABLE, message);
+        free (q->id);
+        free (q->body);
+        free (q);
+      }
+  self->queue_tail = self->held_tail = NULL;
+  self->queued = 0;
+  supervisor_replays_stop (self, message);
+}
+
+static void
+s_stop_deadline (loop_t *loop, void *arg)
+{
+  supervisor_t *self = arg;
+  self->stop_timer = NULL;
+  log_warn ("stopping: %zu requests still in progress after %d s; they are answered "
+            "`unavailable`",
+            edge_parked_count (self->edge), SUPERVISOR_STOP_GRACE_MS / 1000);
+  loop_stop (loop);
+}
+
+void
+supervisor_stop (supervisor_t *self)
+{
+  if (self->stopping)
+    return;
+  self->stopping = true;
+  s_answer_unstarted (self, "the daemon is shutting down");
+  /* Requests already in the hands of a container (a start, a runtime call)
+   * get their own answer if it comes in time; the turn's end stops the
+   * loop once none is left. */
+  self->stop_timer
+      = loop_timer_add (self->daemon->loop, SUPERVISOR_STOP_GRACE_MS, s_stop_deadline, self);
 }
 
 static void
@@ -283,6 +338,8 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
     .curve_secret = cfg->curve_secret,
     .curve_clients = cfg->curve_clients,
     .insecure_tcp = cfg->insecure_tcp,
+    .client_queue = cfg->client_queue,
+    .client_queue_bytes = cfg->client_queue_bytes,
   };
   self->edge = edge_new (daemon->zmq_ctx, daemon->loop, &edge_cfg, s_handle_request, self, err);
   if (self->edge == NULL)
@@ -304,7 +361,16 @@ supervisor_destroy (supervisor_t **pself)
   if (self->log)
     eventlog_flush (self->log, NULL);
   if (self->edge)
-    edge_flush (self->edge, eventlog_durable_seq (self->log));
+    {
+      /* Every request gets its one final reply, even one the daemon
+       * stopped in the middle of. */
+      s_answer_unstarted (self, "the daemon is shutting down");
+      edge_fail_all_parked (self->edge, ZCD_E_UNAVAILABLE,
+                            "the daemon stopped before this request finished (it may still "
+                            "complete: see `state` once it is back)");
+      edge_flush (self->edge, eventlog_durable_seq (self->log));
+    }
+  loop_timer_cancel (self->daemon->loop, self->stop_timer);
   loop_timer_cancel (self->daemon->loop, self->heartbeat);
   loop_timer_cancel (self->daemon->loop, self->replay_timer);
   loop_timer_cancel (self->daemon->loop, self->flush_timer);

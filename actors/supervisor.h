@@ -19,6 +19,10 @@ supervisor_t *supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err);
 /* Closes the sockets and removes the ipc socket files; containers keep
  * running (their shims are detached). */
 void supervisor_destroy (supervisor_t **self);
+/* SIGTERM: new requests are answered `unavailable`, queued creates and
+ * replays too; the loop stops once the requests in progress are answered,
+ * or after SUPERVISOR_STOP_GRACE_MS.  Containers keep running. */
+void supervisor_stop (supervisor_t *self);
 
 struct eventlog;
 /* Rebuild the containers found in the state directory (supervisor_restore.c). */

@@ -82,6 +82,8 @@ struct supervisor
   uint64_t replays_abandoned; /* their client went away */
   uint64_t replays_stalled;   /* ended with `busy`: their client did not read */
   loop_timer_t *flush_timer;
+  bool stopping;            /* SIGTERM: finishing what is in progress */
+  loop_timer_t *stop_timer; /* ... for at most SUPERVISOR_STOP_GRACE_MS */
   uint64_t flush_failures; /* consecutive failed event-log flushes */
   loop_timer_t *heartbeat;
   char boot_id[40];
@@ -120,9 +122,14 @@ void supervisor_op_metrics (supervisor_t *self, edge_request_t *req);
 void supervisor_op_stats (supervisor_t *self, edge_request_t *req);
 void supervisor_op_checkpoint (supervisor_t *self, edge_request_t *req);
 
+/* On SIGTERM, in-progress requests get this long to finish. */
+#define SUPERVISOR_STOP_GRACE_MS 10000
+
 /* supervisor_replay.c */
 void supervisor_op_events (supervisor_t *self, edge_request_t *req);
 void supervisor_run_replays (supervisor_t *self);
 void supervisor_replays_free (supervisor_t *self);
+/* End every replay with `unavailable` (message) and free it. */
+void supervisor_replays_stop (supervisor_t *self, const char *message);
 
 #endif

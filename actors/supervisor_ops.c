@@ -84,10 +84,15 @@ supervisor_op_state (supervisor_t *self, edge_request_t *req)
   mp_pack_kv_uint (pk, "cpus", (uint64_t)sysconf (_SC_NPROCESSORS_ONLN));
   mp_pack_kv_uint (pk, "memory",
                    (uint64_t)sysconf (_SC_PHYS_PAGES) * (uint64_t)sysconf (_SC_PAGESIZE));
-  /* What clients can know of: the newest event on disk (published). */
-  mp_pack_kv_uint (pk, "last_seq", eventlog_durable_seq (self->log));
+  /* The snapshot holds every event assigned so far, so last_seq is the
+   * newest assigned and the reply leaves once those are on disk (the same
+   * turn, normally).  While the log cannot be written the reply goes at
+   * once all the same (issue 8: `state` keeps working on a full disk),
+   * and its newer events come live once logged. */
+  uint64_t last = eventlog_last_seq (self->log);
+  mp_pack_kv_uint (pk, "last_seq", last);
   mp_pack_kv_str (pk, "boot_id", self->boot_id);
-  edge_reply_send (self->edge, r);
+  edge_reply_send_after (self->edge, r, self->flush_failures ? 0 : last);
 }
 
 static int
@@ -148,7 +153,7 @@ supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
         containers++;
         processes += e->processes;
       }
-  edge_reply_t *r = edge_reply_ok (self->edge, req, 9);
+  edge_reply_t *r = edge_reply_ok (self->edge, req, 14);
   msgpack_packer *pk = edge_reply_packer (r);
   mp_pack_kv_uint (pk, "containers", containers);
   mp_pack_kv_uint (pk, "processes", processes);
@@ -160,6 +165,12 @@ supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
   mp_pack_kv_uint (pk, "open_fds", s_open_fds ());
   mp_pack_str (pk, "start_latency_ns");
   s_pack_latency (self, pk);
+  /* What clients cost that they did not get (issues 8 and 14). */
+  mp_pack_kv_uint (pk, "replies_lost_total", edge_replies_lost (self->edge));
+  mp_pack_kv_uint (pk, "requests_dropped_total", edge_dropped_requests_total (self->edge));
+  mp_pack_kv_uint (pk, "oversized_total", edge_oversized_total (self->edge));
+  mp_pack_kv_uint (pk, "replays_abandoned_total", self->replays_abandoned);
+  mp_pack_kv_uint (pk, "replays_stalled_total", self->replays_stalled);
   edge_reply_send (self->edge, r);
 }
 

@@ -257,3 +257,16 @@ supervisor_replays_free (supervisor_t *self)
       s_replay_free (self, rp);
     }
 }
+
+void
+supervisor_replays_stop (supervisor_t *self, const char *message)
+{
+  while (self->replays)
+    {
+      replay_t *rp = self->replays;
+      self->replays = rp->next;
+      edge_fail (self->edge, rp->req, ZCD_E_UNAVAILABLE, "%s; ask again with since_seq %" PRIu64,
+                 message, rp->after_seq);
+      s_replay_free (self, rp);
+    }
+}

@@ -11,10 +11,12 @@
  * final reply.
  *
  * Replies and publications queue up and leave in edge_flush, which the
- * supervisor calls once per turn after the event log is flushed.  ipc://
- * and inproc:// endpoints are served by one ROUTER and one PUB in the
- * clear; tcp:// endpoints by their own pair, with CURVE.  A reply leaves on
- * the ROUTER its request came in on; a publication on every PUB. */
+ * supervisor calls once per turn after the event log is flushed.  What a
+ * client has not taken of its replies is bounded (PROTOCOL.md section 2):
+ * past the bounds its requests wait, then are dropped (core/edge_peer.c).
+ * ipc:// and inproc:// endpoints are served by one ROUTER and one PUB in
+ * the clear; tcp:// endpoints by their own pair, with CURVE.  A reply
+ * leaves on the ROUTER its request came in on; a publication on every PUB. */
 #ifndef ZCD_EDGE_H
 #define ZCD_EDGE_H
 
@@ -40,6 +42,12 @@ typedef struct edge_config
   const char *curve_secret;  /* czmq certificate file of the server */
   const char *curve_clients; /* directory of allowed client certificates */
   bool insecure_tcp;
+  /* Per client (PROTOCOL.md section 2): replies it has not taken, in
+   * messages (the ROUTER's high-water mark) and bytes, before its requests
+   * wait and then are dropped.  0: the defaults (EDGE_CLIENT_QUEUE_DEFAULT,
+   * EDGE_CLIENT_QUEUE_BYTES_DEFAULT). */
+  int client_queue;
+  uint64_t client_queue_bytes;
 } edge_config_t;
 
 edge_t *edge_new (void *zmq_ctx, loop_t *loop, const edge_config_t *cfg, edge_request_fn fn,
@@ -66,6 +74,8 @@ msgpack_packer *edge_reply_packer (edge_reply_t *r);
 /* Room for `bytes` more, so a large reply is not grown (and moved) by doubling. */
 void edge_reply_reserve (edge_reply_t *r, size_t bytes);
 void edge_reply_send (edge_t *self, edge_reply_t *r);     /* queued for this turn's flush */
+/* Same, leaving only once the event log is durable up to after_seq. */
+void edge_reply_send_after (edge_t *self, edge_reply_t *r, uint64_t after_seq);
 void edge_reply_send_now (edge_t *self, edge_reply_t *r); /* for the end of a stream */
 
 /* Answers to parked requests.  result: a bin object holding a msgpack map
@@ -76,6 +86,10 @@ void edge_reply_parked_ok (edge_t *self, uint64_t token, const msgpack_object *r
 void edge_reply_error (edge_t *self, uint64_t token, zcd_code_t code, const char *message);
 void edge_reply_error_after (edge_t *self, uint64_t token, zcd_code_t code, const char *message,
                              uint64_t after_seq);
+/* Requests parked and not answered yet (shutdown waits for them). */
+size_t edge_parked_count (const edge_t *self);
+/* Answer every parked request with this error (the daemon is stopping). */
+void edge_fail_all_parked (edge_t *self, zcd_code_t code, const char *message);
 
 /* edge_send_partial_event's failures. */
 #define EDGE_SEND_FULL (-1) /* the client's pipe is full: try again next turn */
@@ -97,6 +111,11 @@ uint64_t edge_errors_total (const edge_t *self);
 uint64_t edge_replies_lost (const edge_t *self);
 /* Messages dropped whole for too many frames or too many bytes in all. */
 uint64_t edge_oversized_total (const edge_t *self);
+/* Requests of clients that do not take their replies, dropped unanswered
+ * (too many waiting, stalled too long, or the client left meanwhile). */
+uint64_t edge_dropped_requests_total (const edge_t *self);
+/* Clients with replies or requests waiting because they do not read. */
+uint64_t edge_backlogged_peers (const edge_t *self);
 
 /* zhashx helpers for uint64 keys stored in the pointer. */
 size_t edge_token_hash (const void *key);

@@ -22,6 +22,7 @@
 #include "actors/actors.h"
 #include "actors/supervisor.h"
 #include "core/cleanup.h"
+#include "core/edge.h"
 #include "core/fsutil.h"
 #include "core/mp.h"
 #include "core/log.h"
@@ -40,6 +41,11 @@ static const char s_usage[] =
   "  --max-concurrent-starts N  runtime creates at once (default 2 x CPUs)\n"
   "  --events-retain N          events kept in the log (default 100000)\n"
   "  --max-request-size BYTES   largest request body (default 1048576)\n"
+  "  --client-queue N           replies a client has not taken yet, in messages (default 1000)\n"
+  "  --client-queue-bytes BYTES ... and in bytes (default 4194304).  Past either, the client\n"
+  "                             is not served until it reads: its next 64 requests (4 MiB)\n"
+  "                             wait, in order, and more are dropped and logged; what waits\n"
+  "                             60 s without the client reading is dropped too\n"
   "  --heartbeat DUR            heartbeat period (default 1s)\n"
   "  --log-level LEVEL          debug, info, warn, error (default info)\n"
   "  --log-format FORMAT        text or json (default text)\n"
@@ -101,7 +107,8 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
 {
   enum { O_STATE = 256, O_LISTEN, O_PUBLISH, O_RUNTIME, O_RUNTIME_ARGS, O_SHIM, O_START_TIMEOUT,
          O_MAX_STARTS, O_RETAIN, O_MAX_REQ, O_HEARTBEAT, O_LOG_LEVEL, O_LOG_FORMAT, O_GROUP,
-         O_CURVE_SECRET, O_CURVE_CLIENTS, O_INSECURE, O_VERSION, O_HELP };
+         O_CURVE_SECRET, O_CURVE_CLIENTS, O_INSECURE, O_VERSION, O_HELP, O_CLIENT_QUEUE,
+         O_CLIENT_QUEUE_BYTES };
   static const struct option opts[] = {
     { "state-dir", 1, 0, O_STATE },         { "listen", 1, 0, O_LISTEN },
     { "publish", 1, 0, O_PUBLISH },         { "runtime", 1, 0, O_RUNTIME },
@@ -112,7 +119,8 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
     { "log-format", 1, 0, O_LOG_FORMAT },   { "group", 1, 0, O_GROUP },
     { "curve-secret", 1, 0, O_CURVE_SECRET }, { "curve-clients", 1, 0, O_CURVE_CLIENTS },
     { "insecure-tcp", 0, 0, O_INSECURE },   { "version", 0, 0, O_VERSION },
-    { "help", 0, 0, O_HELP },               { 0, 0, 0, 0 },
+    { "help", 0, 0, O_HELP },               { "client-queue", 1, 0, O_CLIENT_QUEUE },
+    { "client-queue-bytes", 1, 0, O_CLIENT_QUEUE_BYTES }, { 0, 0, 0, 0 },
   };
   int c;
   int64_t v;
@@ -140,6 +148,22 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
       case O_MAX_STARTS: cfg->max_concurrent_starts = (int) s_parse_count ("--max-concurrent-starts", optarg); break;
       case O_RETAIN: cfg->events_retain = (uint64_t) s_parse_count ("--events-retain", optarg); break;
       case O_MAX_REQ: cfg->max_request_size = (uint64_t) s_parse_count ("--max-request-size", optarg); break;
+      case O_CLIENT_QUEUE:
+        if ((v = s_parse_count ("--client-queue", optarg)) < 1 || v > INT_MAX)
+          {
+            fprintf (stderr, "zcd: --client-queue: 1 to %d messages\n", INT_MAX);
+            exit (2);
+          }
+        cfg->client_queue = (int) v;
+        break;
+      case O_CLIENT_QUEUE_BYTES:
+        if ((v = s_parse_count ("--client-queue-bytes", optarg)) < 1)
+          {
+            fprintf (stderr, "zcd: --client-queue-bytes: at least 1\n");
+            exit (2);
+          }
+        cfg->client_queue_bytes = (uint64_t) v;
+        break;
       case O_LOG_LEVEL:
         if (zcd_log_set_level (optarg) < 0)
           {
@@ -229,6 +253,7 @@ s_config_free (zcd_config_t *cfg)
 typedef struct
 {
   zcd_daemon_t *daemon;
+  supervisor_t *supervisor;
   int fd;
 } signals_t;
 
@@ -244,7 +269,10 @@ s_on_signal (loop_t *loop, int fd, uint32_t revents, void *arg)
       else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT)
         {
           log_info ("signal %d: shutting down (containers keep running)", (int) info.ssi_signo);
-          loop_stop (loop);
+          if (sig->supervisor)
+            supervisor_stop (sig->supervisor);
+          else
+            loop_stop (loop);
         }
       else if (info.ssi_signo == SIGHUP)
         log_info ("SIGHUP: nothing to reload");
@@ -316,10 +344,12 @@ main (int argc, char **argv)
       fprintf (stderr, "zcd: %s\n", err->msg);
       return 1;
     }
+  sig.supervisor = supervisor;
   log_info ("zcd %d.%d.%d listening on %s, events on %s, state in %s, runtime %s",
             ZCD_VERSION_MAJOR, ZCD_VERSION_MINOR, ZCD_VERSION_PATCH, cfg.listen[0],
             cfg.publish[0], cfg.state_dir, cfg.runtime);
   int rc = loop_run (daemon.loop);
+  sig.supervisor = NULL;
   supervisor_destroy (&supervisor);
   actor_system_destroy (&daemon.actors);
   children_destroy (&daemon.children);
