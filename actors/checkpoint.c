@@ -249,7 +249,8 @@ s_read_names (int dfd, const char *dir, names_t *names, zcd_error_t **err)
         return zcd_fail_errno (err, ENOMEM, "checkpoint_dir: read `%s`", dir);
       names->n++;
     }
-  qsort (names->v, names->n, sizeof *names->v, s_compare_names);
+  if (names->n > 1)
+    qsort (names->v, names->n, sizeof *names->v, s_compare_names);
   return 0;
 }
 

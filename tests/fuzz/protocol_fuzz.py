@@ -29,9 +29,31 @@ and every few steps and after every restart:
              (containers, exec processes, paused), and the log's per
              container history is well formed (start, ..., exit of execs,
              exit of init)
+and now and then (issue 14: clients that do not read their replies; the
+first time ~1.5 s into each runtime's run, then every ~--slow-every s), with
+a flooder (a DEALER with RCVHWM=1 sending --flood-n `state`/`version`
+requests, some about a container with large labels, and never reading)
+alongside the other clients for ~3 s, then/or --stall-clients DEALERs whose
+`events` {since_seq: 0} replays stall (they never read) with everything else
+paused:
+  flood-rss      the daemon's VmRSS (sampled every 10 ms) stays under the
+                 baseline taken just before the flood + 64 MiB
+  flood-version  `version` answers within 1 s during the flood (a client of
+                 its own, every 50 ms, and the probe client after each step)
+  drop-log       the daemon's log names the flooder (`client ipc/<hex
+                 routing id>: not reading its replies`) once it went past
+                 its bounds
+  stall-cpu      over 2 s, starting 1 s after the stalled replays were
+                 asked for, the daemon uses < 5 % of a core (a window in
+                 which an event was published is measured again)
+  stall-version  `version` answers within 1 s while the replays are stalled
+Some seeds start the daemon with --client-queue 50 (--client-queue N to
+choose; 0: the daemon's default).
 
 Usage: /usr/bin/python3 tests/fuzz/protocol_fuzz.py [--seed N] [--seconds S]
          [--runtime runc|crun|both] [--build DIR] [--max-live N] [--keep]
+         [--slow-every S] [--slow-first S] [--flood-n N] [--stall-clients N]
+         [--client-queue N]
 Prints `protocol fuzz: seed N, STEPS steps, R restarts, F failures` last;
 exits 1 on any failure (with the step log tail and the daemon log tail).
 """
@@ -51,6 +73,7 @@ import time
 import traceback
 from pathlib import Path
 
+import msgpack
 import zmq
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +83,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from pf_wire import bad_strings, Dealer, Pairs, RawStr, Request, WideInt, encode, rid_key, short, unpack  # noqa: E402
 import pf_fs  # noqa: E402
+import pf_slow  # noqa: E402
 from conftest import make_rootfs, oci_config  # noqa: E402
 
 ERROR_CODES = {"invalid_request", "unknown_op", "unsupported_version", "invalid_argument",
@@ -126,6 +150,13 @@ class Failure:
         if self.reply is not None:
             s += f"\n    reply:   {short(self.reply, 600)}"
         return s
+
+
+MIB = 1 << 20
+
+
+def peak_at_s(watch):
+    return f"{watch.peak_at:.2f} s into the flood"
 
 
 def weighted(rng, items):
@@ -249,6 +280,19 @@ class Fuzzer:
         self._bad_seen = set()
         self.given_up = set()
         self.trace = open(opts.trace, "a") if opts.trace else None
+        # slow clients (issue 14): their own random stream, so that a seed's
+        # sequence of ordinary actions does not depend on them
+        self.srng = random.Random(f"slow-{seed}")
+        self.client_queue = opts.client_queue
+        if self.client_queue is None:
+            self.client_queue = 50 if self.srng.random() < 0.3 else 0
+        self.flood = None           # the flood in progress (a dict), or None
+        self.slow_n = 0             # slow-client episodes so far
+        self.slow_rids = 0
+        self.slow_next = float("inf")
+        self.slow_figures = {"floods": [], "stalls": [], "stall_skipped": 0}
+        # ASan's quarantine holds freed memory on purpose: RSS says nothing there
+        self.sanitized = "asan" in Path(opts.build).name
 
     # ------------------------------------------------------------ plumbing
 
@@ -1274,11 +1318,14 @@ class Fuzzer:
                       + ", ".join(sorted({r.op for r in lost})))
         self.pending.clear()
         self.close_extra(all_=True)
+        self.abort_flood("the daemon is gone")
 
     def start_daemon(self):
         extra = []
         if self.retain:
             extra += ["--events-retain", str(self.retain)]
+        if self.client_queue:
+            extra += ["--client-queue", str(self.client_queue)]
         self.daemon.start(extra)
         self.epoch += 1
         self.open_sockets()
@@ -1324,9 +1371,14 @@ class Fuzzer:
             dt = time.monotonic() - t0
             # how long does it take, if it comes at all?
             ok = self.wait([req], 29)
-            self.fail("version", f"no version reply within 1 s (came after "
-                      f"{time.monotonic() - t0:.1f} s)" if ok else
-                      f"no version reply within 1 s nor 30 s ({dt:.1f})")
+            kind, why = "version", ""
+            if self.flood is not None:
+                kind = "flood-version"
+                why = (f" (a client that does not read its replies has been flooding "
+                       f"for {t0 - self.flood['t0']:.1f} s)")
+            self.fail(kind, f"no version reply within 1 s (came after "
+                      f"{time.monotonic() - t0:.1f} s){why}" if ok else
+                      f"no version reply within 1 s nor 30 s ({dt:.1f}){why}")
             if not ok:
                 self.give_up(req)
                 return False
@@ -1643,6 +1695,376 @@ class Fuzzer:
         self._log_problems = getattr(self, "_log_problems", set()) | {key}
         self.fail("state-log", f"event log: {text}; history {hist[-10:]}")
 
+    # ------------------------------------------------------------ slow clients (issue 14)
+
+    def slow_rid(self):
+        self.slow_rids += 1
+        return f"slow{self.slow_rids}"
+
+    def slow_call(self, body, timeout):
+        """call() with a rid of the slow-client stream (the ordinary
+        actions' random stream is left alone)."""
+        return self.call(dict(body, rid=self.slow_rid()), timeout)
+
+    def schedule_slow(self):
+        if self.opts.slow_every > 0:
+            self.slow_next = time.monotonic() + self.opts.slow_every * self.srng.uniform(0.6, 1.4)
+
+    def slow_episode(self):
+        """A flood by a client that never reads, alongside the other clients
+        for a few seconds, then (or instead) stalled event replays with
+        everything else paused.  The first episode does both."""
+        self.slow_n += 1
+        kind = "both" if self.slow_n == 1 else self.srng.choice(["flood", "stall", "both"])
+        self.note(f"slow-client episode {self.slow_n}: {kind}")
+        if kind == "stall":
+            self.stall_check()
+            self.schedule_slow()
+        else:
+            self.start_flood(then_stall=(kind == "both"))
+
+    def slow_metric(self, key):
+        req, reply = self.slow_call({"op": "metrics"}, 5)
+        if reply is None:
+            self.give_up(req)
+            return None
+        v = reply.get(key) if reply.get("ok") is True else None
+        return v if isinstance(v, int) else None
+
+    def make_ballast(self):
+        """A sleeping container whose labels (64 to 900 KB) make every
+        `state` reply large.  Its id, or None if it was not created."""
+        cid = f"f{self.token}bal{self.slow_n}"
+        n = self.srng.choice([64, 256, 900])
+        bundle = self._write_bundle(f"bal{self.slow_n}", ["sleep", "3600"], cgroup=True)
+        labels = [f"ballast{i}=" + "b" * 1000 for i in range(n)]
+        self.made_ids.add(cid)
+        req = self.send({"op": "create", "id": cid, "bundle": bundle, "labels": labels,
+                         "rid": self.slow_rid()}, target=cid)
+        self.wait([req], 45)
+        if req.final is None or req.final.get("ok") is not True:
+            self.note(f"ballast {cid} not created: {short(req.final, 200)}")
+            return None
+        return cid
+
+    def start_flood(self, then_stall):
+        ballast = self.make_ballast() if self.srng.random() < 0.7 else None
+        if not self.daemon.alive():
+            self.schedule_slow()
+            return
+        pid = self.daemon.proc.pid
+        # the baseline, once the daemon made a few `state` replies (their
+        # buffers count in it) and with the ballast in place
+        size = 0
+        for _ in range(3):
+            req, reply = self.slow_call({"op": "state"}, 5)
+            if reply is None:
+                self.give_up(req)
+            else:
+                size = max(size, len(msgpack.packb(reply)))
+        dropped0 = self.slow_metric("requests_dropped_total")
+        base = pf_slow.rss(pid)
+        if base is None:
+            self.schedule_slow()
+            return
+        routing = b"F" + self.token.encode() + str(self.slow_n).encode()
+        offset = pf_slow.log_size(self.daemon.log_path)
+        watch = pf_slow.FloodWatch(pid, self.daemon.cmd_ep)
+        watch.start()
+        sock = pf_slow.dealer(self.ctx, self.daemon.cmd_ep, routing_id=routing)
+        mix = collections.Counter()
+        for i in range(self.opts.flood_n):
+            x = self.srng.random()
+            if ballast and x < 0.3:
+                body, what = {"op": "state", "id": ballast, "rid": i}, "state-ballast"
+            elif x < 0.9:
+                body, what = {"op": "state", "rid": i}, "state"
+            else:
+                body, what = {"op": "version", "rid": i}, "version"
+            sock.send(msgpack.packb(body))
+            mix[what] += 1
+        t0 = time.monotonic()
+        self.flood = {"t0": t0, "until": t0 + self.srng.uniform(2.5, 3.5), "sock": sock,
+                      "watch": watch, "base": base, "pid": pid, "name": "ipc/" + routing.hex(),
+                      "offset": offset, "dropped0": dropped0, "ballast": ballast,
+                      "size": size, "mix": mix, "then_stall": then_stall, "step": self.step,
+                      "ops0": collections.Counter(self.ops_sent)}
+        self.note(f"flood: {self.opts.flood_n} requests ({dict(mix)}) from "
+                  f"{self.flood['name']} that never reads; RSS baseline {base / MIB:.1f} MiB, "
+                  f"state replies {size // 1000} KB")
+
+    def abort_flood(self, why):
+        f, self.flood = self.flood, None
+        if f is None:
+            return
+        f["watch"].stop()
+        f["sock"].close(0)
+        self.note(f"flood abandoned: {why}")
+        self.schedule_slow()
+
+    def end_flood(self, chain=True):
+        """The flood's invariants: RSS bound, `version` within 1 s, the log
+        line; then the flooder goes (and, for a `both` episode, stalled
+        replays are measured)."""
+        f, self.flood = self.flood, None
+        w = f["watch"]
+        w.stop()
+        lines = []
+        if self.daemon.alive():
+            # the line is logged when the first request is dropped; give
+            # the log a moment if it is not there yet
+            deadline = time.monotonic() + 3
+            while True:
+                lines = pf_slow.drop_lines(pf_slow.log_since(self.daemon.log_path, f["offset"]),
+                                           f["name"])
+                if lines or time.monotonic() >= deadline:
+                    break
+                self.pump(0.1)
+        dropped1 = self.slow_metric("requests_dropped_total") if self.daemon.alive() else None
+        f["sock"].close(0)
+        dur = time.monotonic() - f["t0"]
+        dropped = (dropped1 - f["dropped0"]) if None not in (dropped1, f["dropped0"]) else None
+        ops = collections.Counter(self.ops_sent)
+        ops.subtract(f["ops0"])
+        during = ", ".join(f"{k} {v}" for k, v in ops.most_common(8) if v > 0)
+        base, peak = f["base"], w.peak
+        what = (f"{self.opts.flood_n} requests ({dict(f['mix'])}) from {f['name']} "
+                f"sent at step {f['step']}, "
+                f"client-queue {self.client_queue or 'default'}, state replies "
+                f"{f['size'] // 1000} KB, {dur:.1f} s")
+        if w.gone or not self.daemon.alive():
+            self.note(f"flood ended with the daemon gone ({what})")
+        elif w.error:
+            self.fail("harness", f"flood watcher: {w.error}")
+        else:
+            if w.samples == 0:
+                self.fail("harness", "flood watcher took no RSS sample")
+            elif self.sanitized:
+                self.note("flood-rss not checked: a sanitized daemon keeps freed memory")
+            elif peak >= base + pf_slow.FLOOD_SLACK:
+                self.fail("flood-rss", f"VmRSS {peak / MIB:.1f} MiB ({peak_at_s(w)}) while a "
+                          f"client floods without reading: over baseline {base / MIB:.1f} MiB "
+                          f"+ {pf_slow.FLOOD_SLACK // MIB} MiB; flood: {what}; the fuzzer sent "
+                          f"meanwhile: {during or 'nothing'}")
+            if w.late:
+                lat = "; ".join(f"sent {a:.2f} s in: " + (f"{b:.2f} s" if b else "no reply")
+                                for a, b in w.late[:5])
+                self.fail("flood-version", f"{len(w.late)} of {w.probes} `version` probes of a "
+                          f"client that reads took over {pf_slow.VERSION_BOUND_S:g} s during the "
+                          f"flood ({lat}); flood: {what}")
+            if w.bad:
+                self.fail("flood-version", f"`version` during the flood answered "
+                          f"{w.bad[0]} ({len(w.bad)} such)")
+            if not lines:
+                others = pf_slow.drop_lines(pf_slow.log_since(self.daemon.log_path,
+                                                              f["offset"]))
+                self.fail("drop-log", f"no `client {f['name']}: {pf_slow.DROP_TEXT}` in the "
+                          f"log after a flood past the per-client bounds ({what}; "
+                          f"requests_dropped_total grew by {dropped}); other such lines: "
+                          f"{others[:3] or 'none'}")
+        rec = {"step": f["step"], "base": base, "peak": peak, "worst": w.worst(),
+               "probes": w.probes, "dropped": dropped, "logged": bool(lines)}
+        self.slow_figures["floods"].append(rec)
+        print(f"[{self.runtime}] step {self.step}: flood of {what}: RSS baseline "
+              f"{base / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB (+{(peak - base) / MIB:.1f}, "
+              f"bound +{pf_slow.FLOOD_SLACK // MIB}{', not checked: ASan' if self.sanitized else ''}"
+              f"); `version` worst "
+              f"{w.worst() * 1000:.0f} ms over {w.probes} probes; {dropped} requests dropped; "
+              f"log line: {'yes' if lines else 'NO'}", flush=True)
+        self.note(f"flood ended: peak {peak / MIB:.1f} MiB, dropped {dropped}, "
+                  f"log {lines[:1]}")
+        if chain and f["then_stall"] and self.daemon.alive():
+            self.stall_check(f["ballast"])
+        if f["ballast"] and self.daemon.alive():
+            self.send({"op": "signal", "id": f["ballast"], "signal": 9, "all": True,
+                       "rid": self.slow_rid()}, target=f["ballast"])
+        self.schedule_slow()
+
+    def pad_events(self, want, prefer=None):
+        """Pause and resume a container until the log holds `want` events
+        (one each): a few dozen events are what makes a replay outgrow a
+        client's bounds.  Returns the id of a container made for it (to be
+        killed), or None."""
+        made = None
+        have = self.last_seq_seen
+        cid = prefer
+        for _ in range(3):
+            if have >= want:
+                break
+            running = [c for c, v in sorted(self.known.items())
+                       if c.startswith(f"f{self.token}") and v.get("status") == "running"]
+            if cid not in running:
+                cid = running[0] if running else None
+            if cid is None:
+                if made is not None:
+                    break
+                made = cid = f"f{self.token}pad{self.slow_n}"
+                bundle = self._write_bundle(f"pad{self.slow_n}", ["sleep", "3600"], cgroup=True)
+                self.made_ids.add(cid)
+                req = self.send({"op": "create", "id": cid, "bundle": bundle,
+                                 "rid": self.slow_rid()}, target=cid)
+                self.wait([req], 45)
+                if req.final is None or req.final.get("ok") is not True:
+                    break
+            self.note(f"padding the event log to {want} events with {cid}")
+            while have < want:
+                failed = False
+                for status in ("paused", "running"):
+                    req, reply = self.slow_call({"op": "update", "id": cid, "status": status}, 10)
+                    if reply is None:
+                        self.give_up(req)
+                    if reply is None or reply.get("ok") is not True:
+                        failed = True
+                        break
+                    have += 1
+                if failed:
+                    self.take_state()
+                    cid = None
+                    break
+        return made
+
+    def stall_check(self, ballast=None):
+        """Clients whose `events` replays stall (RCVHWM=1, never read) and
+        nothing else of ours going on: after 1 s, the daemon's CPU over 2 s
+        is < 5 % of a core, and `version` answers within 1 s.  One of those
+        clients reads afterwards, to tell whether its replays were stalled
+        indeed (or all fitted in its buffers)."""
+        if not self.daemon.alive():
+            return
+        self.close_extra(all_=True)
+        if self.filler.exists():
+            self.filler.unlink()
+            self.note("disk freed for the stall check")
+        # Each client asks for at most 60 replays (fewer than the 64
+        # requests that wait for a client past its bounds); a client takes
+        # about 1,500 messages before its replays stall (1,000 in its queue,
+        # the rest in the connection's buffers): 4,000 messages a client
+        # need 66 events in the log.
+        retain = self.retain or 100000
+        pad = None
+        if not self.wait(list(self.pending.values()), 15):
+            self.slow_figures["stall_skipped"] += 1
+            self.note(f"stall check skipped: {len(self.pending)} requests still in flight")
+            return
+        if min(self.last_seq_seen, retain) < 70:
+            self.take_state()
+            pad = self.pad_events(70, ballast)
+        self.pump(0.05)
+        try:
+            self.stall_measure(min(self.last_seq_seen, retain))
+        finally:
+            if pad is not None and self.daemon.alive():
+                self.send({"op": "signal", "id": pad, "signal": 9, "all": True,
+                           "rid": self.slow_rid()}, target=pad)
+
+    def stall_measure(self, n_ev):
+        pid = self.daemon.proc.pid
+        per = max(1, min(60, -(-4000 // (n_ev + 1))))
+        body = msgpack.packb({"op": "events", "since_seq": 0, "rid": "stalled"})
+        socks = []
+        tries = []
+        late = None
+        try:
+            for i in range(self.opts.stall_clients):
+                routing = b"S" + self.token.encode() + f"{self.slow_n}-{i}".encode()
+                s = pf_slow.dealer(self.ctx, self.daemon.cmd_ep, routing_id=routing)
+                for _ in range(per):
+                    s.send(body)
+                socks.append(s)
+            self.note(f"stall: {len(socks)} clients x {per} `events` since_seq 0 "
+                      f"(~{n_ev} events each), never read")
+            time.sleep(1.0)
+            for _ in range(3):
+                self.take_live_events()
+                seq0 = self.last_seq_seen
+                th0 = pf_slow.thread_cpu(pid)
+                c0, t0 = pf_slow.cpu_seconds(pid), time.monotonic()
+                time.sleep(2.0)
+                c1, dt = pf_slow.cpu_seconds(pid), time.monotonic() - t0
+                th1 = pf_slow.thread_cpu(pid)
+                if c0 is None or c1 is None:
+                    return      # the daemon is gone: `alive` says so
+                self.take_live_events()
+                quiet = self.last_seq_seen == seq0
+                tries.append(((c1 - c0) / dt, quiet, dt,
+                              pf_slow.thread_cpu_diff(th0, th1, dt)))
+                if tries[-1][0] < pf_slow.STALL_CPU_MAX or quiet:
+                    break
+                self.note(f"stall: {tries[-1][0] * 100:.1f} % of a core in a window with "
+                          f"events (seq {seq0} -> {self.last_seq_seen}): measured again")
+            share, quiet, dt, threads = tries[-1]
+            what = (f"{len(socks)} clients x {per} `events` since_seq 0 replays of ~{n_ev} "
+                    f"events, client-queue {self.client_queue or 'default'}")
+            if share >= pf_slow.STALL_CPU_MAX:
+                if quiet:
+                    self.fail("stall-cpu", f"the daemon used {share * 100:.1f} % of a core over "
+                              f"{dt:.1f} s (bound {pf_slow.STALL_CPU_MAX * 100:g} %) with only "
+                              f"stalled replays: {what}; by thread: {threads}; all windows: "
+                              + ", ".join(f"{t[0] * 100:.1f} %" for t in tries))
+                else:
+                    self.note(f"stall check inconclusive: events in every window ({what})")
+            t0 = time.monotonic()
+            req, reply = self.slow_call({"op": "version"}, pf_slow.VERSION_BOUND_S)
+            if reply is None:
+                came = self.wait([req], 29)
+                late = time.monotonic() - t0
+                self.fail("stall-version", f"no version reply within 1 s while {what} "
+                          + (f"(came after {late:.1f} s)" if came else "(nor within 30 s)"))
+                if not came:
+                    self.give_up(req)
+            else:
+                late = time.monotonic() - t0
+            # were they stalled?  The first client reads what has come so
+            # far: all it asked for (per replays of n_ev events and a
+            # final reply), or less when its replays were waiting
+            want = per * (n_ev + 1)
+            got = 0
+            while got < want and socks[0].poll(100):
+                while got < want:
+                    try:
+                        socks[0].recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    got += 1
+        finally:
+            for s in socks:
+                s.close(0)
+        if not tries:
+            return
+        stalled = got < want
+        self.slow_figures["stalls"].append({"step": self.step, "share": share, "quiet": quiet,
+                                            "clients": len(socks), "per": per, "events": n_ev,
+                                            "stalled": stalled})
+        print(f"[{self.runtime}] step {self.step}: {what}: daemon CPU {share * 100:.2f} % of "
+              f"a core over {dt:.1f} s ({'quiet' if quiet else 'events published meanwhile'}"
+              f"{', ' + str(len(tries)) + ' windows' if len(tries) > 1 else ''}); `version` "
+              f"{late * 1000:.0f} ms; replays stalled: "
+              f"{'yes' if stalled else 'NO'} (a client had {got} of {want} messages)",
+              flush=True)
+
+    def slow_summary(self):
+        fl, st = self.slow_figures["floods"], self.slow_figures["stalls"]
+        parts = []
+        if fl:
+            worst = max(fl, key=lambda r: r["peak"] - r["base"])
+            parts.append(f"{len(fl)} floods, RSS at most +{(worst['peak'] - worst['base']) / MIB:.1f}"
+                         f" MiB over its baseline ({worst['base'] / MIB:.1f} -> "
+                         f"{worst['peak'] / MIB:.1f} MiB, step {worst['step']}), `version` at "
+                         f"worst {max(r['worst'] for r in fl) * 1000:.0f} ms, log line "
+                         f"{sum(r['logged'] for r in fl)}/{len(fl)}")
+        else:
+            parts.append("no flood")
+        if st:
+            parts.append(f"{len(st)} stall checks ({sum(r['stalled'] for r in st)} with the "
+                         f"replays stalled indeed), daemon CPU at most "
+                         f"{max(r['share'] for r in st) * 100:.2f} % of a core")
+        else:
+            parts.append("no stall check")
+        if self.slow_figures["stall_skipped"]:
+            parts.append(f"{self.slow_figures['stall_skipped']} stall checks skipped "
+                         f"(requests in flight)")
+        return "; ".join(parts)
+
     # ------------------------------------------------------------ main loop
 
     ACTIONS = [
@@ -1660,14 +2082,23 @@ class Fuzzer:
         restart_every = self.rng.choice([4.0, 6.0, 10.0])
         print(f"[{self.runtime}] seed {self.seed}: {self.seconds:g} s, restarts every "
               f"~{restart_every:g} s, events-retain {self.retain or 'default'}, state dir "
-              f"{'on a %d MiB tmpfs' % self.disk_mb if self.disk_mb else 'on /tmp'}", flush=True)
+              f"{'on a %d MiB tmpfs' % self.disk_mb if self.disk_mb else 'on /tmp'}, "
+              f"client-queue {self.client_queue or 'default'}", flush=True)
         next_restart = time.monotonic() + min(self.rng.uniform(0.3, 1.5) * restart_every,
                                               self.seconds / 2)   # one restart at least
+        if self.opts.slow_every > 0:
+            self.slow_next = time.monotonic() + min(self.opts.slow_first, self.seconds / 4)
         while time.monotonic() < t_end:
             self.step += 1
-            if time.monotonic() >= next_restart:
+            now = time.monotonic()
+            if self.flood is not None and now >= self.flood["until"]:
+                self.end_flood()
+            elif now >= next_restart and self.flood is None:
+                # (not while a flood runs: its figures are one daemon's)
                 self.act_restart()
                 next_restart = time.monotonic() + self.rng.uniform(0.5, 1.5) * restart_every
+            elif self.flood is None and now >= self.slow_next:
+                self.slow_episode()
             else:
                 _, name = weighted(self.rng, self.ACTIONS)
                 try:
@@ -1686,6 +2117,8 @@ class Fuzzer:
                 self.check_freezer(st)
             if self.step % 10 == 0:
                 self.full_check()
+        if self.flood is not None:
+            self.end_flood(chain=False)
         # drain what is still in flight (with room on the disk again)
         if self.filler.exists():
             self.filler.unlink()
@@ -1822,6 +2255,7 @@ class Fuzzer:
         lines.append(f"[{self.runtime}] requests: {top}")
         codes = ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))
         lines.append(f"[{self.runtime}] replies: {codes}")
+        lines.append(f"[{self.runtime}] slow clients: {self.slow_summary()}")
         return "\n".join(lines)
 
 
@@ -1837,6 +2271,19 @@ def main():
     ap.add_argument("--disk-mb", type=int, default=None,
                     help="state dir on a tmpfs of this size (0: none; default: the seed "
                          "picks 3 MiB in a quarter of the runs)")
+    ap.add_argument("--slow-every", type=float, default=15.0,
+                    help="seconds between slow-client episodes (a flood without reading, "
+                         "stalled event replays; 0: none; default 15)")
+    ap.add_argument("--slow-first", type=float, default=1.5,
+                    help="seconds into each runtime's run of the first episode, a flood then "
+                         "stalled replays (at most a quarter of the run; default 1.5)")
+    ap.add_argument("--flood-n", type=int, default=20000,
+                    help="requests a flooder sends without reading (default 20000)")
+    ap.add_argument("--stall-clients", type=int, default=20,
+                    help="clients with stalled `events` replays (default 20)")
+    ap.add_argument("--client-queue", type=int, default=None,
+                    help="start the daemon with --client-queue N (0: its default; default: "
+                         "the seed picks 50 in about a third of the runs)")
     opts = ap.parse_args()
     if not os.path.isabs(opts.build):
         opts.build = str(REPO / opts.build)
