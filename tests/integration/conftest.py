@@ -400,15 +400,6 @@ def leftover_runtime_containers(ids):
     return {(rt, cid) for rt in RUNTIMES for cid in runtime_list(rt) if cid in ids}
 
 
-def container_dir(state_dir, cid):
-    """Where zcd keeps container cid (client names live only under containers/)."""
-    return os.path.join(str(state_dir), "containers", cid)
-
-
-def process_dir(state_dir, cid, pid="init"):
-    return os.path.join(container_dir(state_dir, cid), "procs", pid)
-
-
 def processes_under(state_dir):
     """Host pids whose cwd is inside state_dir (the shims run there)."""
     found = []
@@ -780,6 +771,21 @@ def call_alive(daemon, client, op, timeout=DEFAULT_WAIT, **keys):
                         f"in flight:\n{daemon.log_tail(30)}")
         if time.monotonic() >= deadline:
             pytest.fail(f"no reply to {op} {keys!r} within {timeout}s:\n{daemon.log_tail(30)}")
+
+
+def rss_bytes(pid):
+    """Resident memory of pid (VmRSS), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def sanitized(daemon):
+    """An ASan build: its quarantine holds freed memory on purpose, so RSS
+    says nothing about a leak there."""
+    return "asan" in str(daemon.argv()[0])
 
 
 def cpu_seconds(pid):

@@ -161,3 +161,31 @@ def create_running(client, cid, bundle_path, **keys):
 
 def fail(msg):
     pytest.fail(msg)
+
+
+def pump_updates(client, ids, n, paused=None, window=8, timeout=180):
+    """Alternate pause/resume on the containers `ids`, pipelined (up to
+    `window` requests in flight per container), until n updates succeeded;
+    each one changes the state, so each is exactly one event.  `paused`
+    ({id: bool}, default all running) is updated and returned."""
+    if paused is None:
+        paused = {c: False for c in ids}
+    inflight = {c: 0 for c in ids}
+    pending = {}
+    done = sent = 0
+    deadline = time.monotonic() + timeout
+    while done < n:
+        assert time.monotonic() < deadline, f"only {done}/{n} updates in {timeout}s"
+        for c in ids:
+            while inflight[c] < window and sent < n:
+                paused[c] = not paused[c]
+                rid = client.send("update", id=c, status="paused" if paused[c] else "running")
+                pending[rid] = c
+                inflight[c] += 1
+                sent += 1
+        reply = client.recv_any(timeout=max(0.1, deadline - time.monotonic()))
+        inflight[pending.pop(reply["rid"])] -= 1
+        # a failed update (even `busy`) would make the next one a no-op
+        assert reply.get("ok") is True, f"update failed: {reply!r}"
+        done += 1
+    return paused

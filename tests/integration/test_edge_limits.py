@@ -7,14 +7,13 @@ message over the limits and drop it whole, keep answering others, and give
 the memory back to the system, also when libzmq dropped the peer itself or
 the peer left half-way through a message."""
 
-import os
 import socket
 import struct
 import time
 
 import pytest
 
-from conftest import ReqClient, error_code, ipc_path, pack, unpack, wait_for
+from conftest import ReqClient, error_code, ipc_path, pack, rss_bytes, sanitized, unpack, wait_for
 
 MIB = 1 << 20
 # How far above its baseline the daemon's RSS may stay once a flood is over.
@@ -26,25 +25,12 @@ def zcd(zcd_factory):
     return zcd_factory(runtime="runc")
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def sanitized(zcd):
-    # ASan's quarantine holds freed memory on purpose: RSS says nothing there.
-    return "asan" in str(zcd.argv()[0])
-
-
 def baseline(zcd):
     c = zcd.client()
     for _ in range(20):
         c.ok("version")
         c.ok("state")
-    return rss(zcd.proc.pid)
+    return rss_bytes(zcd.proc.pid)
 
 
 def answers_version_within(zcd, seconds):
@@ -58,23 +44,23 @@ def memory_given_back(zcd, base, what):
     """Wait (a few seconds at most) for RSS to come back under base + SLACK;
     returns the RSS then."""
     if sanitized(zcd):
-        return rss(zcd.proc.pid)
+        return rss_bytes(zcd.proc.pid)
     pid = zcd.proc.pid
-    wait_for(lambda: rss(pid) <= base + SLACK, timeout=5,
+    wait_for(lambda: rss_bytes(pid) <= base + SLACK, timeout=5,
              what=f"RSS back under {(base + SLACK) // MIB} MiB after {what} "
-                  f"(now {rss(pid) // MIB} MiB)")
-    return rss(pid)
+                  f"(now {rss_bytes(pid) // MIB} MiB)")
+    return rss_bytes(pid)
 
 
 def reply_sampling_rss(zcd, client, timeout=30):
     """The next message for client, and the highest RSS seen meanwhile."""
-    peak = rss(zcd.proc.pid)
+    peak = rss_bytes(zcd.proc.pid)
     deadline = time.monotonic() + timeout
     while not client.sock.poll(10):
-        peak = max(peak, rss(zcd.proc.pid))
+        peak = max(peak, rss_bytes(zcd.proc.pid))
         if time.monotonic() > deadline:
             pytest.fail(f"no answer within {timeout}s")
-    return client.sock.recv_multipart(), max(peak, rss(zcd.proc.pid))
+    return client.sock.recv_multipart(), max(peak, rss_bytes(zcd.proc.pid))
 
 
 def flood_is_answered_and_forgotten(zcd, frames, what):
@@ -183,9 +169,9 @@ def test_peer_leaving_mid_message(zcd):
                 s.sendall(chunk)
             # libzmq holds what came of the message: that is the limitation
             if not sanitized(zcd):
-                wait_for(lambda: rss(zcd.proc.pid) > base + 100 * MIB, timeout=10,
+                wait_for(lambda: rss_bytes(zcd.proc.pid) > base + 100 * MIB, timeout=10,
                          what="the unfinished message buffered")
-            peak = rss(zcd.proc.pid)
+            peak = rss_bytes(zcd.proc.pid)
             answers_version_within(zcd, 1.0)
         finally:
             s.close()

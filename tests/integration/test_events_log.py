@@ -5,43 +5,15 @@ and the lossless subscriber of libzcd with a tiny receive high-water mark."""
 import os
 import struct
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import BUILD
-from restore_util import assert_contiguous, create_running, of, replay, replay_all, restart
+from restore_util import (assert_contiguous, create_running, of, pump_updates, replay, replay_all,
+                          restart)
 
 SLEEP = ["sleep", "1000"]
-
-
-def pump_updates(client, ids, n, paused=None, window=8, timeout=180):
-    """Alternate pause/resume on the containers `ids`, pipelined (up to
-    `window` requests in flight per container), until n updates succeeded;
-    each one changes the state, so each is exactly one event.  `paused`
-    ({id: bool}, default all running) is updated and returned."""
-    if paused is None:
-        paused = {c: False for c in ids}
-    inflight = {c: 0 for c in ids}
-    pending = {}
-    done = sent = 0
-    deadline = time.monotonic() + timeout
-    while done < n:
-        assert time.monotonic() < deadline, f"only {done}/{n} updates in {timeout}s"
-        for c in ids:
-            while inflight[c] < window and sent < n:
-                paused[c] = not paused[c]
-                rid = client.send("update", id=c, status="paused" if paused[c] else "running")
-                pending[rid] = c
-                inflight[c] += 1
-                sent += 1
-        reply = client.recv_any(timeout=max(0.1, deadline - time.monotonic()))
-        inflight[pending.pop(reply["rid"])] -= 1
-        # a failed update (even `busy`) would make the next one a no-op
-        assert reply.get("ok") is True, f"update failed: {reply!r}"
-        done += 1
-    return paused
 
 
 def resume_all(client, ids):

@@ -26,7 +26,8 @@ import zmq
 
 from conftest import (ZCD, assert_error, call_alive, container_dir, cpu_share, error_code, pack,
                       process_dir, unpack, wait_for)
-from restore_util import assert_contiguous, kill_daemon, replay, replay_all, restart
+from restore_util import (assert_contiguous, kill_daemon, pump_updates, replay, replay_all,
+                          restart)
 
 SLEEP = ["sleep", "1000"]
 PATH_ENV = ["PATH=/bin"]
@@ -145,27 +146,8 @@ def call_hostile(d, client, op, timeout=10.0, **keys):
 
 
 def pump_pause_resume(client, ids, n, window=4, timeout=240):
-    """n successful pause/resume toggles over the containers `ids`, pipelined
-    (each one is a change, so each is exactly one event); leaves them all
-    running."""
-    paused = {c: False for c in ids}
-    inflight = {c: 0 for c in ids}
-    pending = {}
-    done = sent = 0
-    deadline = time.monotonic() + timeout
-    while done < n:
-        assert time.monotonic() < deadline, f"only {done}/{n} updates in {timeout}s"
-        for c in ids:
-            while inflight[c] < window and sent < n:
-                paused[c] = not paused[c]
-                rid = client.send("update", id=c, status="paused" if paused[c] else "running")
-                pending[rid] = c
-                inflight[c] += 1
-                sent += 1
-        reply = client.recv_any(timeout=max(0.1, deadline - time.monotonic()))
-        inflight[pending.pop(reply["rid"])] -= 1
-        assert reply.get("ok") is True, f"update failed: {reply!r}"
-        done += 1
+    """n pause/resume toggles, each exactly one event; leaves them running."""
+    paused = pump_updates(client, ids, n, window=window, timeout=timeout)
     for c in ids:
         if paused[c]:
             client.ok("update", id=c, status="running")

@@ -8,7 +8,6 @@ then are dropped and logged.  Such a client costs bounded memory and, once
 stalled, no CPU, and never slows another client.  One that reads, however
 slowly, gets every reply."""
 
-import os
 import re
 import subprocess
 import time
@@ -17,7 +16,7 @@ import msgpack
 import pytest
 import zmq
 
-from conftest import ZCD, pack, unpack, wait_for
+from conftest import ZCD, cpu_share, pack, rss_bytes, sanitized, unpack, wait_for
 
 MIB = 1 << 20
 # What a client that never reads may add to the daemon's RSS.
@@ -34,39 +33,12 @@ def zcd(zcd_factory):
     return zcd_factory(runtime="runc")
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid):
-    """utime + stime of every thread of pid (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_share(pid, seconds):
-    """Share of one core used over a measurement window of `seconds`."""
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)
-    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
-
-
-def sanitized(zcd):
-    # ASan's quarantine holds freed memory on purpose: RSS says nothing there.
-    return "asan" in str(zcd.argv()[0])
-
-
 def baseline(zcd):
     c = zcd.client()
     for _ in range(20):
         c.ok("version")
         c.ok("state")
-    return rss(zcd.proc.pid)
+    return rss_bytes(zcd.proc.pid)
 
 
 @pytest.fixture
@@ -121,14 +93,14 @@ def flood(sock, n, op="state"):
 def watch(zcd, good, seconds):
     """(peak RSS, worst `version` round trip of the good client) over a
     window of `seconds`, sampled every 20 ms."""
-    peak, worst = rss(zcd.proc.pid), 0.0
+    peak, worst = rss_bytes(zcd.proc.pid), 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         t0 = time.monotonic()
         reply = good.call("version", timeout=5)
         assert reply["ok"] is True, reply
         worst = max(worst, time.monotonic() - t0)
-        peak = max(peak, rss(zcd.proc.pid))
+        peak = max(peak, rss_bytes(zcd.proc.pid))
         time.sleep(0.02)
     return peak, worst
 
@@ -155,9 +127,9 @@ def flood_is_bounded_and_forgotten(zcd, n, what):
     if sanitized(zcd):
         return
     pid = zcd.proc.pid
-    wait_for(lambda: rss(pid) <= base + AFTER_SLACK, timeout=5,
+    wait_for(lambda: rss_bytes(pid) <= base + AFTER_SLACK, timeout=5,
              what=f"RSS back under {(base + AFTER_SLACK) // MIB} MiB once the flooder left "
-                  f"(now {rss(pid) // MIB} MiB)")
+                  f"(now {rss_bytes(pid) // MIB} MiB)")
     assert good.ok("version")
 
 
