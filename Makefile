@@ -21,8 +21,8 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
 CORE_SRC   := $(wildcard core/*.c)
 ACTOR_SRC  := $(wildcard actors/*.c)
-SHIM_SRC   := $(wildcard tools/shim/*.c)
-LIB_SRC    := $(wildcard tools/libzcd/*.c)
+SHIM_SRC   := $(wildcard shim/*.c)
+LIB_SRC    := $(wildcard lib/*.c)
 ZCTR_SRC   := $(wildcard tools/zctr/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
@@ -153,7 +153,7 @@ install: all
 	install -m 0755 $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/libzcd.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(BUILD)/libzcd.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 tools/libzcd/zcd_client.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 lib/zcd_client.h $(DESTDIR)$(PREFIX)/include/
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 #include "core/mp.h"
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #define LOG_MAX 4096
 #define WAIT_MS 10000

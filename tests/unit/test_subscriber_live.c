@@ -22,7 +22,7 @@
 
 #include <cmocka.h>
 
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #define RCVHWM 10
 #define DEADLINE_S 240

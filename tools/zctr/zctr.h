@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 /* Exit codes: a failed request 1, bad usage 2; --attach exits with the
  * process's own status. */

@@ -10,7 +10,7 @@
 
 #include "core/fsutil.h"
 #include "core/shimproto.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 #define SHIM_LOG_MAX 8192
 

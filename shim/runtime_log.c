@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 #define FIELD_MAX 2048
 

@@ -1,7 +1,7 @@
 /* msgpack -> JSON, for printing replies and events.  JSON has no bytes and
  * only UTF-8 text, so bin becomes base64 and invalid UTF-8 U+FFFD: the
  * output is always valid JSON whatever the daemon (or a peer) sent. */
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #include <inttypes.h>
 #include <math.h>

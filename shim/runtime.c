@@ -18,7 +18,7 @@
 
 #include "core/cleanup.h"
 #include "core/fsutil.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 #define ARGV_MAX (SHIM_MAX_RUNTIME_ARGS + 32)
 #define ERROR_TEXT_MAX 4096

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "core/cleanup.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 #define CONSOLE_SOCKET "console.sock"
 

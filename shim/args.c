@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/fsutil.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 enum
 {

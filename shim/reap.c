@@ -15,7 +15,7 @@
 
 #include "core/fsutil.h"
 #include "core/shimproto.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 #define DRAIN_TIMEOUT_MS 500
 

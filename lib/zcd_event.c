@@ -1,5 +1,5 @@
 /* Decoded events (PROTOCOL.md section 5). */
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #include <errno.h>
 #include <stdlib.h>

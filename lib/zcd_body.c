@@ -3,7 +3,7 @@
  * container packs its elements into a buffer of its own, and closing it
  * writes the header with the final count followed by those bytes into the
  * parent. */
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #include <errno.h>
 #include <stdlib.h>

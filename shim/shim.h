@@ -2,7 +2,7 @@
  * "The shim"; the contract with the daemon is core/shimproto.h).
  *
  * The shim is single-threaded and owns everything in shim_t; the files of
- * tools/shim/ each handle one part of its life: arguments, detaching and the
+ * shim/ each handle one part of its life: arguments, detaching and the
  * start (main.c), runtime invocations (runtime.c, runtime_log.c), stdio and
  * the terminal (stdio.c, console.c), the report to the daemon (report.c),
  * the seccomp self-sandbox (sandbox.c) and the reap loop (reap.c). */

@@ -7,7 +7,7 @@
  * from the last seq accounted for.  A heartbeat announcing a newer last_seq
  * catches the loss of the very last events, which no later event reveals.
  * The container filter is applied here, after the gap check. */
-#include "tools/libzcd/zcd_private.h"
+#include "lib/zcd_private.h"
 
 #include <errno.h>
 #include <stdlib.h>

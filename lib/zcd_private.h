@@ -2,7 +2,7 @@
 #ifndef ZCD_PRIVATE_H
 #define ZCD_PRIVATE_H
 
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #include <stdarg.h>
 

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "core/shimproto.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 /* Static: the shim's footprint is counted in pages, and so is its stack. */
 static shim_t s_shim;

@@ -1,5 +1,5 @@
 /* Typed calls: one body builder per operation of PROTOCOL.md section 4. */
-#include "tools/libzcd/zcd_private.h"
+#include "lib/zcd_private.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -17,7 +17,7 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 static const int s_allowed[] = {
   /* waiting and relaying */

@@ -1,5 +1,5 @@
 /* Decoded replies and lookups by path. */
-#include "tools/libzcd/zcd_client.h"
+#include "lib/zcd_client.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/cleanup.h"
-#include "tools/shim/shim.h"
+#include "shim/shim.h"
 
 /* FIFOs are opened read-write: open never blocks waiting for a peer, a
  * writer's close never reads as EOF (for stdin only close_stdin ends the

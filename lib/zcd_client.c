@@ -3,7 +3,7 @@
  * Each request goes out as [empty delimiter, body], the shape a REQ socket
  * gives, so the daemon's envelope handling is the same for both kinds of
  * client; replies are read by their last frame, whatever precedes it. */
-#include "tools/libzcd/zcd_private.h"
+#include "lib/zcd_private.h"
 
 #include <errno.h>
 #include <stdlib.h>
