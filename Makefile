@@ -5,7 +5,7 @@ PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
-PKGS     := libzmq libczmq msgpack jansson libseccomp
+PKGS     := libzmq libczmq msgpack jansson libseccomp liburing
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SHIM_LIBS  ?= -lseccomp
 # The shim is linked statically (no loader, no whole libc mapped): its RSS

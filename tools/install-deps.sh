@@ -5,7 +5,7 @@
 set -eu
 
 PACKAGES="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
-libseccomp-dev libjansson-dev libcmocka-dev clang libclang-rt-14-dev runc crun
+liburing-dev libseccomp-dev libjansson-dev libcmocka-dev clang libclang-rt-14-dev runc crun
 criu busybox-static python3-zmq python3-msgpack python3-pytest valgrind"
 
 missing=""
