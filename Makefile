@@ -62,11 +62,14 @@ SHIM_CORE_OBJ := $(call obj,core/fsutil.c core/err.c)
 $(BUILD)/zcd-shim: $(SHIM_OBJ) $(SHIM_CORE_OBJ)
 	$(CC) $(ALL_LDFLAGS) $(SHIM_STATIC) -o $@ $^ $(SHIM_LIBS)
 
-$(BUILD)/libzcd.a: $(LIB_OBJ)
+# libzcd reads msgpack with the daemon's reader (core/mp.c, which reports
+# through core/err.c): one reader, hardened once.
+LIB_CORE_OBJ := $(call obj,core/mp.c core/err.c)
+$(BUILD)/libzcd.a: $(LIB_OBJ) $(LIB_CORE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libzcd.so: $(LIB_OBJ)
+$(BUILD)/libzcd.so: $(LIB_OBJ) $(LIB_CORE_OBJ)
 	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/zctr: $(ZCTR_OBJ) $(BUILD)/libzcd.a

@@ -2,17 +2,28 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/mp.h"
 
 /* At most this many messages per actor per turn: a chatty actor cannot
  * starve the others or the loop's fds. */
 #define ACTOR_BATCH 64
+
+/* A message waiting for room in a full mailbox: the body, then the
+ * sender's name (NUL-terminated) after it. */
+typedef struct
+{
+  size_t len;
+  const char *from;
+  char body[];
+} overflow_msg_t;
 
 struct actor
 {
@@ -23,10 +34,9 @@ struct actor
   size_t routing_id_len;
   void *mailbox; /* DEALER */
   void *state;
-  bool marked;  /* has input queued: in the system's ready list */
+  zlistx_t *overflow; /* overflow_msg_t, oldest first; NULL until first needed */
+  bool marked;        /* has input queued: in the system's ready list */
   bool dead;
-  actor_t *next_ready;
-  actor_t *next_dead;
 };
 
 struct actor_system
@@ -37,13 +47,18 @@ struct actor_system
   loop_watch_t *bus_watch;
   char endpoint[64];
   int mailbox_hwm;
+  size_t overflow_limit;
   uint64_t serial;
   zhashx_t *by_name;
-  actor_t *ready_head, *ready_tail;
+  zlistx_t *ready;    /* marked actors, for the next drain */
+  zlistx_t *draining; /* the list the running drain works through */
   bool drain_scheduled;
-  actor_t *dead; /* destroyed this turn; freed in the deferred phase */
+  zlistx_t *dead; /* destroyed and not marked: freed by s_reap */
   bool reap_scheduled;
-  uint64_t send_failures;
+  actor_system_stats_t stats;
+  uint64_t busy_said_ms; /* when a refused send was last logged */
+  uint64_t lost;         /* failed sends nobody was told about */
+  uint64_t lost_said_ms;
 };
 
 static void s_drain (loop_t *loop, void *arg);
@@ -62,6 +77,23 @@ s_on_bus_input (loop_t *loop, void *bus, void *arg)
   zmq_msg_close (&stray);
 }
 
+static void
+s_overflow_msg_free (void **item)
+{
+  free (*item);
+  *item = NULL;
+}
+
+static void
+s_system_free (actor_system_t *self)
+{
+  zhashx_destroy (&self->by_name);
+  zlistx_destroy (&self->ready);
+  zlistx_destroy (&self->draining);
+  zlistx_destroy (&self->dead);
+  free (self);
+}
+
 actor_system_t *
 actor_system_new (loop_t *loop, void *zmq_ctx, int mailbox_hwm, zcd_error_t **err)
 {
@@ -74,12 +106,15 @@ actor_system_new (loop_t *loop, void *zmq_ctx, int mailbox_hwm, zcd_error_t **er
   self->loop = loop;
   self->ctx = zmq_ctx;
   self->mailbox_hwm = mailbox_hwm > 0 ? mailbox_hwm : 1000;
+  self->overflow_limit = (size_t)self->mailbox_hwm;
   self->by_name = zhashx_new ();
-  snprintf (self->endpoint, sizeof self->endpoint, "inproc://zcd-actors-%p", (void *) self);
+  self->ready = zlistx_new ();
+  self->draining = zlistx_new ();
+  self->dead = zlistx_new ();
+  snprintf (self->endpoint, sizeof self->endpoint, "inproc://zcd-actors-%p", (void *)self);
   self->bus = zmq_socket (zmq_ctx, ZMQ_ROUTER);
   int one = 1, zero = 0;
-  if (self->bus == NULL
-      || zmq_setsockopt (self->bus, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0
+  if (self->bus == NULL || zmq_setsockopt (self->bus, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0
       || zmq_setsockopt (self->bus, ZMQ_SNDHWM, &self->mailbox_hwm, sizeof (int)) < 0
       || zmq_setsockopt (self->bus, ZMQ_LINGER, &zero, sizeof zero) < 0
       || zmq_bind (self->bus, self->endpoint) < 0
@@ -88,18 +123,40 @@ actor_system_new (loop_t *loop, void *zmq_ctx, int mailbox_hwm, zcd_error_t **er
       zcd_fail (err, ZCD_E_INTERNAL, "actor bus: %s", zmq_strerror (zmq_errno ()));
       if (self->bus)
         zmq_close (self->bus);
-      zhashx_destroy (&self->by_name);
-      free (self);
+      s_system_free (self);
       return NULL;
     }
   return self;
 }
 
+static size_t
+s_overflow_len (const actor_t *a)
+{
+  return a->overflow ? zlistx_size (a->overflow) : 0;
+}
+
+static void
+s_overflow_drop (actor_t *a)
+{
+  a->sys->stats.overflow_depth -= s_overflow_len (a);
+  zlistx_destroy (&a->overflow);
+}
+
+static void
+s_actor_release (actor_t *a)
+{
+  s_overflow_drop (a);
+  free (a->name);
+  free (a);
+}
+
+/* The end of a destroyed actor, once no handler of its can be running. */
 static void
 s_actor_free (actor_t *a)
 {
-  free (a->name);
-  free (a);
+  if (a->cls->destroy_state)
+    a->cls->destroy_state (a);
+  s_actor_release (a);
 }
 
 static void
@@ -107,12 +164,10 @@ s_reap (loop_t *loop, void *arg)
 {
   actor_system_t *self = arg;
   self->reap_scheduled = false;
-  while (self->dead)
-    {
-      actor_t *a = self->dead;
-      self->dead = a->next_dead;
-      s_actor_free (a);
-    }
+  /* A destroy_state may destroy more actors: they join this list. */
+  actor_t *a;
+  while ((a = zlistx_detach (self->dead, NULL)))
+    s_actor_free (a);
 }
 
 void
@@ -129,18 +184,14 @@ actor_system_destroy (actor_system_t **sys)
         actor_destroy (a);
     }
   zlistx_destroy (&names);
-  while (self->ready_head)
-    {
-      actor_t *a = self->ready_head;
-      self->ready_head = a->next_ready;
-      if (a->dead)
-        s_actor_free (a);
-    }
+  /* Every actor is dead now; the marked ones sit in a ready list. */
+  actor_t *a;
+  while ((a = zlistx_detach (self->draining, NULL)) || (a = zlistx_detach (self->ready, NULL)))
+    s_actor_free (a);
   s_reap (self->loop, self);
-  zhashx_destroy (&self->by_name);
   loop_remove (self->loop, self->bus_watch);
   zmq_close (self->bus);
-  free (self);
+  s_system_free (self);
   *sys = NULL;
 }
 
@@ -156,10 +207,22 @@ actor_system_loop (const actor_system_t *sys)
   return sys->loop;
 }
 
+void
+actor_system_set_overflow_limit (actor_system_t *sys, size_t per_mailbox)
+{
+  sys->overflow_limit = per_mailbox;
+}
+
+void
+actor_system_get_stats (const actor_system_t *sys, actor_system_stats_t *out)
+{
+  *out = sys->stats;
+}
+
 uint64_t
 actor_system_send_failures (const actor_system_t *sys)
 {
-  return sys->send_failures;
+  return sys->stats.send_failures;
 }
 
 static void
@@ -168,12 +231,7 @@ s_mark_ready (actor_system_t *self, actor_t *a)
   if (a->marked || a->dead)
     return;
   a->marked = true;
-  a->next_ready = NULL;
-  if (self->ready_tail)
-    self->ready_tail->next_ready = a;
-  else
-    self->ready_head = a;
-  self->ready_tail = a;
+  zlistx_add_end (self->ready, a);
   if (!self->drain_scheduled)
     {
       self->drain_scheduled = true;
@@ -199,10 +257,9 @@ actor_new (actor_system_t *sys, const actor_class_t *cls, const char *name, void
     }
   a->sys = sys;
   a->cls = cls;
-  a->state = state;
   /* Routing ids never start with a zero byte (reserved by libzmq). */
-  a->routing_id_len = (size_t) snprintf (a->routing_id, sizeof a->routing_id, "a%llu",
-                                         (unsigned long long) ++sys->serial);
+  a->routing_id_len = (size_t)snprintf (a->routing_id, sizeof a->routing_id, "a%llu",
+                                        (unsigned long long)++sys->serial);
   int zero = 0;
   a->mailbox = zmq_socket (sys->ctx, ZMQ_DEALER);
   if (a->mailbox == NULL
@@ -214,9 +271,10 @@ actor_new (actor_system_t *sys, const actor_class_t *cls, const char *name, void
       zcd_fail (err, ZCD_E_INTERNAL, "actor `%s` mailbox: %s", name, zmq_strerror (zmq_errno ()));
       if (a->mailbox)
         zmq_close (a->mailbox);
-      s_actor_free (a);
+      s_actor_release (a); /* the state stays the caller's */
       return NULL;
     }
+  a->state = state;
   /* The bus learns the new peer when it processes its pending commands;
    * ZMQ_EVENTS makes it do so now (unthrottled), so the first send to the
    * actor cannot miss it. */
@@ -235,17 +293,16 @@ actor_destroy (actor_t *self)
   actor_system_t *sys = self->sys;
   self->dead = true;
   zhashx_delete (sys->by_name, self->name);
-  if (self->cls->destroy_state)
-    self->cls->destroy_state (self);
-  self->state = NULL;
+  if (self->cls->stop)
+    self->cls->stop (self);
   zmq_close (self->mailbox);
   self->mailbox = NULL;
-  /* A marked actor is still linked in a ready list (maybe the one being
-   * drained right now): the drain frees it when it gets there. */
+  s_overflow_drop (self);
+  /* A marked actor is still in a ready list (maybe the one being drained
+   * right now): the drain frees it when it gets there. */
   if (self->marked)
     return;
-  self->next_dead = sys->dead;
-  sys->dead = self;
+  zlistx_add_end (sys->dead, self);
   if (!sys->reap_scheduled)
     {
       sys->reap_scheduled = true;
@@ -283,6 +340,9 @@ actor_loop (const actor_t *self)
   return self->sys->loop;
 }
 
+/* ------------------------------------------------------------------ */
+/* Sending                                                             */
+
 void
 actor_msg_begin (actor_msg_builder_t *mb, const char *type, size_t n_fields)
 {
@@ -308,6 +368,41 @@ actor_msg_send (actor_system_t *sys, const char *from_name, const char *to,
   return rc;
 }
 
+int
+actor_send_fail (actor_system_t *sys, const char *to, zcd_error_t **err, zcd_code_t code,
+                 const char *fmt, ...)
+{
+  sys->stats.send_failures++;
+  zcd_error_t *e = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  zcd_failv (&e, code, 0, fmt, ap);
+  va_end (ap);
+  if (err)
+    {
+      if (*err == NULL)
+        *err = e;
+      else
+        zcd_error_free (&e);
+      return -1;
+    }
+  /* Nobody to hand the error to: say it.  A vanished addressee is a race
+   * with its exit; the rest are overload or a bug, said at most once a
+   * second with the count, so that a flood is not also a log flood. */
+  sys->lost++;
+  uint64_t now = zcd_mono_ms ();
+  if (code == ZCD_E_NOT_FOUND)
+    log_info ("message to `%s` dropped: %s", to, e->msg);
+  else if (now >= sys->lost_said_ms + 1000)
+    {
+      sys->lost_said_ms = now;
+      log_error ("message to `%s` lost: %s (%llu lost so far)", to, e->msg,
+                 (unsigned long long)sys->lost);
+    }
+  zcd_error_free (&e);
+  return -1;
+}
+
 static int
 s_bus_send (actor_system_t *self, actor_t *dest, const char *from, const void *body, size_t len)
 {
@@ -321,36 +416,158 @@ s_bus_send (actor_system_t *self, actor_t *dest, const char *from, const void *b
   return 0;
 }
 
+/* 0, or -1 with zmq_errno () set (EAGAIN: the mailbox is full). */
+static int
+s_try_send (actor_system_t *self, actor_t *dest, const char *from, const void *body, size_t len)
+{
+  if (s_bus_send (self, dest, from, body, len) == 0)
+    return 0;
+  /* The bus processes its peers' commands (new pipes, read
+   * acknowledgements that lower a full pipe) only every so often while
+   * sending; ZMQ_EVENTS forces it, and one retry tells a really full
+   * mailbox from a stale view of it. */
+  uint32_t events;
+  size_t size = sizeof events;
+  zmq_getsockopt (self->bus, ZMQ_EVENTS, &events, &size);
+  return s_bus_send (self, dest, from, body, len);
+}
+
+/* Move waiting messages into the mailbox, oldest first, while it takes
+ * them; true when none is left waiting. */
+static bool
+s_flush_overflow (actor_system_t *self, actor_t *a)
+{
+  overflow_msg_t *m;
+  while ((m = zlistx_first (a->overflow)))
+    {
+      if (s_try_send (self, a, m->from, m->body, m->len) < 0)
+        return false;
+      free (zlistx_detach (a->overflow, NULL));
+      self->stats.overflow_depth--;
+      s_mark_ready (self, a);
+    }
+  return true;
+}
+
+static int
+s_overflow_push (actor_system_t *self, actor_t *dest, const char *from, const void *body,
+                 size_t len, zcd_error_t **err)
+{
+  if (s_overflow_len (dest) >= self->overflow_limit)
+    {
+      /* Said at most once a second: a flood must not become a log flood. */
+      uint64_t now = zcd_mono_ms ();
+      if (self->overflow_limit > 0 && now >= self->busy_said_ms + 1000)
+        {
+          self->busy_said_ms = now;
+          log_warn ("%s %s: mailbox full and %zu messages waiting: sends refused (busy); "
+                    "%llu sends refused so far",
+                    dest->cls->kind, dest->name, s_overflow_len (dest),
+                    (unsigned long long)self->stats.send_failures + 1);
+        }
+      return actor_send_fail (self, dest->name, err, ZCD_E_BUSY, "mailbox of `%s` is full",
+                              dest->name);
+    }
+  if (dest->overflow == NULL)
+    {
+      dest->overflow = zlistx_new ();
+      zlistx_set_destructor (dest->overflow, s_overflow_msg_free);
+    }
+  size_t from_len = strlen (from);
+  overflow_msg_t *m = malloc (sizeof *m + len + from_len + 1);
+  if (m == NULL)
+    abort (); /* out of memory: nothing sensible is left to do */
+  m->len = len;
+  memcpy (m->body, body, len);
+  memcpy (m->body + len, from, from_len + 1);
+  m->from = m->body + len;
+  zlistx_add_end (dest->overflow, m);
+  self->stats.sent++;
+  self->stats.overflowed++;
+  if (++self->stats.overflow_depth > self->stats.overflow_peak)
+    self->stats.overflow_peak = self->stats.overflow_depth;
+  /* Marked already (its mailbox is full); the drain moves the overflow. */
+  s_mark_ready (self, dest);
+  return 0;
+}
+
 int
 actor_send_raw (actor_system_t *sys, const char *from_name, const char *to, const void *body,
                 size_t len, zcd_error_t **err)
 {
   actor_t *dest = zhashx_lookup (sys->by_name, to);
   if (dest == NULL)
+    return actor_send_fail (sys, to, err, ZCD_E_NOT_FOUND, "no actor `%s`", to);
+  /* Behind waiting messages, a new one waits too: order is per mailbox.
+   * (The drain moves them in as it makes room; trying here as well would
+   * cost two failing sends per message while the mailbox stays full.) */
+  if (s_overflow_len (dest) == 0)
     {
-      sys->send_failures++;
-      return zcd_fail (err, ZCD_E_NOT_FOUND, "no actor `%s`", to);
-    }
-  if (s_bus_send (sys, dest, from_name, body, len) < 0)
-    {
-      /* The bus processes its peers' commands (new pipes, read
-       * acknowledgements that lower a full pipe) only every so often while
-       * sending; ZMQ_EVENTS forces it, and one retry tells a really full
-       * mailbox from a stale view of it. */
-      uint32_t events;
-      size_t size = sizeof events;
-      zmq_getsockopt (sys->bus, ZMQ_EVENTS, &events, &size);
-      if (s_bus_send (sys, dest, from_name, body, len) < 0)
+      if (s_try_send (sys, dest, from_name, body, len) == 0)
         {
-          int e = zmq_errno ();
-          sys->send_failures++;
-          if (e == EAGAIN)
-            return zcd_fail (err, ZCD_E_BUSY, "mailbox of `%s` is full", to);
-          return zcd_fail (err, ZCD_E_INTERNAL, "send to `%s`: %s", to, zmq_strerror (e));
+          sys->stats.sent++;
+          s_mark_ready (sys, dest);
+          return 0;
         }
+      int e = zmq_errno ();
+      if (e != EAGAIN)
+        return actor_send_fail (sys, to, err, ZCD_E_INTERNAL, "send to `%s`: %s", to,
+                                zmq_strerror (e));
     }
-  s_mark_ready (sys, dest);
-  return 0;
+  return s_overflow_push (sys, dest, from_name, body, len, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Receiving                                                           */
+
+static void
+s_refuse (actor_t *a, const char *from, const char *why)
+{
+  a->sys->stats.refused++;
+  log_warn ("%s %s: refused a message from %s: %s", a->cls->kind, a->name, from, why);
+}
+
+static void
+s_dispatch_typed (actor_t *a, actor_msg_t *msg)
+{
+  if (a->cls->dispatch == NULL)
+    {
+      if (a->cls->unknown)
+        a->cls->unknown (a, msg);
+      else
+        s_refuse (a, msg->from, "a typed message, and no typed dispatch");
+      return;
+    }
+  zcd_error_t *err = NULL;
+  if (a->cls->dispatch (a, msg, a->cls->handlers, &err) < 0)
+    {
+      s_refuse (a, msg->from, err ? err->msg : "no reason given");
+      zcd_error_free (&err);
+    }
+}
+
+/* The older style: a str "type" picks a route by name. */
+static void
+s_dispatch_routed (actor_t *a, actor_msg_t *msg, const msgpack_object *type)
+{
+  char *name = type ? mp_strdup (type) : NULL;
+  msg->type = name ? name : "";
+  actor_handler_fn fn = a->cls->unknown;
+  for (const actor_route_t *r = a->cls->routes; r && r->type; r++)
+    if (strcmp (r->type, msg->type) == 0)
+      {
+        fn = r->fn;
+        break;
+      }
+  if (fn)
+    fn (a, msg);
+  else
+    {
+      char why[160];
+      snprintf (why, sizeof why, "no handler for message `%.100s`", msg->type);
+      s_refuse (a, msg->from, why);
+    }
+  free (name);
 }
 
 static void
@@ -359,25 +576,18 @@ s_dispatch (actor_t *a, const char *from, const char *body, size_t len)
   msgpack_unpacked unpacked;
   msgpack_unpacked_init (&unpacked);
   if (mp_unpack (body, len, &unpacked, NULL) < 0 || unpacked.data.type != MSGPACK_OBJECT_MAP)
-    {
-      log_warn ("%s %s: dropped an undecodable message from %s", a->cls->kind, a->name, from);
-      msgpack_unpacked_destroy (&unpacked);
-      return;
-    }
-  char *type = mp_get_strdup (&unpacked.data, "type");
-  actor_msg_t msg = { .from = from, .type = type ? type : "", .body = &unpacked.data };
-  actor_handler_fn fn = a->cls->unknown;
-  for (const actor_route_t *r = a->cls->routes; r && r->type; r++)
-    if (strcmp (r->type, msg.type) == 0)
-      {
-        fn = r->fn;
-        break;
-      }
-  if (fn)
-    fn (a, &msg);
+    s_refuse (a, from, "undecodable");
   else
-    log_warn ("%s %s: no handler for message `%s` from %s", a->cls->kind, a->name, msg.type, from);
-  free (type);
+    {
+      actor_msg_t msg = {
+        .from = from, .type = "", .body = &unpacked.data, .zone = unpacked.zone
+      };
+      const msgpack_object *type = mp_map_get (&unpacked.data, "type");
+      if (mp_as_uint (type, &msg.type_code))
+        s_dispatch_typed (a, &msg);
+      else
+        s_dispatch_routed (a, &msg, type);
+    }
   msgpack_unpacked_destroy (&unpacked);
 }
 
@@ -413,19 +623,25 @@ s_drain (loop_t *loop, void *arg)
   actor_system_t *self = arg;
   self->drain_scheduled = false;
   /* Take the current list: actors marked while it runs form the next one. */
-  actor_t *list = self->ready_head;
-  self->ready_head = self->ready_tail = NULL;
-  while (list)
+  zlistx_t *list = self->ready;
+  self->ready = self->draining;
+  self->draining = list;
+  actor_t *a;
+  while ((a = zlistx_detach (self->draining, NULL)))
     {
-      actor_t *a = list;
-      list = a->next_ready;
       a->marked = false;
       if (a->dead)
         {
           s_actor_free (a);
           continue;
         }
-      if (s_drain_one (a))
+      bool more = s_drain_one (a);
+      /* The drain made room: waiting messages go in now, behind the rest. */
+      if (!a->dead && s_overflow_len (a) > 0)
+        s_flush_overflow (self, a);
+      if (more)
         s_mark_ready (self, a);
     }
+  /* Every handler of this pass returned: what they destroyed can go. */
+  s_reap (loop, self);
 }

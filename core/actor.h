@@ -7,8 +7,8 @@
  * unique per actor instance (a reused container id never reaches the
  * mailbox of the actor that had it before), and writes [routing id][from]
  * [body] on the bus with ZMQ_DONTWAIT and ZMQ_ROUTER_MANDATORY: a full
- * mailbox (its high-water mark) is ZCD_E_BUSY and a vanished actor
- * ZCD_E_NOT_FOUND, and a send never stalls the loop.
+ * mailbox (its high-water mark) never stalls the loop (see Overflow), and
+ * a vanished actor is ZCD_E_NOT_FOUND.
  *
  * Readiness.  Messages between actors only ever originate in this thread,
  * so the sender knows which mailbox just got input: it marks the
@@ -16,14 +16,30 @@
  * (at most a batch per actor per turn, for fairness).  No per-turn scan of
  * thousands of mailbox sockets.
  *
- * Bodies are msgpack maps with a str "type" key that picks the handler,
- * the same style as the wire. */
+ * Overflow.  A send to a full mailbox is not refused at once: the message
+ * waits on that mailbox's overflow queue, in order, and moves into the
+ * mailbox as soon as the actor has drained room for it (newer sends to the
+ * same mailbox queue behind it).  Only past the overflow bound does a send
+ * fail, with ZCD_E_BUSY; that, like every failed send, is counted, and
+ * logged when the caller passed no err, so no message (a reply, an exit)
+ * is ever lost silently.
+ *
+ * Bodies are msgpack maps with a "type" key.  A uint type is a generated
+ * message (core/amsg_gen.h, model schema/actors.json): the class's typed
+ * dispatch decodes it and calls the handler for that type.  A str type
+ * picks a route by name: the older style, kept until every actor is
+ * converted.
+ *
+ * State.  actor_destroy frees the name at once, and the state only after
+ * the running handler returned (at the end of the drain, or of the turn):
+ * a handler may destroy its own actor and still read its state. */
 #ifndef ZCD_ACTOR_H
 #define ZCD_ACTOR_H
 
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 #include "core/loop.h"
@@ -33,9 +49,11 @@ typedef struct actor actor_t;
 
 typedef struct actor_msg
 {
-  const char *from; /* sender's name */
-  const char *type; /* the body's "type" */
+  const char *from;           /* sender's name */
+  const char *type;           /* a str "type"; "" for a typed message */
+  uint64_t type_code;         /* a uint "type" (amsg_type_t); 0 for a str one */
   const msgpack_object *body; /* the whole map */
+  msgpack_zone *zone;         /* the body's zone, freed after the handler */
 } actor_msg_t;
 
 typedef void (*actor_handler_fn) (actor_t *self, const actor_msg_t *msg);
@@ -46,22 +64,52 @@ typedef struct actor_route
   actor_handler_fn fn;
 } actor_route_t;
 
+/* Decodes a typed message and calls the matching entry of `handlers`; -1
+ * with *err when the body does not decode or the type has no handler
+ * (the runtime logs and counts that).  Generated: amsg_<actor>_dispatch. */
+typedef int (*actor_dispatch_fn) (actor_t *self, const actor_msg_t *msg, const void *handlers,
+                                  zcd_error_t **err);
+
 typedef struct actor_class
 {
   const char *kind;             /* "container", "process", ... for logs */
-  const actor_route_t *routes;  /* terminated by { NULL, NULL } */
-  actor_handler_fn unknown;     /* a type with no route; NULL = log + drop */
-  void (*destroy_state) (actor_t *self); /* frees the state; may be NULL */
+  actor_dispatch_fn dispatch;   /* typed messages (uint "type"); NULL = none */
+  const void *handlers;         /* dispatch's handler table */
+  const actor_route_t *routes;  /* str "type"s, terminated by { NULL, NULL } */
+  actor_handler_fn unknown;     /* a message nothing else takes; NULL = log + count */
+  /* Called by actor_destroy at once: detach from fds, timers and children
+   * so that nothing calls into the state any more.  May be NULL. */
+  void (*stop) (actor_t *self);
+  /* Frees the state, after the handler that destroyed the actor returned
+   * (or at the end of the turn).  May be NULL. */
+  void (*destroy_state) (actor_t *self);
 } actor_class_t;
 
 /* The system owns the bus ROUTER; zmq_ctx stays the caller's.
- * mailbox_hwm bounds each mailbox (messages). */
+ * mailbox_hwm bounds each mailbox (messages); each mailbox's overflow
+ * queue holds as many again (actor_system_set_overflow_limit). */
 actor_system_t *actor_system_new (loop_t *loop, void *zmq_ctx, int mailbox_hwm, zcd_error_t **err);
 /* Destroys every remaining actor, then the bus. */
 void actor_system_destroy (actor_system_t **sys);
 size_t actor_system_count (const actor_system_t *sys);
 loop_t *actor_system_loop (const actor_system_t *sys);
-/* Sends answered by EAGAIN or EHOSTUNREACH so far (for metrics/tests). */
+/* Messages a full mailbox may keep waiting; 0 = none: a full mailbox is
+ * ZCD_E_BUSY at once (back-pressure only). */
+void actor_system_set_overflow_limit (actor_system_t *sys, size_t per_mailbox);
+
+/* Counters since the system started, for metrics and tests. */
+typedef struct actor_system_stats
+{
+  uint64_t sent;           /* messages accepted for delivery */
+  uint64_t send_failures;  /* sends refused: no such actor, overflow full, unpackable */
+  uint64_t overflowed;     /* sends that waited on an overflow queue */
+  uint64_t overflow_depth; /* messages waiting on overflow queues now */
+  uint64_t overflow_peak;  /* the most that ever waited at once */
+  uint64_t refused;        /* received messages refused: undecodable or unhandled */
+} actor_system_stats_t;
+
+void actor_system_get_stats (const actor_system_t *sys, actor_system_stats_t *out);
+/* = actor_system_get_stats ().send_failures */
 uint64_t actor_system_send_failures (const actor_system_t *sys);
 
 /* Create an actor named `name` (unique among live actors: an existing name
@@ -69,9 +117,11 @@ uint64_t actor_system_send_failures (const actor_system_t *sys);
  * it when the actor goes. */
 actor_t *actor_new (actor_system_t *sys, const actor_class_t *cls, const char *name, void *state,
                     zcd_error_t **err);
-/* Destroy: the name is free at once; the memory goes at the end of the
- * turn, so an actor may destroy itself from its own handler.  Messages
- * still queued in its mailbox are dropped. */
+/* Destroy: the name is free at once and the class's stop runs; the state
+ * (destroy_state) and the memory go once the running handler returned, so
+ * an actor may destroy itself from its own handler and go on reading its
+ * state until it returns.  Messages still queued in its mailbox or its
+ * overflow are dropped. */
 void actor_destroy (actor_t *self);
 actor_t *actor_lookup (actor_system_t *sys, const char *name);
 
@@ -80,9 +130,11 @@ const char *actor_name (const actor_t *self);
 actor_system_t *actor_system (const actor_t *self);
 loop_t *actor_loop (const actor_t *self);
 
-/* Build a message: actor_msg_begin packs the map header for 1 + n_fields
- * entries and the "type"; the caller packs n_fields key/value pairs with
- * mb.pk; actor_msg_send sends and resets the builder. */
+/* The older, untyped way (str "type", hand-counted fields), kept until
+ * every actor sends core/amsg_gen.h messages: actor_msg_begin packs the
+ * map header for 1 + n_fields entries and the "type"; the caller packs
+ * n_fields key/value pairs with mb.pk; actor_msg_send sends and resets the
+ * builder. */
 typedef struct actor_msg_builder
 {
   msgpack_sbuffer buf;
@@ -94,8 +146,14 @@ void actor_msg_discard (actor_msg_builder_t *mb);
 /* Sends from `from_name` (any name: the supervisor's edge uses its own). */
 int actor_msg_send (actor_system_t *sys, const char *from_name, const char *to,
                     actor_msg_builder_t *mb, zcd_error_t **err);
-/* Send a ready-made body (a msgpack map with "type"). */
+/* Send a ready-made body (a msgpack map with "type"): 0 when the message
+ * is in the mailbox or waiting on its overflow; -1 with ZCD_E_NOT_FOUND
+ * (no such actor) or ZCD_E_BUSY (mailbox and overflow full). */
 int actor_send_raw (actor_system_t *sys, const char *from_name, const char *to, const void *body,
                     size_t len, zcd_error_t **err);
+/* Record a send that cannot be made: counts it, logs it when err is NULL
+ * (the caller cannot), fills *err; returns -1.  For generated senders. */
+int actor_send_fail (actor_system_t *sys, const char *to, zcd_error_t **err, zcd_code_t code,
+                     const char *fmt, ...) __attribute__ ((format (printf, 5, 6)));
 
 #endif

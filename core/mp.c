@@ -3,171 +3,315 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Walker state for mp_check: a cursor over the raw bytes.  Each step reads
- * one object header and either skips its payload or recurses into its
- * elements; the recursion is bounded by max_depth, and every loop over
- * elements is bounded by the bytes left, so the walk is O(len). */
+/* ---- the byte-level reader ---- */
+
+typedef enum
+{
+  S_NIL,
+  S_BOOL,
+  S_INT,
+  S_FLOAT,
+  S_STR,
+  S_BIN,
+  S_EXT,
+  S_ARRAY,
+  S_MAP
+} s_kind_t;
+
+/* An object's header: for ints the value (u, or i when neg), for bools u,
+ * for str, bin, ext and float the payload's length in u (ext: with its type
+ * byte), for arrays and maps the element count in u. */
 typedef struct
 {
-  const unsigned char *p;
-  size_t left;
-} s_cursor_t;
+  s_kind_t kind;
+  bool neg;
+  uint64_t u;
+  int64_t i;
+} s_head_t;
 
-static int
-s_take (s_cursor_t *c, size_t n)
+void
+mp_reader_init (mp_reader_t *r, const void *buf, size_t len)
 {
-  if (n > c->left)
-    return -1;
-  c->p += n;
-  c->left -= n;
-  return 0;
+  r->p = buf;
+  r->end = r->p + (buf ? len : 0);
 }
 
-/* Big-endian unsigned integer of `width` bytes (1, 2 or 4). */
-static int
-s_read_be (s_cursor_t *c, size_t width, uint64_t *out)
+size_t
+mp_reader_left (const mp_reader_t *r)
 {
-  if (width > c->left)
-    return -1;
+  return (size_t)(r->end - r->p);
+}
+
+static bool
+s_take (mp_reader_t *r, uint64_t n, const unsigned char **out)
+{
+  if (n > mp_reader_left (r))
+    return false;
+  if (out)
+    *out = r->p;
+  r->p += n;
+  return true;
+}
+
+/* Big-endian unsigned integer of `width` bytes (1, 2, 4 or 8). */
+static bool
+s_be (mp_reader_t *r, size_t width, uint64_t *out)
+{
+  const unsigned char *b;
+  if (!s_take (r, width, &b))
+    return false;
   uint64_t v = 0;
   for (size_t i = 0; i < width; i++)
-    v = (v << 8) | c->p[i];
-  c->p += width;
-  c->left -= width;
+    v = (v << 8) | b[i];
   *out = v;
-  return 0;
+  return true;
 }
 
-static int s_check_object (s_cursor_t *c, int depth, int max_depth);
-
-/* `count` elements follow, each at least `min_bytes_each` bytes long: a
- * count the remaining input cannot hold is refused before any element is
- * read, which is what keeps msgpack-c from allocating for it later. */
-static int
-s_check_elements (s_cursor_t *c, uint64_t count, unsigned min_bytes_each, int depth,
-                  int max_depth)
+static bool
+s_signed (mp_reader_t *r, size_t width, s_head_t *h)
 {
-  if (depth + 1 > max_depth)
-    return -1;
-  if (count > c->left / min_bytes_each)
-    return -1;
-  uint64_t objects = count * min_bytes_each; /* a map pair is two objects */
-  for (uint64_t i = 0; i < objects; i++)
-    if (s_check_object (c, depth + 1, max_depth) < 0)
-      return -1;
-  return 0;
+  uint64_t v;
+  if (!s_be (r, width, &v))
+    return false;
+  size_t bits = width * 8;
+  int64_t sv = bits == 64 ? (int64_t)v : (int64_t)(v << (64 - bits)) >> (64 - bits);
+  h->kind = S_INT;
+  h->neg = sv < 0;
+  h->i = sv;
+  h->u = sv < 0 ? 0 : (uint64_t)sv;
+  return true;
 }
 
-/* Payload of `width`-byte declared length (str, bin). */
-static int
-s_skip_sized (s_cursor_t *c, size_t width)
+static bool
+s_sized (mp_reader_t *r, s_kind_t kind, size_t width, uint64_t extra, s_head_t *h)
 {
-  uint64_t n;
-  if (s_read_be (c, width, &n) < 0)
-    return -1;
-  return s_take (c, n);
+  h->kind = kind;
+  if (!s_be (r, width, &h->u))
+    return false;
+  h->u += extra;
+  return true;
 }
 
-/* ext: `width`-byte declared length, then a type byte, then the data. */
-static int
-s_skip_ext (s_cursor_t *c, size_t width)
+static bool
+s_fixed (s_kind_t kind, uint64_t n, s_head_t *h)
 {
-  uint64_t n;
-  if (s_read_be (c, width, &n) < 0)
-    return -1;
-  if (s_take (c, 1) < 0)
-    return -1;
-  return s_take (c, n);
+  h->kind = kind;
+  h->u = n;
+  return true;
 }
 
-static int
-s_check_container (s_cursor_t *c, unsigned char tag, int depth, int max_depth)
+/* Reads the header of the next object (not its payload or elements). */
+static bool
+s_header (mp_reader_t *r, s_head_t *h)
 {
-  uint64_t n;
-  switch (tag)
+  const unsigned char *t;
+  if (!s_take (r, 1, &t))
+    return false;
+  unsigned tag = *t;
+  h->neg = false;
+  if (tag <= 0x7f)
+    return s_fixed (S_INT, tag, h);
+  if (tag >= 0xe0)
     {
-    case 0xdc:
-    case 0xde:
-      if (s_read_be (c, 2, &n) < 0)
-        return -1;
-      break;
-    case 0xdd:
-    case 0xdf:
-      if (s_read_be (c, 4, &n) < 0)
-        return -1;
-      break;
-    default:
-      n = tag & 0x0f;
-      break;
+      h->kind = S_INT;
+      h->neg = true;
+      h->i = (int8_t)tag;
+      h->u = 0;
+      return true;
     }
-  int is_map = tag == 0xde || tag == 0xdf || (tag >= 0x80 && tag <= 0x8f);
-  return s_check_elements (c, n, is_map ? 2 : 1, depth, max_depth);
-}
-
-static int
-s_check_object (s_cursor_t *c, int depth, int max_depth)
-{
-  if (c->left == 0)
-    return -1;
-  unsigned char tag = *c->p;
-  c->p++;
-  c->left--;
-
-  if (tag <= 0x7f || tag >= 0xe0)
-    return 0; /* fixint */
-  if (tag <= 0x9f || tag == 0xdc || tag == 0xdd || tag == 0xde || tag == 0xdf)
-    return s_check_container (c, tag, depth, max_depth);
+  if (tag <= 0x8f)
+    return s_fixed (S_MAP, tag & 0x0f, h);
+  if (tag <= 0x9f)
+    return s_fixed (S_ARRAY, tag & 0x0f, h);
   if (tag <= 0xbf)
-    return s_take (c, tag & 0x1f); /* fixstr */
-
+    return s_fixed (S_STR, tag & 0x1f, h);
+  if (tag >= 0xc4 && tag <= 0xc6)
+    return s_sized (r, S_BIN, (size_t)1 << (tag - 0xc4), 0, h);
+  if (tag >= 0xc7 && tag <= 0xc9)
+    return s_sized (r, S_EXT, (size_t)1 << (tag - 0xc7), 1, h);
+  if (tag >= 0xcc && tag <= 0xcf)
+    return s_sized (r, S_INT, (size_t)1 << (tag - 0xcc), 0, h);
+  if (tag >= 0xd0 && tag <= 0xd3)
+    return s_signed (r, (size_t)1 << (tag - 0xd0), h);
+  if (tag >= 0xd4 && tag <= 0xd8)
+    return s_fixed (S_EXT, ((uint64_t)1 << (tag - 0xd4)) + 1, h);
+  if (tag >= 0xd9 && tag <= 0xdb)
+    return s_sized (r, S_STR, (size_t)1 << (tag - 0xd9), 0, h);
   switch (tag)
     {
-    case 0xc0: /* nil */
-    case 0xc2: /* false */
-    case 0xc3: /* true */
-      return 0;
-    case 0xc4: /* bin 8 */
-    case 0xd9: /* str 8 */
-      return s_skip_sized (c, 1);
-    case 0xc5:
-    case 0xda:
-      return s_skip_sized (c, 2);
-    case 0xc6:
-    case 0xdb:
-      return s_skip_sized (c, 4);
-    case 0xc7:
-      return s_skip_ext (c, 1);
-    case 0xc8:
-      return s_skip_ext (c, 2);
-    case 0xc9:
-      return s_skip_ext (c, 4);
-    case 0xcc:
-    case 0xd0:
-      return s_take (c, 1);
-    case 0xcd:
-    case 0xd1:
-      return s_take (c, 2);
+    case 0xc0:
+      return s_fixed (S_NIL, 0, h);
+    case 0xc2:
+    case 0xc3:
+      return s_fixed (S_BOOL, tag & 1, h);
     case 0xca:
-    case 0xce:
-    case 0xd2:
-      return s_take (c, 4);
+      return s_fixed (S_FLOAT, 4, h);
     case 0xcb:
-    case 0xcf:
-    case 0xd3:
-      return s_take (c, 8);
-    case 0xd4: /* fixext: type byte + 1, 2, 4, 8, 16 data bytes */
-      return s_take (c, 2);
-    case 0xd5:
-      return s_take (c, 3);
-    case 0xd6:
-      return s_take (c, 5);
-    case 0xd7:
-      return s_take (c, 9);
-    case 0xd8:
-      return s_take (c, 17);
+      return s_fixed (S_FLOAT, 8, h);
+    case 0xdc:
+    case 0xdd:
+      return s_sized (r, S_ARRAY, tag == 0xdc ? 2 : 4, 0, h);
+    case 0xde:
+    case 0xdf:
+      return s_sized (r, S_MAP, tag == 0xde ? 2 : 4, 0, h);
     default: /* 0xc1 is never used */
-      return -1;
+      return false;
     }
+}
+
+/* The next object's header, if it is of `kind`; else the cursor stays. */
+static bool
+s_expect (mp_reader_t *r, s_kind_t kind, s_head_t *h)
+{
+  const unsigned char *start = r->p;
+  if (s_header (r, h) && h->kind == kind)
+    return true;
+  r->p = start;
+  return false;
+}
+
+static bool
+s_read_count (mp_reader_t *r, s_kind_t kind, uint32_t *count)
+{
+  s_head_t h;
+  if (!s_expect (r, kind, &h))
+    return false;
+  *count = (uint32_t)h.u; /* at most 4 bytes were read */
+  return true;
+}
+
+bool
+mp_read_map (mp_reader_t *r, uint32_t *count)
+{
+  return s_read_count (r, S_MAP, count);
+}
+
+bool
+mp_read_array (mp_reader_t *r, uint32_t *count)
+{
+  return s_read_count (r, S_ARRAY, count);
+}
+
+static bool
+s_read_bytes (mp_reader_t *r, s_kind_t kind, const char **s, size_t *len)
+{
+  const unsigned char *start = r->p, *payload;
+  s_head_t h;
+  if (!s_expect (r, kind, &h))
+    return false;
+  if (!s_take (r, h.u, &payload))
+    {
+      r->p = start;
+      return false;
+    }
+  *s = (const char *)payload;
+  *len = (size_t)h.u;
+  return true;
+}
+
+bool
+mp_read_str (mp_reader_t *r, const char **s, size_t *len)
+{
+  return s_read_bytes (r, S_STR, s, len);
+}
+
+bool
+mp_read_bin (mp_reader_t *r, const char **s, size_t *len)
+{
+  return s_read_bytes (r, S_BIN, s, len);
+}
+
+bool
+mp_read_uint (mp_reader_t *r, uint64_t *out)
+{
+  const unsigned char *start = r->p;
+  s_head_t h;
+  if (!s_expect (r, S_INT, &h))
+    return false;
+  if (h.neg)
+    {
+      r->p = start;
+      return false;
+    }
+  *out = h.u;
+  return true;
+}
+
+bool
+mp_read_int (mp_reader_t *r, int64_t *out)
+{
+  const unsigned char *start = r->p;
+  s_head_t h;
+  if (!s_expect (r, S_INT, &h))
+    return false;
+  if (!h.neg && h.u > (uint64_t)INT64_MAX)
+    {
+      r->p = start;
+      return false;
+    }
+  *out = h.neg ? h.i : (int64_t)h.u;
+  return true;
+}
+
+bool
+mp_read_bool (mp_reader_t *r, bool *out)
+{
+  s_head_t h;
+  if (!s_expect (r, S_BOOL, &h))
+    return false;
+  *out = h.u != 0;
+  return true;
+}
+
+bool
+mp_read_nil (mp_reader_t *r)
+{
+  s_head_t h;
+  return s_expect (r, S_NIL, &h);
+}
+
+/* One object and everything in it.  The recursion is bounded by
+ * max_depth, and a count the remaining input cannot hold is refused before
+ * any element is read (each element takes at least a byte): that is what
+ * keeps msgpack-c from allocating for a 5-byte "array of 4 billion".  So
+ * the walk is O(len). */
+static bool
+s_skip (mp_reader_t *r, int depth, int max_depth)
+{
+  s_head_t h;
+  if (!s_header (r, &h))
+    return false;
+  switch (h.kind)
+    {
+    case S_STR:
+    case S_BIN:
+    case S_EXT:
+    case S_FLOAT:
+      return s_take (r, h.u, NULL);
+    case S_ARRAY:
+    case S_MAP:
+      {
+        uint64_t per = h.kind == S_MAP ? 2 : 1; /* a map pair is two objects */
+        if (depth + 1 > max_depth || h.u > mp_reader_left (r) / per)
+          return false;
+        for (uint64_t i = 0; i < h.u * per; i++)
+          if (!s_skip (r, depth + 1, max_depth))
+            return false;
+        return true;
+      }
+    default:
+      return true;
+    }
+}
+
+bool
+mp_skip (mp_reader_t *r, int max_depth)
+{
+  const unsigned char *start = r->p;
+  if (s_skip (r, 0, max_depth))
+    return true;
+  r->p = start;
+  return false;
 }
 
 int
@@ -175,10 +319,9 @@ mp_check (const char *buf, size_t len, int max_depth)
 {
   if (buf == NULL)
     return -1;
-  s_cursor_t c = { (const unsigned char *) buf, len };
-  if (s_check_object (&c, 0, max_depth) < 0)
-    return -1;
-  return c.left == 0 ? 0 : -1;
+  mp_reader_t r;
+  mp_reader_init (&r, buf, len);
+  return mp_skip (&r, max_depth) && mp_reader_left (&r) == 0 ? 0 : -1;
 }
 
 int
@@ -194,17 +337,24 @@ mp_unpack (const char *buf, size_t len, msgpack_unpacked *out, zcd_error_t **err
 }
 
 const msgpack_object *
-mp_map_get (const msgpack_object *map, const char *key)
+mp_map_getn (const msgpack_object *map, const char *key, size_t len)
 {
   if (map == NULL || map->type != MSGPACK_OBJECT_MAP || key == NULL)
     return NULL;
   for (uint32_t i = 0; i < map->via.map.size; i++)
     {
-      const msgpack_object_kv *kv = &map->via.map.ptr[i];
-      if (mp_str_eq (&kv->key, key))
-        return &kv->val;
+      const msgpack_object *k = &map->via.map.ptr[i].key;
+      if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len
+          && (len == 0 || memcmp (k->via.str.ptr, key, len) == 0))
+        return &map->via.map.ptr[i].val;
     }
   return NULL;
+}
+
+const msgpack_object *
+mp_map_get (const msgpack_object *map, const char *key)
+{
+  return key ? mp_map_getn (map, key, strlen (key)) : NULL;
 }
 
 bool

@@ -26,6 +26,36 @@ int mp_unpack (const char *buf, size_t len, msgpack_unpacked *out, zcd_error_t *
 
 /* Value of a str key in a map object, NULL when absent or obj is no map. */
 const msgpack_object *mp_map_get (const msgpack_object *map, const char *key);
+/* Same with a key of `len` bytes (not NUL-terminated). */
+const msgpack_object *mp_map_getn (const msgpack_object *map, const char *key, size_t len);
+
+/* The one byte-level reader, shared by the daemon and libzcd, for when no
+ * object tree is wanted (a map's header to extend it, a record's fields
+ * indexed in place): a cursor over raw msgpack.  Each read takes one
+ * object of its kind and returns false, leaving the cursor where it was,
+ * when the next object is of another kind or is cut short.  mp_check is a
+ * walk made of these reads. */
+typedef struct mp_reader
+{
+  const unsigned char *p, *end;
+} mp_reader_t;
+
+void mp_reader_init (mp_reader_t *r, const void *buf, size_t len);
+size_t mp_reader_left (const mp_reader_t *r);
+/* Element count of a map (pairs) or an array; the elements follow. */
+bool mp_read_map (mp_reader_t *r, uint32_t *count);
+bool mp_read_array (mp_reader_t *r, uint32_t *count);
+/* A str or bin: *s points into the buffer (not NUL-terminated). */
+bool mp_read_str (mp_reader_t *r, const char **s, size_t *len);
+bool mp_read_bin (mp_reader_t *r, const char **s, size_t *len);
+/* Any int encoding of an in-range value. */
+bool mp_read_uint (mp_reader_t *r, uint64_t *out);
+bool mp_read_int (mp_reader_t *r, int64_t *out);
+bool mp_read_bool (mp_reader_t *r, bool *out);
+bool mp_read_nil (mp_reader_t *r);
+/* Skip one whole object, checked as mp_check does (nesting at most
+ * max_depth, every declared count backed by bytes). */
+bool mp_skip (mp_reader_t *r, int max_depth);
 
 /* Conversions; each returns false when the object has another type or the
  * value is out of range.  Any int encoding of an in-range value is fine. */

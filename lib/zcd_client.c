@@ -11,6 +11,8 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "core/mp.h"
+
 /* Pipelining: let a benchmark keep many requests in flight before the
  * send queue pushes back with EAGAIN.  Receiving is unbounded: a replay of
  * the whole event log (100,000 partial replies by default) must not make
@@ -160,27 +162,15 @@ zcd_client_last_error (const zcd_client_t *self)
 
 /* Element count and header length of the msgpack map at the head of body. */
 static int
-s_map_header (const unsigned char *b, size_t len, uint32_t *count, size_t *hlen)
+s_map_header (const void *body, size_t len, uint32_t *count, size_t *hlen)
 {
-  if (len >= 1 && b[0] >= 0x80 && b[0] <= 0x8f)
-    {
-      *count = b[0] & 0x0f;
-      *hlen = 1;
-      return 0;
-    }
-  if (len >= 3 && b[0] == 0xde)
-    {
-      *count = (uint32_t) b[1] << 8 | b[2];
-      *hlen = 3;
-      return 0;
-    }
-  if (len >= 5 && b[0] == 0xdf)
-    {
-      *count = (uint32_t) b[1] << 24 | (uint32_t) b[2] << 16 | (uint32_t) b[3] << 8 | b[4];
-      *hlen = 5;
-      return *count == UINT32_MAX ? -1 : 0;
-    }
-  return -1;
+  mp_reader_t r;
+  mp_reader_init (&r, body, len);
+  /* count + 1 (the rid) must still fit a map header */
+  if (!mp_read_map (&r, count) || *count == UINT32_MAX)
+    return -1;
+  *hlen = len - mp_reader_left (&r);
+  return 0;
 }
 
 uint64_t

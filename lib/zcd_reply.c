@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mp.h"
+
 struct _zcd_reply_t
 {
   char *data; /* msgpack-c's objects point into these bytes */
@@ -13,17 +15,6 @@ struct _zcd_reply_t
   char *error_code; /* NUL-terminated copies, made at decode time */
   char *error_message;
 };
-
-/* One msgpack object filling [data, data+len); 0 or -1.  `unpacked` must be
- * initialised by the caller and destroyed by the caller either way. */
-static int
-s_unpack_exactly (const char *data, size_t len, msgpack_unpacked *unpacked)
-{
-  size_t off = 0;
-  if (msgpack_unpack_next (unpacked, data, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len)
-    return -1;
-  return 0;
-}
 
 zcd_reply_t *
 zcd_reply_decode (const void *data, size_t len)
@@ -42,7 +33,9 @@ zcd_reply_decode (const void *data, size_t len)
   if (len)
     memcpy (self->data, data, len);
   self->len = len;
-  if (s_unpack_exactly (self->data, len, &self->unpacked) < 0
+  /* The daemon's reader: a reply declaring more elements than it has bytes
+   * is refused before msgpack-c allocates for them. */
+  if (mp_unpack (self->data, len, &self->unpacked, NULL) < 0
       || self->unpacked.data.type != MSGPACK_OBJECT_MAP)
     {
       zcd_reply_destroy (&self);
@@ -149,16 +142,7 @@ static const msgpack_object *
 s_step (const msgpack_object *obj, const char *seg, size_t n)
 {
   if (obj->type == MSGPACK_OBJECT_MAP)
-    {
-      for (uint32_t i = 0; i < obj->via.map.size; i++)
-        {
-          const msgpack_object *key = &obj->via.map.ptr[i].key;
-          if (key->type == MSGPACK_OBJECT_STR && key->via.str.size == n
-              && memcmp (key->via.str.ptr, seg, n) == 0)
-            return &obj->via.map.ptr[i].val;
-        }
-      return NULL;
-    }
+    return mp_map_getn (obj, seg, n);
   if (obj->type == MSGPACK_OBJECT_ARRAY)
     {
       if (n == 0 || n > 9)
@@ -196,41 +180,19 @@ zcd_obj_get (const msgpack_object *obj, const char *path)
 bool
 zcd_obj_uint (const msgpack_object *obj, uint64_t *out)
 {
-  if (obj == NULL)
-    return false;
-  if (obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-    {
-      *out = obj->via.u64;
-      return true;
-    }
-  return false;
+  return mp_as_uint (obj, out);
 }
 
 bool
 zcd_obj_int (const msgpack_object *obj, int64_t *out)
 {
-  if (obj == NULL)
-    return false;
-  if (obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-    {
-      *out = obj->via.i64;
-      return true;
-    }
-  if (obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER && obj->via.u64 <= INT64_MAX)
-    {
-      *out = (int64_t) obj->via.u64;
-      return true;
-    }
-  return false;
+  return mp_as_int (obj, out);
 }
 
 bool
 zcd_obj_bool (const msgpack_object *obj, bool *out)
 {
-  if (obj == NULL || obj->type != MSGPACK_OBJECT_BOOLEAN)
-    return false;
-  *out = obj->via.boolean;
-  return true;
+  return mp_as_bool (obj, out);
 }
 
 char *
@@ -244,8 +206,5 @@ zcd_obj_strdup (const msgpack_object *obj)
 bool
 zcd_obj_str_eq (const msgpack_object *obj, const char *s)
 {
-  if (obj == NULL || obj->type != MSGPACK_OBJECT_STR)
-    return false;
-  size_t n = strlen (s);
-  return obj->via.str.size == n && memcmp (obj->via.str.ptr, s, n) == 0;
+  return mp_str_eq (obj, s);
 }

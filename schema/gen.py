@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""Generate the protocol's C tables and reference page from schema/protocol.json.
+"""Generate the protocol's C tables and reference page from schema/protocol.json,
+and the actors' typed messages from schema/actors.json (schema/gen_actors.py).
 
     /usr/bin/python3 schema/gen.py           write core/proto_gen.h, core/proto_gen.c,
-                                             docs/protocol.md
+                                             docs/protocol.md, core/amsg_gen.h,
+                                             core/amsg_gen.c
     /usr/bin/python3 schema/gen.py --check   regenerate in memory; exit 1 naming every
                                              committed file that differs, and when the
                                              model drifts from core/err.c or from
@@ -14,6 +16,9 @@ import json
 import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_actors  # noqa: E402  (next to this file)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "schema", "protocol.json")
@@ -447,7 +452,8 @@ def main(argv):
     try:
         check_model(model)
         files = outputs(model)
-    except ModelError as e:
+        files.update(gen_actors.outputs())
+    except (ModelError, gen_actors.ModelError) as e:
         print("gen.py: model error: %s" % e, file=sys.stderr)
         return 1
     if not check:

@@ -1,7 +1,9 @@
 /* core/actor: 10,000 actors created and destroyed without leaking fds,
  * message order (streaming and ping-pong), destruction from handlers with
- * messages still queued, name reuse, a full mailbox (ZCD_E_BUSY, never a
- * blocked send) and a missing one (ZCD_E_NOT_FOUND). */
+ * messages still queued, name reuse, a full mailbox (its overflow keeps
+ * every message in order; past the bound, or with no overflow, ZCD_E_BUSY,
+ * never a blocked send), a missing one (ZCD_E_NOT_FOUND), refused
+ * messages counted, and state freed only after the handler returned. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -98,10 +100,31 @@ s_setup (void **state)
   return s_setup_hwm (state, 100000);
 }
 
+/* Mailboxes of 10 and no overflow: a full mailbox is busy at once. */
 static int
 s_setup_small_hwm (void **state)
 {
+  if (s_setup_hwm (state, 10) < 0)
+    return -1;
+  actor_system_set_overflow_limit (((fixture_t *)*state)->sys, 0);
+  return 0;
+}
+
+/* Mailboxes of 10 and the default overflow (as many again). */
+static int
+s_setup_small_hwm_overflow (void **state)
+{
   return s_setup_hwm (state, 10);
+}
+
+/* Mailboxes of 10 and room for everything in overflow. */
+static int
+s_setup_small_hwm_big_overflow (void **state)
+{
+  if (s_setup_hwm (state, 10) < 0)
+    return -1;
+  actor_system_set_overflow_limit (((fixture_t *)*state)->sys, 1000000);
+  return 0;
 }
 
 /* The probes live in the tests' frames, gone by teardown time. */
@@ -399,8 +422,9 @@ test_stream_order (void **state)
   assert_int_equal (a.received, 0);
 }
 
-/* Flow control: the sender backs off on ZCD_E_BUSY and resumes on a later
- * turn, so a small mailbox still gets every message, in order. */
+/* Flow control with no overflow: the sender backs off on ZCD_E_BUSY and
+ * resumes on a later turn, so a small mailbox still gets every message, in
+ * order. */
 typedef struct
 {
   fixture_t *f;
@@ -635,6 +659,263 @@ test_full_mailbox_is_busy_then_recovers (void **state)
   assert_false (p.out_of_order);
 }
 
+/* ---- the overflow queue ---- */
+
+static actor_system_stats_t
+s_stats (fixture_t *f)
+{
+  actor_system_stats_t st;
+  actor_system_get_stats (f->sys, &st);
+  return st;
+}
+
+/* Far more sends than the mailbox holds, all at once and with no loop
+ * turn between them: none is refused and none is lost, and they arrive in
+ * the order they were sent, including those sent while older ones still
+ * waited. */
+static void
+test_overflow_keeps_every_message_in_order (void **state)
+{
+  fixture_t *f = *state; /* mailbox_hwm 10, overflow 1,000,000 */
+  probe_t p = { 0 };
+  s_actor (f, "slow", &p);
+  for (uint64_t i = 0; i < 2000; i++)
+    s_send_num_ok (f, "test", "slow", i);
+  actor_system_stats_t st = s_stats (f);
+  assert_true (st.overflowed >= 2000 - 40); /* the mailbox took at most 40 */
+  assert_int_equal (st.overflow_depth, st.overflowed);
+  assert_int_equal (st.send_failures, 0);
+  s_run_one_turn (f); /* a first batch drained: some room */
+  assert_true (p.received > 0 && p.received < 2000);
+  for (uint64_t i = 2000; i < 4000; i++)
+    s_send_num_ok (f, "other", "slow", i);
+  p.stop_at = 4000;
+  s_run (f, 30000);
+  assert_int_equal (p.received, 4000);
+  assert_false (p.out_of_order);
+  assert_string_equal (p.last_from, "other");
+  st = s_stats (f);
+  assert_int_equal (st.overflow_depth, 0);
+  assert_true (st.overflow_peak >= 2000 - 40);
+  assert_int_equal (st.send_failures, 0);
+  assert_int_equal (st.sent, 4000);
+}
+
+/* A handler that floods its own mailbox (as a container posting itself
+ * exits) loses nothing either. */
+static void
+s_on_flood (actor_t *self, const actor_msg_t *msg)
+{
+  probe_t *p = actor_state (self);
+  uint64_t n = mp_get_uint (msg->body, "n", UINT64_MAX);
+  if (n != p->next_expected)
+    p->out_of_order = true;
+  p->next_expected = n + 1;
+  p->received++;
+  if (n == 0)
+    for (uint64_t i = 1; i < 500; i++)
+      {
+        actor_msg_builder_t mb;
+        actor_msg_begin (&mb, "flood", 1);
+        mp_pack_kv_uint (&mb.pk, "n", i);
+        assert_int_equal (actor_msg_send (actor_system (self), actor_name (self),
+                                          actor_name (self), &mb, NULL),
+                          0);
+      }
+  if (p->received == 500)
+    loop_stop (actor_loop (self));
+}
+
+static const actor_route_t s_flood_routes[] = { { "flood", s_on_flood }, { NULL, NULL } };
+static const actor_class_t s_flood_class = { .kind = "flood", .routes = s_flood_routes };
+
+static void
+test_overflow_from_own_handler (void **state)
+{
+  fixture_t *f = *state; /* mailbox_hwm 10, overflow 1,000,000 */
+  probe_t p = { 0 };
+  assert_non_null (actor_new (f->sys, &s_flood_class, "self-flood", &p, NULL));
+  actor_msg_builder_t mb;
+  actor_msg_begin (&mb, "flood", 1);
+  mp_pack_kv_uint (&mb.pk, "n", 0);
+  assert_int_equal (actor_msg_send (f->sys, "test", "self-flood", &mb, NULL), 0);
+  s_run (f, 30000);
+  assert_int_equal (p.received, 500);
+  assert_false (p.out_of_order);
+  assert_true (s_stats (f).overflowed > 0);
+  assert_int_equal (s_stats (f).overflow_depth, 0);
+}
+
+/* Past the overflow bound a send is ZCD_E_BUSY and counted; what was
+ * accepted still arrives, in order, and the mailbox takes sends again
+ * once drained. */
+static void
+test_overflow_is_bounded (void **state)
+{
+  fixture_t *f = *state; /* mailbox_hwm 10, overflow 10 */
+  probe_t p = { 0 };
+  s_actor (f, "slow", &p);
+  zcd_error_t *err = NULL;
+  uint64_t accepted = 0;
+  while (accepted < 1000 && s_send_num (f, "test", "slow", accepted, &err) == 0)
+    accepted++;
+  assert_non_null (err);
+  assert_int_equal (err->code, ZCD_E_BUSY);
+  assert_non_null (strstr (err->msg, "slow"));
+  zcd_error_free (&err);
+  print_message ("mailbox_hwm 10, overflow 10: %llu sends accepted before ZCD_E_BUSY\n",
+                 (unsigned long long)accepted);
+  assert_true (accepted >= 10 + 10);
+  assert_true (accepted <= 40 + 10);
+  actor_system_stats_t st = s_stats (f);
+  assert_int_equal (st.overflow_depth, 10);
+  assert_int_equal (st.send_failures, 1);
+  /* A send with no err is refused the same way, and counted. */
+  assert_int_equal (s_send_num (f, "test", "slow", accepted, NULL), -1);
+  assert_int_equal (actor_system_send_failures (f->sys), 2);
+
+  p.stop_at = accepted;
+  s_run (f, 5000);
+  assert_int_equal (p.received, accepted);
+  assert_false (p.out_of_order);
+  assert_int_equal (s_stats (f).overflow_depth, 0);
+  for (uint64_t i = 0; i < accepted; i++)
+    s_send_num_ok (f, "test", "slow", accepted + i);
+  p.stop_at = 2 * accepted;
+  s_run (f, 5000);
+  assert_int_equal (p.received, 2 * accepted);
+  assert_false (p.out_of_order);
+}
+
+static void
+test_overflow_goes_with_its_actor (void **state)
+{
+  fixture_t *f = *state; /* mailbox_hwm 10, overflow 1,000,000 */
+  probe_t p = { 0 };
+  actor_t *a = s_actor (f, "doomed", &p);
+  for (uint64_t i = 0; i < 100; i++)
+    s_send_num_ok (f, "test", "doomed", i);
+  assert_true (s_stats (f).overflow_depth > 0);
+  actor_destroy (a);
+  assert_int_equal (s_stats (f).overflow_depth, 0);
+  s_run_one_turn (f);
+  assert_int_equal (p.received, 0);
+  assert_int_equal (p.destroyed, 1);
+}
+
+/* ---- refused messages ---- */
+
+static const actor_class_t s_routeless_class = { .kind = "routeless", .routes = s_routes };
+
+static void
+test_refused_messages_are_counted (void **state)
+{
+  fixture_t *f = *state;
+  probe_t p = { 0 };
+  assert_non_null (actor_new (f->sys, &s_routeless_class, "strict", &p, NULL));
+  zcd_error_t *err = NULL;
+  /* not msgpack */
+  assert_int_equal (actor_send_raw (f->sys, "test", "strict", "\xc1", 1, &err), 0);
+  /* a str type with no route, and the class has no `unknown` */
+  s_send_type_ok (f, "strict", "mystery");
+  /* a typed (uint) message, and the class has no typed dispatch */
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init (&sb);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 1);
+  mp_pack_kv_uint (&pk, "type", 3);
+  assert_int_equal (actor_send_raw (f->sys, "test", "strict", sb.data, sb.size, &err), 0);
+  msgpack_sbuffer_destroy (&sb);
+  s_send_num_ok (f, "test", "strict", 0);
+  p.stop_at = 1;
+  s_run (f, 5000);
+  assert_int_equal (p.received, 1); /* only "num" was taken */
+  assert_int_equal (s_stats (f).refused, 3);
+}
+
+/* ---- deferred free ---- */
+
+typedef struct
+{
+  int value;
+  bool *stopped;
+  bool *freed;
+  int seen_after_destroy;
+} mortal_t;
+
+static void
+s_mortal_stop (actor_t *self)
+{
+  mortal_t *m = actor_state (self);
+  *m->stopped = true;
+}
+
+static void
+s_mortal_free (actor_t *self)
+{
+  mortal_t *m = actor_state (self);
+  *m->freed = true;
+  free (m);
+}
+
+static int s_seen_after_destroy;
+
+/* Destroys its own actor, then reads and writes its state: valid until
+ * the handler returns (ASan builds check it). */
+static void
+s_on_mortal_die (actor_t *self, const actor_msg_t *msg)
+{
+  mortal_t *m = actor_state (self);
+  actor_destroy (self);
+  assert_true (*m->stopped); /* stop runs at once */
+  assert_false (*m->freed);  /* the state does not */
+  assert_ptr_equal (actor_state (self), m);
+  assert_null (actor_lookup (actor_system (self), "mortal"));
+  m->value += 41;
+  s_seen_after_destroy = m->value;
+}
+
+static const actor_route_t s_mortal_routes[] = { { "die", s_on_mortal_die }, { NULL, NULL } };
+static const actor_class_t s_mortal_class = {
+  .kind = "mortal",
+  .routes = s_mortal_routes,
+  .stop = s_mortal_stop,
+  .destroy_state = s_mortal_free,
+};
+
+static void
+test_state_freed_after_handler_returns (void **state)
+{
+  fixture_t *f = *state;
+  bool stopped = false, freed = false;
+  mortal_t *m = calloc (1, sizeof *m);
+  m->value = 1;
+  m->stopped = &stopped;
+  m->freed = &freed;
+  assert_non_null (actor_new (f->sys, &s_mortal_class, "mortal", m, NULL));
+  s_send_type_ok (f, "mortal", "die");
+  s_run_one_turn (f);
+  assert_int_equal (s_seen_after_destroy, 42);
+  assert_true (stopped);
+  assert_true (freed);
+  assert_int_equal (actor_system_count (f->sys), 0);
+
+  /* Destroyed outside any handler: stopped at once, freed when the turn
+   * ends. */
+  stopped = freed = false;
+  m = calloc (1, sizeof *m);
+  m->stopped = &stopped;
+  m->freed = &freed;
+  actor_t *a = actor_new (f->sys, &s_mortal_class, "mortal", m, NULL);
+  assert_non_null (a);
+  actor_destroy (a);
+  assert_true (stopped);
+  assert_false (freed);
+  s_run_one_turn (f);
+  assert_true (freed);
+}
+
 int
 main (void)
 {
@@ -653,6 +934,16 @@ main (void)
     cmocka_unit_test_setup_teardown (test_reused_name_gets_no_old_messages, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_full_mailbox_is_busy_then_recovers, s_setup_small_hwm,
                                      s_teardown),
+    cmocka_unit_test_setup_teardown (test_overflow_keeps_every_message_in_order,
+                                     s_setup_small_hwm_big_overflow, s_teardown),
+    cmocka_unit_test_setup_teardown (test_overflow_from_own_handler,
+                                     s_setup_small_hwm_big_overflow, s_teardown),
+    cmocka_unit_test_setup_teardown (test_overflow_is_bounded, s_setup_small_hwm_overflow,
+                                     s_teardown),
+    cmocka_unit_test_setup_teardown (test_overflow_goes_with_its_actor,
+                                     s_setup_small_hwm_big_overflow, s_teardown),
+    cmocka_unit_test_setup_teardown (test_refused_messages_are_counted, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_state_freed_after_handler_returns, s_setup, s_teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* mp_check and the msgpack helpers against crafted hostile inputs. */
+/* mp_check, the byte reader and the msgpack helpers against crafted
+ * hostile inputs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -200,6 +201,95 @@ test_uint_int_ranges (void **state)
   assert_false (mp_as_bool (&neg, &b));
 }
 
+/* The byte reader: every encoding of each kind, and a wrong kind or a
+ * short buffer leaves the cursor where it was. */
+static void
+test_reader_reads_each_kind (void **state)
+{
+  static const unsigned char buf[] = {
+    0x83,                         /* map of 3 */
+    0xa2, 'i', 'd',               /* fixstr */
+    0xd9, 3, 'w', 'e', 'b',       /* str 8 */
+    0xcd, 0x12, 0x34,             /* uint 16 */
+    0xd1, 0xff, 0xfe,             /* int 16: -2 */
+    0xd0, 0x05,                   /* int 8, non-negative: 5 */
+    0xc3, 0xc0,                   /* true, nil */
+    0xc4, 2, 0xaa, 0xbb,          /* bin 8 */
+    0xdc, 0, 1, 0xe0,             /* array 16 of 1: fixint -32 */
+  };
+  mp_reader_t r;
+  mp_reader_init (&r, buf, sizeof buf);
+  uint32_t n;
+  const char *s;
+  size_t len;
+  uint64_t u;
+  int64_t i;
+  bool b;
+  assert_false (mp_read_array (&r, &n)); /* a map, not an array */
+  assert_int_equal (mp_reader_left (&r), sizeof buf);
+  assert_true (mp_read_map (&r, &n));
+  assert_int_equal (n, 3);
+  assert_true (mp_read_str (&r, &s, &len));
+  assert_int_equal (len, 2);
+  assert_memory_equal (s, "id", 2);
+  assert_false (mp_read_uint (&r, &u));
+  assert_true (mp_read_str (&r, &s, &len));
+  assert_memory_equal (s, "web", 3);
+  assert_false (mp_read_str (&r, &s, &len));
+  assert_true (mp_read_uint (&r, &u));
+  assert_true (u == 0x1234);
+  assert_false (mp_read_uint (&r, &u)); /* negative */
+  assert_true (mp_read_int (&r, &i));
+  assert_true (i == -2);
+  assert_true (mp_read_uint (&r, &u));
+  assert_true (u == 5);
+  assert_true (mp_read_bool (&r, &b));
+  assert_true (b);
+  assert_false (mp_read_bool (&r, &b));
+  assert_true (mp_read_nil (&r));
+  assert_false (mp_read_str (&r, &s, &len)); /* bin is not str */
+  assert_true (mp_read_bin (&r, &s, &len));
+  assert_int_equal (len, 2);
+  assert_true (mp_read_array (&r, &n));
+  assert_int_equal (n, 1);
+  assert_true (mp_read_int (&r, &i));
+  assert_true (i == -32);
+  assert_int_equal (mp_reader_left (&r), 0);
+  assert_false (mp_read_nil (&r));
+
+  /* A str whose payload is cut short is not taken. */
+  static const unsigned char cut[] = { 0xa5, 'a', 'b' };
+  mp_reader_init (&r, cut, sizeof cut);
+  assert_false (mp_read_str (&r, &s, &len));
+  assert_int_equal (mp_reader_left (&r), sizeof cut);
+  /* uint 64 above INT64_MAX is a uint, not an int. */
+  static const unsigned char big[] = { 0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0 };
+  mp_reader_init (&r, big, sizeof big);
+  assert_false (mp_read_int (&r, &i));
+  assert_true (mp_read_uint (&r, &u));
+  assert_true (u == 0x8000000000000000ULL);
+}
+
+static void
+test_reader_skip_is_checked (void **state)
+{
+  static const unsigned char two[] = { 0x92, 0xa1, 'x', 0x81, 0x01, 0xc2, 0xc0 };
+  mp_reader_t r;
+  mp_reader_init (&r, two, sizeof two);
+  assert_true (mp_skip (&r, MP_MAX_DEPTH));
+  assert_int_equal (mp_reader_left (&r), 1); /* the trailing nil */
+  assert_true (mp_read_nil (&r));
+  /* A huge declared count is refused and the cursor stays. */
+  static const unsigned char huge[] = { 0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0 };
+  mp_reader_init (&r, huge, sizeof huge);
+  assert_false (mp_skip (&r, MP_MAX_DEPTH));
+  assert_int_equal (mp_reader_left (&r), sizeof huge);
+  /* Nesting past the bound. */
+  mp_reader_init (&r, two, sizeof two - 1);
+  assert_false (mp_skip (&r, 1));
+  assert_true (mp_skip (&r, 2));
+}
+
 int
 main (void)
 {
@@ -211,6 +301,8 @@ main (void)
     cmocka_unit_test (test_helpers_round_trip),
     cmocka_unit_test (test_strdup_refuses_embedded_nul),
     cmocka_unit_test (test_uint_int_ranges),
+    cmocka_unit_test (test_reader_reads_each_kind),
+    cmocka_unit_test (test_reader_skip_is_checked),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
