@@ -20,6 +20,11 @@ Settings (environment):
   BENCH_MAX_STARTS=      --max-concurrent-starts (default: the daemon's, 2 x CPUs)
   BENCH_SECTIONS=start,control,density   which parts to run
   BENCH_FULL=1           the issue's sizes: N=500, COST=10,100,1000
+  BENCH_ROUNDS=3         start: each cell runs in rounds of N/ROUNDS, zcd, bare,
+                         run, zcd, bare, run...: all three see the same load
+  BENCH_STATE_FS=ext4    the daemons' state dirs: ext4 (the temp dir's own file
+                         system, whatever it is) or tmpfs (a private tmpfs
+                         mounted under the temp dir, unmounted after)
 """
 import json
 import os
@@ -71,7 +76,11 @@ def settings():
         "rtt_n": env_int("BENCH_RTT_N", 20000),
         "max_starts": env_int("BENCH_MAX_STARTS", 2 * (os.cpu_count() or 1)),
         "sections": env_list("BENCH_SECTIONS", ["start", "control", "density"]),
+        "rounds": max(1, env_int("BENCH_ROUNDS", 3)),
+        "state_fs": os.environ.get("BENCH_STATE_FS", "").strip() or "ext4",
     }
+    if s["state_fs"] not in ("ext4", "tmpfs"):
+        raise SystemExit(f"bench: BENCH_STATE_FS={s['state_fs']}: ext4 or tmpfs")
     return s
 
 
@@ -122,11 +131,45 @@ def make_bundles(tmp):
 
 # ---- daemon -------------------------------------------------------------------
 
+MOUNTS = []  # private tmpfs state dirs, unmounted at the end (unmount_all)
+
+
+def mount_tmpfs(path):
+    """A private tmpfs at path (mode 0700: the daemon refuses a state dir
+    others can write)."""
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0700", "tmpfs", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"BENCH_STATE_FS=tmpfs: mount at {path}: {r.stdout.strip()}")
+    MOUNTS.append(path)
+
+
+def unmount_all():
+    """After the shims are gone (their cwd is in the state dir); lazily if
+    something still holds it."""
+    while MOUNTS:
+        path = MOUNTS.pop()
+        if subprocess.run(["umount", path], stderr=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
+
+
+def fs_type(path):
+    r = subprocess.run(["stat", "-f", "-c", "%T", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)
+    return r.stdout.strip() or "?"
+
+
 class Daemon:
+    state_fs = "ext4"  # BENCH_STATE_FS
+    seen_fs = set()    # file system types the state dirs were really on
+
     def __init__(self, tmp, name, runtime, max_starts):
         self.state = os.path.join(tmp, name)
         self.runtime = runtime
         os.makedirs(self.state)
+        if Daemon.state_fs == "tmpfs":
+            mount_tmpfs(self.state)
+        Daemon.seen_fs.add(fs_type(self.state))
         self.log_path = self.state + ".log"
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -226,6 +269,59 @@ def cleanup_leftovers(tmp):
 
 # ---- sections -----------------------------------------------------------------
 
+def round_sizes(n, rounds):
+    """N split into `rounds` runs (at most N), summing to N."""
+    rounds = max(1, min(rounds, n))
+    base, extra = divmod(n, rounds)
+    return [base + (1 if i < extra else 0) for i in range(rounds)]
+
+
+def merge_rounds(runs):
+    """One driver result from the results of its rounds: counts and wall
+    time add up (so per_s = all completed / all wall time); latency
+    percentiles are the rounds' n-weighted means (the drivers report no
+    samples), max the largest; per_s of each round is kept."""
+    out = dict(runs[0])
+    for key in ("n", "ok", "failed", "lost", "unfinished", "elapsed_s"):
+        if key in out:
+            out[key] = sum(r.get(key, 0) for r in runs)
+    out["per_s"] = out["ok"] / out["elapsed_s"] if out.get("elapsed_s") else 0.0
+    for key, value in runs[0].items():
+        if isinstance(value, dict) and "p50" in value:
+            total = sum(r[key]["n"] for r in runs)
+            merged = {"n": total, "max": max(r[key]["max"] for r in runs)}
+            for q in ("p50", "p95", "p99", "mean"):
+                merged[q] = (sum(r[key][q] * r[key]["n"] for r in runs) / total
+                             if total else 0.0)
+            out[key] = merged
+    out["first_error"] = next((r["first_error"] for r in runs if r.get("first_error")), "")
+    out["rounds_per_s"] = [r["per_s"] for r in runs]
+    return out
+
+
+def start_cell(s, daemon, bundles, runtime, c):
+    """One runtime x C cell, in rounds alternating zcd, bare lifecycle and
+    bare run, so a change in the machine's load hits all three alike."""
+    runs = {"zcd": [], "bare_lifecycle": [], "bare_run": []}
+    sizes = round_sizes(s["n"], s["rounds"])
+    for i, n in enumerate(sizes):
+        tag = f"{runtime}-c{c}-r{i}"
+        log(f"start: {runtime} C={c} round {i + 1}/{len(sizes)}: zcd, bare, run ({n} each)")
+        runs["zcd"].append(run_json([LOAD, "start", "-s", daemon.state, "-b", bundles["true"],
+                                     "-n", str(n), "-c", str(c), "-r", runtime,
+                                     "-p", f"{PREFIX}-s-{tag}"]))
+        runs["bare_lifecycle"].append(run_json(
+            [BARE, "-r", runtime, "-b", bundles["true"], "-n", str(n), "-c", str(c),
+             "-p", f"{PREFIX}-bl-{tag}", "-m", "lifecycle"]))
+        runs["bare_run"].append(run_json(
+            [BARE, "-r", runtime, "-b", bundles["true"], "-n", str(n), "-c", str(c),
+             "-p", f"{PREFIX}-br-{tag}", "-m", "run"]))
+    row = {"runtime": runtime, "c": c, "rounds": len(sizes)}
+    for key, results in runs.items():
+        row[key] = merge_rounds(results)
+    return row
+
+
 def start_section(s, tmp, bundles, res):
     """zcd vs bare runtime, per runtime and concurrency."""
     res["start"] = []
@@ -238,20 +334,7 @@ def start_section(s, tmp, bundles, res):
             run_json([BARE, "-r", runtime, "-b", bundles["true"], "-n", "3", "-c", "1",
                       "-p", f"{PREFIX}-warmb-{runtime}"])
             for c in s["cs"]:
-                row = {"runtime": runtime, "c": c}
-                log(f"start: {runtime} C={c}: zcd")
-                row["zcd"] = run_json([LOAD, "start", "-s", daemon.state, "-b", bundles["true"],
-                                       "-n", str(s["n"]), "-c", str(c), "-r", runtime,
-                                       "-p", f"{PREFIX}-s-{runtime}-c{c}"])
-                log(f"start: {runtime} C={c}: bare create+start+wait+delete")
-                row["bare_lifecycle"] = run_json(
-                    [BARE, "-r", runtime, "-b", bundles["true"], "-n", str(s["n"]),
-                     "-c", str(c), "-p", f"{PREFIX}-bl-{runtime}-c{c}", "-m", "lifecycle"])
-                log(f"start: {runtime} C={c}: bare run")
-                row["bare_run"] = run_json(
-                    [BARE, "-r", runtime, "-b", bundles["true"], "-n", str(s["n"]),
-                     "-c", str(c), "-p", f"{PREFIX}-br-{runtime}-c{c}", "-m", "run"])
-                res["start"].append(row)
+                res["start"].append(start_cell(s, daemon, bundles, runtime, c))
             daemon.drain()
         finally:
             daemon.stop()
@@ -351,6 +434,7 @@ def main():
             print(f"bench: {binary} is missing: run make first", file=sys.stderr)
             return 2
     s = settings()
+    Daemon.state_fs = s["state_fs"]
     res = {"settings": s, "machine": benchlib.machine(), "started": time.time()}
     tmp = tempfile.mkdtemp(prefix="zcd-bench-")
     daemon = None
@@ -376,8 +460,10 @@ def main():
                 log(f"drain failed: {e}")
             daemon.stop()
         cleanup_leftovers(tmp)
+        unmount_all()
         subprocess.run(["rm", "-rf", "--one-file-system", tmp])
     res["drains"] = Daemon.drains
+    res["state_fs_seen"] = sorted(Daemon.seen_fs)
     res["elapsed_s"] = time.time() - res["started"]
     res["goals"] = benchlib.goals(res)
     print(benchlib.table(res))

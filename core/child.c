@@ -198,6 +198,8 @@ s_on_deadline (loop_t *loop, void *arg)
   kill (c->pid, SIGKILL);
 }
 
+static void s_register (children_t *reg, child_t *c, const child_opts_t *opts);
+
 static int
 s_open_pipe (children_t *reg, child_t *c, child_stream_t *s, int pipefd[2])
 {
@@ -281,12 +283,21 @@ child_spawn (children_t *reg, char *const argv[], const child_opts_t *opts_in, c
       s_child_free (c);
       return NULL;
     }
+  s_register (reg, c, &opts);
+  return c;
+}
+
+/* A child is running as c->pid: watch its output, arm its deadline and
+ * enter it in the table. */
+static void
+s_register (children_t *reg, child_t *c, const child_opts_t *opts)
+{
   if (c->out.fd >= 0)
     c->out.watch = loop_add_fd (reg->loop, c->out.fd, EPOLLIN, s_on_output, c);
   if (c->err.fd >= 0)
     c->err.watch = loop_add_fd (reg->loop, c->err.fd, EPOLLIN, s_on_output, c);
-  if (opts.deadline_ms)
-    c->deadline = loop_timer_add (reg->loop, opts.deadline_ms, s_on_deadline, c);
+  if (opts->deadline_ms)
+    c->deadline = loop_timer_add (reg->loop, opts->deadline_ms, s_on_deadline, c);
   /* An earlier child with this pid exited, but a grandchild still holds
    * its output pipes open: the pid is the kernel's to reuse.  Complete the
    * old one with what it has, so the table never holds two of a pid. */
@@ -298,6 +309,95 @@ child_spawn (children_t *reg, char *const argv[], const child_opts_t *opts_in, c
       s_maybe_complete (stale);
     }
   zhashx_insert (reg->by_pid, (void *) (uintptr_t) c->pid, c);
+}
+
+/* In the forked child: every fd but stdio and `keep` closed. */
+static void
+s_close_all_but (const int *keep, size_t n_keep)
+{
+  int sorted[CHILD_FORK_MAX_FDS];
+  size_t n = 0;
+  for (size_t i = 0; i < n_keep && n < CHILD_FORK_MAX_FDS; i++)
+    if (keep[i] > 2)
+      sorted[n++] = keep[i];
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--)
+      {
+        int t = sorted[j];
+        sorted[j] = sorted[j - 1];
+        sorted[j - 1] = t;
+      }
+  unsigned from = 3;
+  for (size_t i = 0; i < n; i++)
+    {
+      if ((unsigned) sorted[i] > from)
+        close_range (from, (unsigned) sorted[i] - 1, 0);
+      from = (unsigned) sorted[i] + 1;
+    }
+  close_range (from, ~0U, 0);
+}
+
+static void
+s_forked_child (int out_w, int err_w, const int *keep, size_t n_keep, child_fork_fn fn, void *arg)
+{
+  setpgid (0, 0);
+  sigset_t none;
+  sigemptyset (&none);
+  sigprocmask (SIG_SETMASK, &none, NULL);
+  int null_fd = open ("/dev/null", O_RDWR | O_CLOEXEC);
+  dup2 (null_fd, 0);
+  dup2 (out_w >= 0 ? out_w : null_fd, 1);
+  dup2 (err_w >= 0 ? err_w : null_fd, 2);
+  s_close_all_but (keep, n_keep);
+  _exit (fn (arg) & 0xff);
+}
+
+child_t *
+child_fork (children_t *reg, child_fork_fn fn, void *fn_arg, const int *keep_fds, size_t n_keep,
+            const child_opts_t *opts_in, child_done_fn done, void *arg, zcd_error_t **err)
+{
+  child_opts_t opts = opts_in ? *opts_in : (child_opts_t) CHILD_OPTS_DEFAULT;
+  if (n_keep > CHILD_FORK_MAX_FDS)
+    {
+      zcd_fail (err, ZCD_E_INTERNAL, "fork: more than %d fds to keep", CHILD_FORK_MAX_FDS);
+      return NULL;
+    }
+  child_t *c = calloc (1, sizeof *c);
+  if (c == NULL)
+    {
+      zcd_fail_errno (err, ENOMEM, "fork");
+      return NULL;
+    }
+  c->reg = reg;
+  c->out.fd = c->err.fd = -1;
+  c->max_output = opts.max_output ? opts.max_output : 65536;
+  c->fn = done;
+  c->arg = arg;
+  int outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+  if (opts.capture
+      && (s_open_pipe (reg, c, &c->out, outp) < 0 || s_open_pipe (reg, c, &c->err, errp) < 0))
+    {
+      zcd_fail_errno (err, errno, "fork: pipe");
+      if (outp[1] >= 0)
+        close (outp[1]);
+      s_child_free (c);
+      return NULL;
+    }
+  c->pid = fork ();
+  if (c->pid == 0)
+    s_forked_child (outp[1], errp[1], keep_fds, n_keep, fn, fn_arg);
+  int saved = errno;
+  if (outp[1] >= 0)
+    close (outp[1]);
+  if (errp[1] >= 0)
+    close (errp[1]);
+  if (c->pid < 0)
+    {
+      zcd_fail_errno (err, saved, "fork");
+      s_child_free (c);
+      return NULL;
+    }
+  s_register (reg, c, &opts);
   return c;
 }
 

@@ -57,6 +57,20 @@ void children_destroy (children_t **reg);
  * be started: its name and errno). */
 child_t *child_spawn (children_t *reg, char *const argv[], const child_opts_t *opts,
                       child_done_fn fn, void *arg, zcd_error_t **err);
+/* Work that would block the loop on the disk (removing a tree, fsync),
+ * run in a forked copy of the daemon: fn(fn_arg) runs in the child, its
+ * return value (0-255) is the exit code, what it writes to stdout/stderr is
+ * captured as for child_spawn (opts->capture).  The child holds only stdio
+ * (stdin /dev/null) and keep_fds (at most CHILD_FORK_MAX_FDS, same numbers),
+ * so it keeps no socket, pipe or ring of the daemon alive.  fn runs with
+ * the calling thread only (ZeroMQ's are gone): it must not touch the loop,
+ * an actor, ZeroMQ or an io_uring.  done, deadline and forget as for
+ * child_spawn. */
+#define CHILD_FORK_MAX_FDS 8
+typedef int (*child_fork_fn) (void *arg);
+child_t *child_fork (children_t *reg, child_fork_fn fn, void *fn_arg, const int *keep_fds,
+                     size_t n_keep, const child_opts_t *opts, child_done_fn done, void *arg,
+                     zcd_error_t **err);
 pid_t child_pid (const child_t *child);
 /* The owner goes away: the child keeps running and is reaped, but its
  * callback never runs. */

@@ -109,6 +109,39 @@ s_write_pending (eventlog_t *log, zcd_error_t **err)
 
 /* ---- compaction ---- */
 
+size_t
+eventlog_first_retained (const eventlog_t *log)
+{
+  return s_first_retained (log);
+}
+
+bool
+eventlog_compact_due (const eventlog_t *log)
+{
+  return log->nrecs > s_compact_threshold (log) && zcd_mono_ns () >= log->compact_retry_ns;
+}
+
+/* Memory follows the file just renamed into place: header (with this
+ * floor) + the flushed records from recs[drop] on.  Records appended since
+ * the file was built (not flushed yet) stay behind them in the image. */
+void
+eventlog_adopt_compacted (eventlog_t *log, size_t drop, uint64_t seq_floor)
+{
+  size_t keep_off = drop < log->nrecs ? log->recs[drop].off : log->image_len;
+  size_t shift = keep_off - HEADER_SIZE;
+  eventlog_fill_header (log->image, seq_floor);
+  memmove (log->image + HEADER_SIZE, log->image + keep_off, log->image_len - keep_off);
+  log->image_len -= shift;
+  log->flushed_len -= shift;
+  log->file_skip = 0;
+  if (drop > 0)
+    memmove (log->recs, log->recs + drop, (log->nrecs - drop) * sizeof *log->recs);
+  log->nrecs -= drop;
+  for (size_t i = 0; i < log->nrecs; i++)
+    log->recs[i].off -= shift;
+  log_debug ("event log: compacted to %zu records, %zu bytes", log->nrecs, log->flushed_len);
+}
+
 /* Rewrite the file as header + the newest `retain` records.  Everything must
  * be flushed.  The new file replaces the old by rename: a crash leaves one
  * or the other, both whole. */
@@ -130,16 +163,7 @@ eventlog_rewrite (eventlog_t *log, zcd_error_t **err)
       return -1;
     }
   /* From here memory must follow the new file, whatever happens next. */
-  memcpy (log->image, file, HEADER_SIZE + keep_len);
-  log->image_len = log->flushed_len = HEADER_SIZE + keep_len;
-  log->file_skip = 0;
-  size_t shift = keep_off - HEADER_SIZE;
-  if (drop > 0)
-    memmove (log->recs, log->recs + drop, (log->nrecs - drop) * sizeof *log->recs);
-  log->nrecs -= drop;
-  for (size_t i = 0; i < log->nrecs; i++)
-    log->recs[i].off -= shift;
-  log_debug ("event log: compacted to %zu records, %zu bytes", log->nrecs, log->image_len);
+  eventlog_adopt_compacted (log, drop, log->last_seq);
   return eventlog_open_fd (log, err);
 }
 
@@ -147,9 +171,11 @@ eventlog_rewrite (eventlog_t *log, zcd_error_t **err)
  * memory need not.  The flushed records past retention (no replay shows
  * them) leave memory; file_skip remembers the bytes they still take in the
  * file, so appends keep landing at its end. */
-static void
-s_trim (eventlog_t *log)
+void
+eventlog_trim (eventlog_t *log)
 {
+  if (log->nrecs <= s_compact_threshold (log))
+    return;
   size_t drop = s_first_retained (log);
   if (drop == 0 || log->recs[drop].off > log->flushed_len)
     return;
@@ -165,40 +191,52 @@ s_trim (eventlog_t *log)
     log->recs[i].off -= gone;
 }
 
+void
+eventlog_compact_succeeded (eventlog_t *log)
+{
+  if (log->compact_failures)
+    log_info ("event log `%s`: compacted again after %" PRIu64 " failed tries", log->path,
+              log->compact_failures);
+  log->compact_failures = 0;
+  log->compact_retry_ns = 0;
+}
+
 /* Compaction is housekeeping: the records are durable already, so its
  * failure is not the flush's (it used to fail the flush, and with it every
  * reply, for good).  It is said once per failing spell and tried again only
  * after COMPACT_RETRY_NS *and* another retain/10 + 64 appends: each try
- * rewrites up to `retain` records synchronously on the loop thread, and on a
- * full disk it fails again at that cost, so trying every turn would stall
- * the loop for nothing; the count keeps a daemon whose file no longer grows
- * from retrying at all.  Meanwhile memory stays at the retained records
- * (s_trim); only the file grows. */
+ * rewrites up to `retain` records, and on a full disk it fails again at
+ * that cost, so trying every turn would load the disk (and, synchronously,
+ * stall the loop) for nothing; the count keeps a daemon whose file no
+ * longer grows from retrying at all.  Meanwhile memory stays at the
+ * retained records (eventlog_trim); only the file grows. */
+void
+eventlog_compact_failed (eventlog_t *log, const zcd_error_t *err)
+{
+  if (log->compact_failures++ == 0)
+    log_warn ("event log `%s`: %s; events are still logged, but the file grows until a "
+              "compaction succeeds (tried again every %llu s at most)",
+              log->path, err ? err->msg : "compaction failed",
+              (unsigned long long)(COMPACT_RETRY_NS / 1000000000ull));
+  log->compact_retry_ns = zcd_mono_ns () + COMPACT_RETRY_NS;
+}
+
+/* The synchronous compaction of eventlog_flush (no io_uring, shutdown,
+ * tests). */
 void
 eventlog_maybe_compact (eventlog_t *log)
 {
-  if (log->nrecs <= s_compact_threshold (log))
-    return;
-  uint64_t now = zcd_mono_ns ();
-  if (now >= log->compact_retry_ns)
+  if (eventlog_compact_due (log))
     {
       cleanup_error zcd_error_t *err = NULL;
       if (eventlog_rewrite (log, &err) == 0)
         {
-          if (log->compact_failures)
-            log_info ("event log `%s`: compacted again after %" PRIu64 " failed tries", log->path,
-                      log->compact_failures);
-          log->compact_failures = 0;
+          eventlog_compact_succeeded (log);
           return;
         }
-      if (log->compact_failures++ == 0)
-        log_warn ("event log `%s`: %s; events are still logged, but the file grows until a "
-                  "compaction succeeds (tried again every %llu s at most)",
-                  log->path, err ? err->msg : "compaction failed",
-                  (unsigned long long)(COMPACT_RETRY_NS / 1000000000ull));
-      log->compact_retry_ns = now + COMPACT_RETRY_NS;
+      eventlog_compact_failed (log, err);
     }
-  s_trim (log);
+  eventlog_trim (log);
 }
 
 /* ---- append, flush ---- */
@@ -259,6 +297,9 @@ eventlog_append (eventlog_t *log, const zcd_event_t *ev, const char **encoded, s
 int
 eventlog_flush (eventlog_t *log, zcd_error_t **err)
 {
+  /* A commit or compaction in flight ends first: its completion is what
+   * moves the log's state, and its buffers are the kernel's until then. */
+  eventlog_async_wait (log);
   if (s_write_pending (log, err) < 0)
     return -1;
   eventlog_maybe_compact (log);
@@ -268,10 +309,10 @@ eventlog_flush (eventlog_t *log, zcd_error_t **err)
 int
 eventlog_compact (eventlog_t *log, zcd_error_t **err)
 {
+  eventlog_async_wait (log);
   if (s_write_pending (log, err) < 0 || eventlog_rewrite (log, err) < 0)
     return -1;
-  log->compact_failures = 0;
-  log->compact_retry_ns = 0;
+  eventlog_compact_succeeded (log);
   return 0;
 }
 

@@ -2,6 +2,7 @@
  * struct and the few functions one file of the log calls in another.
  *
  *   eventlog.c         records in memory, append, flush, compaction, replay
+ *   eventlog_commit.c  group commit and compaction through io_uring
  *   eventlog_load.c    open, load, recovery of a torn or corrupt file, temps
  *   eventlog_record.c  CRC-32C, header, frames, the Event map both ways */
 #ifndef ZCD_EVENTLOG_INT_H
@@ -48,6 +49,8 @@ struct eventlog
   uint64_t durable_seq;      /* every seq up to this one is on disk */
   uint64_t compact_failures; /* in a row; 0 = the last one worked */
   uint64_t compact_retry_ns; /* zcd_mono_ns before which none is tried */
+  /* Commits through io_uring (eventlog_commit.c); NULL: synchronous. */
+  struct eventlog_async *async;
 };
 
 /* What a record's Event map says, as far as the index needs it. */
@@ -81,8 +84,29 @@ int eventlog_reserve (void **p, size_t *cap, size_t need, size_t elem);
 int eventlog_push_rec (eventlog_t *log, const eventlog_indexed_t *ev, size_t off, size_t plen);
 /* Rewrite the file as header + the newest `retain` records (all flushed). */
 int eventlog_rewrite (eventlog_t *log, zcd_error_t **err);
-/* Compact when the file holds too many records, with backoff on failure. */
+/* Compact when the file holds too many records, with backoff on failure;
+ * synchronously (eventlog_flush). */
 void eventlog_maybe_compact (eventlog_t *log);
+/* Index of the oldest retained record (the ones before it may go). */
+size_t eventlog_first_retained (const eventlog_t *log);
+/* The file holds too many records and no failed try is too recent. */
+bool eventlog_compact_due (const eventlog_t *log);
+/* After the rename of a compacted file (header with seq_floor, then the
+ * flushed records from recs[drop] on): memory follows it. */
+void eventlog_adopt_compacted (eventlog_t *log, size_t drop, uint64_t seq_floor);
+/* Drop from memory the flushed records past retention that a failed
+ * compaction left in the file. */
+void eventlog_trim (eventlog_t *log);
+void eventlog_compact_succeeded (eventlog_t *log);
+/* Logged once per failing spell; sets the backoff.  Does not trim. */
+void eventlog_compact_failed (eventlog_t *log, const zcd_error_t *err);
+
+/* eventlog_commit.c */
+/* Block until no commit or compaction is in flight (no-op when
+ * synchronous): the synchronous paths start from a settled log. */
+void eventlog_async_wait (eventlog_t *log);
+/* Wait for what is in flight without running callbacks, then free. */
+void eventlog_async_free (eventlog_t *log);
 
 /* eventlog_load.c */
 /* (Re)open log->path as the daemon's own regular file into log->fd. */

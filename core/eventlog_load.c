@@ -267,6 +267,8 @@ eventlog_destroy (eventlog_t **plog)
   eventlog_t *log = *plog;
   if (log == NULL)
     return;
+  /* First: the kernel may still be reading the log's buffers. */
+  eventlog_async_free (log);
   if (log->fd >= 0)
     close (log->fd);
   free (log->image);

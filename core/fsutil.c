@@ -54,9 +54,36 @@ zcd_random_hex (char *out, size_t n_chars)
   out[n_chars] = '\0';
 }
 
-int
-zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t len, mode_t mode,
-                         zcd_error_t **err)
+/* The rename itself is only durable once the directory of `name` is. */
+static void
+s_fsync_parent (int dirfd, const char *name)
+{
+  const char *slash = strrchr (name, '/');
+  if (slash == NULL)
+    {
+      if (dirfd == AT_FDCWD)
+        zcd_fsync_dir (".");
+      else
+        fsync (dirfd);
+      return;
+    }
+  char dir[4096];
+  size_t dlen = (size_t) (slash - name);
+  if (dlen == 0)
+    dlen = 1;
+  if (dlen >= sizeof dir)
+    return;
+  memcpy (dir, name, dlen);
+  dir[dlen] = '\0';
+  cleanup_close int dfd = openat (dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0)
+    fsync (dfd);
+}
+
+/* Temp name, write, [fsync], rename, [fsync of the directory]. */
+static int
+s_write_and_rename (int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+                    bool durable, zcd_error_t **err)
 {
   char tmp[4096];
   /* An unpredictable temp name, created exclusively: nobody can plant a
@@ -70,7 +97,7 @@ zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t l
       = openat (dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0)
     return zcd_fail_errno (err, errno, "open `%s`", tmp);
-  if (s_write_all (fd, data, len) < 0 || fsync (fd) < 0)
+  if (s_write_all (fd, data, len) < 0 || (durable && fsync (fd) < 0))
     {
       int saved = errno;
       unlinkat (dirfd, tmp, 0);
@@ -82,31 +109,16 @@ zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t l
       unlinkat (dirfd, tmp, 0);
       return zcd_fail_errno (err, saved, "rename `%s`", tmp);
     }
-  /* The rename itself is only durable once the directory is. */
-  const char *slash = strrchr (name, '/');
-  if (slash == NULL)
-    {
-      if (dirfd == AT_FDCWD)
-        zcd_fsync_dir (".");
-      else
-        fsync (dirfd);
-    }
-  else
-    {
-      char dir[4096];
-      size_t dlen = (size_t) (slash - name);
-      if (dlen == 0)
-        dlen = 1;
-      if (dlen < sizeof dir)
-        {
-          memcpy (dir, name, dlen);
-          dir[dlen] = '\0';
-          cleanup_close int dfd = openat (dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-          if (dfd >= 0)
-            fsync (dfd);
-        }
-    }
+  if (durable)
+    s_fsync_parent (dirfd, name);
   return 0;
+}
+
+int
+zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+                         zcd_error_t **err)
+{
+  return s_write_and_rename (dirfd, name, data, len, mode, true, err);
 }
 
 int
@@ -114,6 +126,13 @@ zcd_write_file_atomic (const char *path, const void *data, size_t len, mode_t mo
                        zcd_error_t **err)
 {
   return zcd_write_fileat_atomic (AT_FDCWD, path, data, len, mode, err);
+}
+
+int
+zcd_write_file_replace (const char *path, const void *data, size_t len, mode_t mode,
+                        zcd_error_t **err)
+{
+  return s_write_and_rename (AT_FDCWD, path, data, len, mode, false, err);
 }
 
 int

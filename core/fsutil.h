@@ -1,6 +1,10 @@
-/* Files and time.  Every file zcd or the shim writes goes through
- * zcd_write_file_atomic: temp name in the same directory, fsync, rename,
- * fsync of the directory, so a crash leaves the old file or the new one. */
+/* Files and time.  Every file zcd or the shim writes is replaced whole: a
+ * new file under an unpredictable temp name in the same directory, then a
+ * rename over the old, so a crash leaves the old file or the new one.
+ * zcd_write_file_atomic also fsyncs the file and its directory, for files
+ * that must survive a power loss; zcd_write_file_replace does not, for
+ * files that only describe processes of this boot (a power loss ends them
+ * too; docs/design-durability.md). */
 #ifndef ZCD_FSUTIL_H
 #define ZCD_FSUTIL_H
 
@@ -16,6 +20,11 @@ int zcd_write_file_atomic (const char *path, const void *data, size_t len, mode_
 /* Same, relative to an open directory (the shim works from its own dir). */
 int zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size_t len,
                              mode_t mode, zcd_error_t **err);
+/* Temp name, write, rename; no fsync: atomic against a crash of the daemon
+ * (the page cache outlives it), not against a power loss.  Never waits on
+ * the disk, so the loop thread may call it. */
+int zcd_write_file_replace (const char *path, const void *data, size_t len, mode_t mode,
+                            zcd_error_t **err);
 /* Read a whole file of at most `max` bytes into a NUL-terminated buffer the
  * caller frees.  A larger file is ZCD_E_TOO_LARGE. */
 int zcd_read_file (const char *path, size_t max, char **out, size_t *len, zcd_error_t **err);

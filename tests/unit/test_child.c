@@ -1,6 +1,7 @@
 /* core/child: captured output, exit codes, deadlines that kill the whole
  * process group, spawn failures, forgotten children and orphans reaped on
- * SIGCHLD through a signalfd, as the daemon does. */
+ * SIGCHLD through a signalfd, as the daemon does; a function run in a
+ * forked child (child_fork). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -463,6 +464,51 @@ test_destroy_with_running_child (void **state)
   f->children = children_new (f->loop);
 }
 
+/* ---- a function in a forked child ---- */
+
+typedef struct
+{
+  int kept, dropped;
+} fork_fds_t;
+
+/* Reports on stdout which fds it holds; exits 7. */
+static int
+s_forked (void *arg)
+{
+  fork_fds_t *fds = arg;
+  printf ("kept=%d dropped=%d", fcntl (fds->kept, F_GETFD) >= 0, fcntl (fds->dropped, F_GETFD) >= 0);
+  fflush (stdout);
+  fprintf (stderr, "why");
+  return 7;
+}
+
+/* child_fork: the function's return value is the exit code, its output is
+ * captured, and the child holds only the fds it was given (none of the
+ * daemon's sockets or pipes stay open through it). */
+static void
+test_fork_runs_a_function_with_only_its_fds (void **state)
+{
+  fixture_t *f = *state;
+  int kept = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+  int dropped = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+  assert_true (kept >= 0 && dropped >= 0);
+  fork_fds_t fds = { kept, dropped };
+  result_t r = { .stop = f->loop };
+  zcd_error_t *err = NULL;
+  child_t *c = child_fork (f->children, s_forked, &fds, &kept, 1, NULL, s_done, &r, &err);
+  if (c == NULL)
+    fail_msg ("fork: %s", err->msg);
+  s_run (f, 10000);
+  assert_int_equal (r.calls, 1);
+  assert_int_equal (r.exit_code, 7);
+  assert_string_equal (r.out, "kept=1 dropped=0");
+  assert_string_equal (r.err, "why");
+  assert_int_equal (children_running (f->children), 0);
+  s_result_clear (&r);
+  close (kept);
+  close (dropped);
+}
+
 int
 main (void)
 {
@@ -485,6 +531,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_unregistered_children_are_counted, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_many_children_at_once, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_destroy_with_running_child, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_fork_runs_a_function_with_only_its_fds, s_setup,
+                                     s_teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /* core/fsutil: atomic writes (content, mode, no temp files left, clean
- * failures), bounded reads, mkdir_p, rm_rf, process start times, clocks and
+ * failures; the replace variant never fsyncs), bounded reads, mkdir_p, rm_rf, process start times, clocks and
  * the id rules of PROTOCOL.md section 3. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,69 @@ test_atomic_write_failed_rename_leaves_no_temp (void **state)
   size_t len;
   cleanup_free char *kept = s_read (inner, 16, &len);
   assert_string_equal (kept, "k");
+}
+
+/* Runs `writer` in a child whose fsync and fdatasync fail with EPERM
+ * (seccomp), as a stand-in for "waits on the disk"; returns what the write
+ * returned there. */
+static int
+s_write_without_fsync (const char *path, int (*writer) (const char *, const void *, size_t,
+                                                     mode_t, zcd_error_t **))
+{
+  pid_t pid = fork ();
+  assert_true (pid >= 0);
+  if (pid == 0)
+    {
+      scmp_filter_ctx ctx = seccomp_init (SCMP_ACT_ALLOW);
+      if (ctx == NULL || seccomp_rule_add (ctx, SCMP_ACT_ERRNO (EPERM), SCMP_SYS (fsync), 0) < 0
+          || seccomp_rule_add (ctx, SCMP_ACT_ERRNO (EPERM), SCMP_SYS (fdatasync), 0) < 0
+          || seccomp_load (ctx) < 0)
+        _exit (2);
+      _exit (writer (path, "new", 3, 0600, NULL) == 0 ? 0 : 1);
+    }
+  int status;
+  assert_int_equal (waitpid (pid, &status, 0), pid);
+  assert_true (WIFEXITED (status));
+  assert_int_not_equal (WEXITSTATUS (status), 2);
+  return WEXITSTATUS (status) == 0 ? 0 : -1;
+}
+
+/* zcd_write_file_replace: the same whole-file replacement, without a single
+ * fsync (so the loop thread may call it); zcd_write_file_atomic does need
+ * one, and fails without. */
+static void
+test_replace_write_never_fsyncs (void **state)
+{
+  fixture_t *f = *state;
+  char path[128];
+  s_path (path, sizeof path, f, "state.json");
+  s_write (path, "old", 3, 0600);
+  cleanup_close int old_fd = open (path, O_RDONLY | O_CLOEXEC);
+  assert_true (old_fd >= 0);
+  assert_int_equal (s_write_without_fsync (path, zcd_write_file_atomic), -1);
+  assert_int_equal (s_write_without_fsync (path, zcd_write_file_replace), 0);
+  size_t len;
+  cleanup_free char *now = s_read (path, 16, &len);
+  assert_string_equal (now, "new");
+  /* A new inode renamed over the name, never a rewrite in place. */
+  char buf[8] = { 0 };
+  assert_int_equal (pread (old_fd, buf, sizeof buf - 1, 0), 3);
+  assert_string_equal (buf, "old");
+  int temps;
+  assert_int_equal (s_count_entries (f->dir, ".tmp", &temps), 1);
+  assert_int_equal (temps, 0);
+  /* A failed rename leaves no temp either. */
+  char taken[128], inner[160];
+  s_path (taken, sizeof taken, f, "taken");
+  assert_int_equal (mkdir (taken, 0755), 0);
+  snprintf (inner, sizeof inner, "%s/keep", taken);
+  s_write (inner, "k", 1, 0644);
+  zcd_error_t *err = NULL;
+  assert_int_equal (zcd_write_file_replace (taken, "data", 4, 0644, &err), -1);
+  assert_true (err->sys_errno == EISDIR || err->sys_errno == ENOTEMPTY);
+  zcd_error_free (&err);
+  assert_int_equal (s_count_entries (f->dir, ".tmp", &temps), 2);
+  assert_int_equal (temps, 0);
 }
 
 static void
@@ -421,6 +485,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_atomic_write_failed_rename_leaves_no_temp, s_setup,
                                      s_teardown),
     cmocka_unit_test_setup_teardown (test_atomic_writeat_relative, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_replace_write_never_fsyncs, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_read_respects_max, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_read_missing_and_proc, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_mkdir_p, s_setup, s_teardown),
