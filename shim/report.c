@@ -107,7 +107,11 @@ shim_write_number (const char *name, unsigned long long value, zcd_error_t **err
 {
   char text[32];
   int n = snprintf (text, sizeof text, "%llu", value);
-  return zcd_write_file_atomic (name, text, (size_t) n, 0644, err);
+  /* Replaced atomically but not fsynced: these files describe a process
+   * of this boot, which a power loss ends too; a crash of the daemon (or
+   * of this shim) leaves them whole in the page cache.  An fsync here
+   * stood on every create's and every exit's path. */
+  return zcd_write_file_replace (name, text, (size_t) n, 0644, err);
 }
 
 int
@@ -120,8 +124,9 @@ shim_reserve_exit_status (shim_t *self, zcd_error_t **err)
       = open (self->exit_status_tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (self->exit_status_fd < 0)
     return zcd_fail_errno (err, errno, "reserve exitStatus");
-  /* "255" is the longest status: the blocks it needs are taken now. */
-  if (write (self->exit_status_fd, "255", 3) != 3 || fsync (self->exit_status_fd) < 0)
+  /* "255" is the longest status: the space it needs is reserved now (a
+   * delayed-allocation write reserves its blocks; no fsync needed). */
+  if (write (self->exit_status_fd, "255", 3) != 3)
     {
       int saved = errno;
       close (self->exit_status_fd);
@@ -146,7 +151,7 @@ shim_commit_exit_status (shim_t *self, zcd_error_t **err)
     text[n] = '\n';
   int rc = 0;
   if (lseek (self->exit_status_fd, 0, SEEK_SET) < 0 || write (self->exit_status_fd, text, 3) != 3
-      || fsync (self->exit_status_fd) < 0 || rename (self->exit_status_tmp, "exitStatus") < 0)
+      || rename (self->exit_status_tmp, "exitStatus") < 0)
     rc = zcd_fail_errno (err, errno, "write exitStatus");
   close (self->exit_status_fd);
   self->exit_status_fd = -1;

@@ -2,7 +2,7 @@
  *
  * From then on the shim only waits for children, relays bytes, resizes the
  * terminal, reads its control FIFO, writes exitStatus and shim.log
- * (temp file, fsync, rename, fsync of the directory) and tells the delete
+ * (temp file, rename; no fsync, see report.c) and tells the delete
  * helper to go.  It never executes anything: the one runtime call it still
  * needs (`delete` for an init) is made by a helper forked before this
  * filter, so execve, clone, socket, ptrace and the rest stay closed.
