@@ -8,10 +8,10 @@
  *   container  -> supervisor "view"     view (bin): the Container map, minus pids
  *   container  -> supervisor "gone"     the container left the table
  *   container  -> supervisor "started"  the start (create) finished, ok or not: a start slot is free
- *   container  -> process    "start" / "signal" / "control" / "kill-now"
- *   process    -> container  "process-started" pid, system_pid, starttime
- *                            "process-failed"  pid, code, message
- *                            "process-exit"    pid, status, restored?
+ *   supervisor -> container  "logged"   tag: the exit the container sent is in the event log
+ *
+ * A container's processes are no actors: plain objects it owns
+ * (actors/process.h), which call it back directly.
  */
 #ifndef ZCD_ACTORS_H
 #define ZCD_ACTORS_H
@@ -56,22 +56,27 @@ typedef struct zcd_daemon
   void *zmq_ctx;
 } zcd_daemon_t;
 
-/* Actor names: "c/<id>#<serial>" for a container, "p/<id>/<pid>#<serial>"
- * for a process.  The serial keeps an actor that is still winding down
- * apart from the next one with the same id: the supervisor's table says
- * which actor a container id means now. */
+/* Actor names: "c/<id>#<serial>" for a container.  The serial keeps an
+ * actor that is still winding down apart from the next one with the same
+ * id: the supervisor's table says which actor a container id means now. */
 #define CONTAINER_ACTOR_PREFIX "c/"
-#define PROCESS_ACTOR_PREFIX "p/"
 
 /* container.c */
+/* A create request decoded once, at admission, with its bundle as parsed
+ * there (actors/container.h has the fields). */
 typedef struct container_spec container_spec_t;
+struct bundle_info;
+/* From a validated `create` request; takes `info` (the bundle admission
+ * parsed).  Free with container_spec_destroy. */
+container_spec_t *container_spec_new (const msgpack_object *body, struct bundle_info *info);
+void container_spec_destroy (container_spec_t **spec);
 /* A fresh actor name for container `id` (CONTAINER_ACTOR_PREFIX, id, serial). */
 void zcd_container_actor_name (const char *id, char *out, size_t size);
 
-/* Start a container actor for a validated `create` request (body is the
- * request map).  The actor answers the request (token) itself. */
-actor_t *container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64_t token,
-                                 zcd_error_t **err);
+/* Start a container actor for an admitted `create` (spec stays the
+ * caller's).  The actor answers the request (token) itself. */
+actor_t *container_actor_create (zcd_daemon_t *daemon, const container_spec_t *spec,
+                                 uint64_t token, zcd_error_t **err);
 /* Rebuild a container actor from its state directory after a restart. */
 /* What the event log already holds for a container (the supervisor reads
  * it at restart), so no event is published twice and none is missing. */
@@ -85,45 +90,6 @@ typedef struct restore_hints
 } restore_hints_t;
 actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id,
                                   const restore_hints_t *hints, zcd_error_t **err);
-
-/* process.c */
-typedef struct process_info
-{
-  char *container_id;
-  const char *container_actor; /* the owning container actor's name */
-  char *pid_name; /* "init" or the exec id */
-  char *bundle;
-  char *runtime;
-  char **runtime_args;
-  bool no_pivot;
-  bool terminal;
-  char *stdin_path, *stdout_path, *stderr_path;
-  char *checkpoint_dir; /* restore from here (init only) */
-  bool is_init;
-} process_info_t;
-
-/* Creates the process actor; it spawns the shim at once and reports
- * process-started / process-failed, then process-exit, to its container. */
-actor_t *process_actor_spawn (zcd_daemon_t *daemon, const process_info_t *info, zcd_error_t **err);
-/* Re-attach to a process after a restart.  When its shim still runs, a
- * process actor watches it again (returned, out->alive).  When the shim is
- * gone, NULL is returned without an error and out says what became of the
- * process: out->started (it had started) and out->status (DESIGN.md,
- * "Restart": exitStatus, or 137 after killing a survivor, or 255). */
-typedef struct process_restore
-{
-  bool alive;
-  bool started;
-  uint32_t system_pid;
-  uint64_t starttime; /* of system_pid, 0 when unknown */
-  int status;
-} process_restore_t;
-actor_t *process_actor_restore (zcd_daemon_t *daemon, const char *container_id,
-                                const char *container_actor, const char *pid_name, bool is_init,
-                                const char *runtime,
-                                char *const *runtime_args, process_restore_t *out,
-                                zcd_error_t **err);
-void process_info_free (process_info_t *info);
 
 /* stats.c: the "stats" actor ("collect": token, ids, pids -> "reply"). */
 #define STATS_ACTOR "stats"
@@ -140,6 +106,15 @@ actor_t *checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
  * with not_found (no such checkpoint, or not zcd's) or invalid_argument
  * (dir is a symlink or no directory).  Only opens and reads the marker. */
 int checkpoint_find (const char *dir, const char *name, zcd_error_t **err);
+/* Remove the directory `name` of dfd, open as fd (zcd_rm_tree_fd), in a
+ * forked child; a failure is logged, prefixed with `what`.  The fds stay
+ * the caller's. */
+void checkpoint_remove_tree (zcd_daemon_t *daemon, int dfd, const char *name, int fd,
+                             const char *what);
+/* Write the marker of a finished checkpoint: in place at once (temp and
+ * rename, no fsync: the reply that follows may be read by a list or a
+ * restore), then synced to disk with the images by a forked child. */
+void checkpoint_write_marker (zcd_daemon_t *daemon, const char *path, const char *text);
 
 /* Helpers shared by the actors (actors/common.c). */
 #define ZCD_CONTAINERS_DIR "containers"

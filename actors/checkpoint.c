@@ -2,7 +2,9 @@
  * whether checkpoints can work on this kernel; until it knows, checkpoint
  * creations wait in its mailbox queue.  Without a working CRIU a creation
  * is `unavailable` with criu's own words (PROTOCOL.md).  Listing and
- * deleting are plain directory work and need no CRIU. */
+ * deleting are plain directory work and need no CRIU; the removal of a
+ * tree, and the fsync of a new checkpoint, run in forked children so the
+ * loop thread never waits on the disk (issue 9). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +38,16 @@ typedef struct pending
   struct pending *next;
 } pending_t;
 
+/* A checkpoint_delete whose removal runs in a forked child. */
+typedef struct removal
+{
+  struct checkpointer *self;
+  child_t *child;
+  uint64_t token;
+  char *what; /* "delete checkpoint `x` (what is left is DIR/.zcd-deleting.N)" */
+  struct removal *next;
+} removal_t;
+
 typedef struct checkpointer
 {
   zcd_daemon_t *daemon;
@@ -44,6 +56,7 @@ typedef struct checkpointer
   bool available;
   char *reason;
   pending_t *waiting;
+  removal_t *removals;
 } checkpointer_t;
 
 static void
@@ -332,10 +345,151 @@ s_hide (int dfd, const char *dir, const char *name, int fd, char *hidden, size_t
                    "no checkpoint `%s` in %s (it changed while being deleted)", name, dir);
 }
 
-/* Delete only what carries zcd's marker (DESIGN.md, "State on disk"); the
- * removal goes through file descriptors and never follows a symlink. */
+/* ---- removals and the marker's fsync, off the loop thread (issue 9) ---- */
+
+typedef struct
+{
+  int dfd;
+  const char *name;
+  int fd;
+} rm_args_t;
+
+/* In the forked child: exit 0, or 1 + the error's code with its message on
+ * stderr. */
 static int
-s_delete_checkpoint (const char *dir, const char *name, zcd_error_t **err)
+s_rm_in_child (void *arg)
+{
+  rm_args_t *a = arg;
+  zcd_error_t *err = NULL;
+  if (zcd_rm_tree_fd (a->dfd, a->name, a->fd, &err) == 0)
+    return 0;
+  fputs (err->msg, stderr);
+  return 1 + (int) err->code;
+}
+
+/* What a removal child said, as an error (NULL: it removed the tree). */
+static zcd_error_t *
+s_rm_result (const child_result_t *res, const char *what)
+{
+  zcd_error_t *err = NULL;
+  if (res->exit_code == 0)
+    return NULL;
+  if (res->exit_code >= 1 && res->exit_code <= (int) ZCD_CODE_COUNT)
+    zcd_fail (&err, (zcd_code_t) (res->exit_code - 1), "%s: %s", what, res->err);
+  else
+    zcd_fail (&err, ZCD_E_INTERNAL, "%s: the removal ended with status %d", what, res->exit_code);
+  return err;
+}
+
+/* zcd_rm_tree_fd (dfd, name, fd) in a forked child: an image's tree can be
+ * large, and the loop thread never waits on the disk.  The fds stay the
+ * caller's (the child has its own). */
+static child_t *
+s_fork_removal (zcd_daemon_t *daemon, int dfd, const char *name, int fd, child_done_fn done,
+                void *arg, zcd_error_t **err)
+{
+  rm_args_t args = { dfd, name, fd };
+  int keep[] = { dfd, fd };
+  child_opts_t opts = CHILD_OPTS_DEFAULT;
+  return child_fork (daemon->children, s_rm_in_child, &args, keep, 2, &opts, done, arg, err);
+}
+
+static void
+s_removal_free (removal_t *r)
+{
+  free (r->what);
+  free (r);
+}
+
+static void
+s_delete_done (const child_result_t *res, void *arg)
+{
+  removal_t *r = arg;
+  checkpointer_t *self = r->self;
+  for (removal_t **p = &self->removals; *p; p = &(*p)->next)
+    if (*p == r)
+      {
+        *p = r->next;
+        break;
+      }
+  cleanup_error zcd_error_t *err = s_rm_result (res, r->what);
+  if (err)
+    s_reply_error (self, r->token, err->code, err->msg);
+  else
+    s_reply_ok (self, r->token, NULL);
+  s_removal_free (r);
+}
+
+static void
+s_logged_removal_done (const child_result_t *res, void *arg)
+{
+  char *what = arg;
+  cleanup_error zcd_error_t *err = s_rm_result (res, what);
+  if (err)
+    log_warn ("%s", err->msg);
+  free (what);
+}
+
+void
+checkpoint_remove_tree (zcd_daemon_t *daemon, int dfd, const char *name, int fd, const char *what)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  char *copy = strdup (what);
+  if (copy && s_fork_removal (daemon, dfd, name, fd, s_logged_removal_done, copy, &err))
+    return;
+  free (copy);
+  log_warn ("%s: %s", what, err ? err->msg : strerror (ENOMEM));
+}
+
+/* In the forked child: the marker's file system to disk, and with it the
+ * images it vouches for (criu does not sync them). */
+static int
+s_sync_in_child (void *arg)
+{
+  int fd = open (arg, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 || syncfs (fd) < 0)
+    {
+      fprintf (stderr, "%s", strerror (errno));
+      return 1;
+    }
+  return 0;
+}
+
+static void
+s_marker_synced (const child_result_t *res, void *arg)
+{
+  char *path = arg;
+  if (res->exit_code != 0)
+    log_warn ("checkpoint marker `%s`: sync to disk failed (%s): the checkpoint may not survive "
+              "a power loss",
+              path, res->err_len ? res->err : "killed");
+  free (path);
+}
+
+void
+checkpoint_write_marker (zcd_daemon_t *daemon, const char *path, const char *text)
+{
+  cleanup_error zcd_error_t *err = NULL;
+  if (zcd_write_file_replace (path, text, strlen (text), 0600, &err) < 0)
+    {
+      log_warn ("checkpoint marker: %s", err->msg);
+      return;
+    }
+  char *copy = strdup (path);
+  if (copy && child_fork (daemon->children, s_sync_in_child, copy, NULL, 0, NULL, s_marker_synced,
+                          copy, &err))
+    return;
+  free (copy);
+  log_warn ("checkpoint marker `%s`: cannot sync it to disk: %s", path,
+            err ? err->msg : strerror (ENOMEM));
+}
+
+/* Delete only what carries zcd's marker (DESIGN.md, "State on disk"); the
+ * removal goes through file descriptors and never follows a symlink, in a
+ * forked child; the request is answered when it exits. */
+static int
+s_delete_checkpoint (checkpointer_t *self, uint64_t token, const char *dir, const char *name,
+                     zcd_error_t **err)
 {
   if (!zcd_valid_id (name, strlen (name)))
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `name`: `%s` is not a valid checkpoint name",
@@ -349,11 +503,25 @@ s_delete_checkpoint (const char *dir, const char *name, zcd_error_t **err)
   char hidden[64];
   if (s_hide (dfd, dir, name, fd, hidden, sizeof hidden, err) < 0)
     return -1;
-  if (zcd_rm_tree_fd (dfd, hidden, fd, err) < 0)
+  removal_t *r = calloc (1, sizeof *r);
+  if (r == NULL
+      || asprintf (&r->what, "delete checkpoint `%s` (what is left is %s/%s)", name, dir, hidden)
+             < 0)
     {
-      zcd_error_wrap (err, "delete checkpoint `%s` (what is left is %s/%s)", name, dir, hidden);
+      free (r);
+      return zcd_fail_errno (err, ENOMEM, "delete checkpoint `%s`", name);
+    }
+  r->self = self;
+  r->token = token;
+  r->child = s_fork_removal (self->daemon, dfd, hidden, fd, s_delete_done, r, err);
+  if (r->child == NULL)
+    {
+      zcd_error_wrap (err, "%s", r->what);
+      s_removal_free (r);
       return -1;
     }
+  r->next = self->removals;
+  self->removals = r;
   return 0;
 }
 
@@ -361,10 +529,8 @@ static void
 s_delete (checkpointer_t *self, uint64_t token, const char *dir, const char *name)
 {
   cleanup_error zcd_error_t *err = NULL;
-  if (s_delete_checkpoint (dir, name, &err) < 0)
+  if (s_delete_checkpoint (self, token, dir, name, &err) < 0)
     s_reply_error (self, token, err->code, err->msg);
-  else
-    s_reply_ok (self, token, NULL);
 }
 
 /* Handle one forwarded request; false if it must wait for `criu check`. */
@@ -473,6 +639,14 @@ s_destroy_state (actor_t *actor)
       self->waiting = p->next;
       free (p->raw);
       free (p);
+    }
+  /* Removals still running finish unobserved; nobody is left to answer. */
+  while (self->removals)
+    {
+      removal_t *r = self->removals;
+      self->removals = r->next;
+      child_forget (self->daemon->children, r->child);
+      s_removal_free (r);
     }
   free (self->reason);
   free (self);

@@ -1,19 +1,15 @@
-/* The container actor: one per container.  It owns the container's status,
- * labels and process table, runs its operations one at a time in arrival
- * order (its mailbox plus a queue is the order), and drives the runtime
- * for pause, resume, update and kill through asynchronous children, so a
- * hanging runtime delays only this container.  It reports events, views
- * and replies to the supervisor. */
+/* The container actor: one per container.  It owns the container's state,
+ * labels and processes, runs its operations one at a time in arrival order
+ * (container_fsm.c), and reports events, views and replies to the
+ * supervisor.  This file is its life: the create, the messages it takes,
+ * what its processes tell it (process callbacks, called directly), the
+ * exits, and its leaving. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "actors/actors.h"
 #include "actors/container.h"
@@ -23,224 +19,56 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/mp.h"
-#include "core/shimproto.h"
 
 /* How long exec processes get to report their exit after the init's, before
  * they are killed: the kernel kills them with the pid namespace, so this
  * only matters for containers sharing the host's. */
 #define EXEC_DRAIN_MS 5000
 
-static void s_send_view (container_t *self);
-
-/* ------------------------------------------------------------------ */
-/* Talking to the supervisor                                           */
-
-static void
-s_send (container_t *self, actor_msg_builder_t *mb)
-{
-  cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, mb, &err)
-      < 0)
-    log_error ("container %s: to supervisor: %s", self->id, err->msg);
-}
-
-void
-container_reply_error (container_t *self, uint64_t token, zcd_code_t code, const char *message)
-{
-  zcd_send_reply_error (self->daemon->actors, actor_name (self->actor), token, code, message,
-                        self->op_emitted);
-  self->op_emitted = false;
-}
-
-/* result: a packed msgpack map, or NULL for {} */
-void
-container_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result)
-{
-  zcd_send_reply_ok (self->daemon->actors, actor_name (self->actor), token, result,
-                     self->op_emitted);
-  self->op_emitted = false;
-}
-
-static const char *
-s_status_name (const container_t *self)
-{
-  return self->paused ? "paused" : self->phase == CONTAINER_STOPPING ? "stopped" : "running";
-}
-
-static void
-s_pack_view_field (container_t *self, msgpack_packer *pk)
-{
-  msgpack_sbuffer view;
-  msgpack_sbuffer_init (&view);
-  container_pack_view (self, &view);
-  mp_pack_str (pk, "view");
-  msgpack_pack_bin (pk, view.size);
-  msgpack_pack_bin_body (pk, view.data, view.size);
-  msgpack_sbuffer_destroy (&view);
-}
-
-/* What the supervisor needs to route stats and checkpoints: 2 entries. */
-static void
-s_pack_identity (container_t *self, msgpack_packer *pk)
-{
-  container_proc_t *init = container_find_proc (self, "init");
-  mp_pack_kv_str (pk, "bundle", self->bundle);
-  mp_pack_kv_uint (pk, "init_pid", init ? init->system_pid : 0);
-}
-
-/* An event, with the view as it is after it (PROTOCOL.md: a client applying
- * events to a `state` snapshot holds the exact state). */
-static void
-s_emit_acked (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
-              int status, bool with_oom, bool oom_killed, const char *ack)
-{
-  actor_msg_builder_t mb;
-  size_t n = 6 + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0) + (with_status ? 1 : 0)
-             + (with_oom ? 1 : 0) + (self->cgroup_procs ? 1 : 0) + (ack ? 1 : 0);
-  actor_msg_begin (&mb, "event", n);
-  if (ack)
-    mp_pack_kv_str (&mb.pk, "ack", ack);
-  else
-    /* An exit (acked) is no operation's doing; the rest are the running
-     * operation's, and its reply follows them. */
-    self->op_emitted = true;
-  mp_pack_kv_str (&mb.pk, "etype", etype);
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  s_pack_identity (self, &mb.pk);
-  mp_pack_kv_uint (&mb.pk, "processes", container_count_processes (self));
-  if (p)
-    mp_pack_kv_str (&mb.pk, "pid", p->name);
-  if (p && p->system_pid)
-    mp_pack_kv_uint (&mb.pk, "system_pid", p->system_pid);
-  if (with_status)
-    mp_pack_kv_uint (&mb.pk, "status", (uint64_t)status);
-  if (with_oom)
-    mp_pack_kv_bool (&mb.pk, "oom_killed", oom_killed);
-  if (self->cgroup_procs)
-    mp_pack_kv_str (&mb.pk, "cgroup_procs", self->cgroup_procs);
-  s_pack_view_field (self, &mb.pk);
-  s_send (self, &mb);
-}
-
-void
-container_emit (container_t *self, const char *etype, const container_proc_t *p, bool with_status,
-                int status, bool with_oom, bool oom_killed)
-{
-  s_emit_acked (self, etype, p, with_status, status, with_oom, oom_killed, NULL);
-}
-
-static void
-s_send_view (container_t *self)
-{
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "view", 5 + (self->cgroup_procs ? 1 : 0));
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  s_pack_identity (self, &mb.pk);
-  mp_pack_kv_uint (&mb.pk, "processes", container_count_processes (self));
-  /* A restored container publishes no start event: the view is where the
-   * supervisor learns its cgroup (`pids` in `state`). */
-  if (self->cgroup_procs)
-    mp_pack_kv_str (&mb.pk, "cgroup_procs", self->cgroup_procs);
-  s_pack_view_field (self, &mb.pk);
-  s_send (self, &mb);
-}
-
-static void
-s_send_started (container_t *self, bool ok)
-{
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "started", 3);
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  mp_pack_kv_bool (&mb.pk, "ok", ok);
-  mp_pack_kv_uint (&mb.pk, "token", self->create_token);
-  s_send (self, &mb);
-}
-
 /* ------------------------------------------------------------------ */
 /* Leaving                                                             */
 
 /* Every request still waiting on this container gets its one final reply
- * before the container goes: a runtime call in flight, an exec whose
- * process had not started yet, and the queued operations. */
-static void
-s_answer_outstanding (container_t *self)
-{
-  char message[160];
-  snprintf (message, sizeof message, "container `%s` exited", self->id);
-  if (self->pending_call)
-    {
-      child_forget (self->daemon->children, self->pending_call);
-      self->pending_call = NULL;
-      /* A kill (or the thaw after it) did its job: the container exited. */
-      runtime_call_t *call = self->pending_call_arg;
-      if (call && (call->kind == OP_SIGNAL || self->thaw_after_kill))
-        container_reply_ok (self, self->pending_token, NULL);
-      else
-        container_reply_error (self, self->pending_token, ZCD_E_NOT_FOUND, message);
-      free (self->pending_call_arg);
-      self->pending_call_arg = NULL;
-    }
-  for (container_proc_t *p = self->procs; p; p = p->next)
-    if (!p->is_init && !p->started && p->token)
-      {
-        container_reply_error (self, p->token, ZCD_E_INVALID_STATE, message);
-        p->token = 0;
-      }
-  while (self->ops_head)
-    {
-      container_op_t *op = self->ops_head;
-      self->ops_head = op->next;
-      container_reply_error (self, op->token, ZCD_E_NOT_FOUND, message);
-      free (op->name);
-      free (op->body);
-      free (op);
-    }
-  self->ops_tail = NULL;
-}
-
-static void
-s_forget_process (container_t *self, container_proc_t *p)
-{
-  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, p->name);
-  container_remove_proc (self, p);
-  container_discard_dir (self, dir);
-}
-
+ * before the container goes.  Nothing may touch self after this (the
+ * actor's state goes with it). */
 static void
 s_remove (container_t *self)
 {
-  s_answer_outstanding (self);
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "gone", 1);
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  s_send (self, &mb);
+  container_ops_abort (self);
+  container_send_gone (self);
   container_discard_dir (self, self->dir);
   actor_destroy (self->actor);
 }
 
-/* Once the init exited and every exec's exit is out, the init's exit goes
- * last (PROTOCOL.md section 5), then the container leaves the table. */
 static void
+s_forget_process (container_t *self, process_t *p)
+{
+  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, p->name);
+  container_remove_process (self, p);
+  container_discard_dir (self, dir);
+}
+
+/* Once the init exited and every exec's exit is out, the init's exit goes
+ * last (PROTOCOL.md section 5), then the container leaves the table.
+ * false: the container is gone (self with it). */
+static bool
 s_maybe_finish (container_t *self)
 {
-  if (!self->init_exited)
-    return;
-  for (container_proc_t *p = self->procs; p; p = p->next)
-    if (!p->is_init && p->started)
-      return;
-  if (self->phase == CONTAINER_STOPPING)
-    return; /* the exit is out already, waiting to be logged */
-  container_proc_t *init = container_find_proc (self, "init");
-  bool oom = self->oom_seen;
-  self->phase = CONTAINER_STOPPING;
+  if (self->state != CONTAINER_EXITING)
+    return true; /* running, or the init's exit is out already, waiting to be logged */
+  for (process_t *p = zlistx_first (self->procs); p; p = zlistx_next (self->procs))
+    if (!p->is_init && p->state == PROCESS_RUNNING)
+      return true;
+  container_set_state (self, CONTAINER_STOPPED);
   if (self->init_exit_logged)
     {
       s_remove (self);
-      return;
+      return false;
     }
   /* The container's files go once the supervisor says the exit is in the
    * log ("logged"): a crash before that finds them and reports it. */
-  s_emit_acked (self, "exit", init, true, self->init_status, true, oom, "init");
+  container_emit_exit (self, container_init_process (self));
+  return true;
 }
 
 static void
@@ -248,158 +76,212 @@ s_on_drain_timeout (loop_t *loop, void *arg)
 {
   container_t *self = arg;
   self->drain_timer = NULL;
-  for (container_proc_t *p = self->procs; p; p = p->next)
-    if (!p->is_init && p->started && p->system_pid)
-      kill ((pid_t)p->system_pid, SIGKILL);
+  for (process_t *p = zlistx_first (self->procs); p; p = zlistx_next (self->procs))
+    if (!p->is_init && p->state == PROCESS_RUNNING)
+      process_signal (p, SIGKILL);
 }
 
-/* Whether the init process has exited (or is exiting: a zombie), even if
- * its exit has not reached this actor yet: a runtime call that failed
- * meanwhile raced that exit. */
-bool
-container_init_gone (container_t *self)
+static void
+s_init_exited (container_t *self, process_t *init, bool logged)
 {
-  if (self->init_exited)
-    return true;
-  container_proc_t *init = container_find_proc (self, "init");
-  if (init == NULL || !init->started || init->system_pid == 0)
-    return false;
-  pid_t pid = (pid_t)init->system_pid;
-  uint64_t now = zcd_proc_starttime (pid);
-  if (now == 0 || (init->starttime != 0 && now != init->starttime))
-    return true;
-  return zcd_proc_is_zombie (pid);
+  self->init_exit_logged = logged;
+  /* An OOM kill whose notification is still queued on the eventfd is
+   * published now, before the exit. */
+  if (self->oom_fd >= 0)
+    {
+      bool oom = false;
+      cgroup_oom_watch_read (self->cgroup, self->oom_fd, &oom, NULL);
+      if (oom || (init->status == 137 && cgroup_oom_killed (self->cgroup)))
+        container_note_oom (self);
+    }
+  container_set_state (self, CONTAINER_EXITING);
+  if (!self->drain_timer)
+    self->drain_timer
+        = loop_timer_add (self->daemon->loop, EXEC_DRAIN_MS, s_on_drain_timeout, self);
+}
+
+/* p exited (p->status).  `logged`: a restart found the exit in the event
+ * log already.  false: the container is gone (self with it). */
+static bool
+s_exited (container_t *self, process_t *p, bool logged)
+{
+  container_view_changed (self);
+  if (p->is_init)
+    {
+      s_init_exited (self, p, logged);
+      return s_maybe_finish (self);
+    }
+  /* The view leaves the process out from now on; the entry (and its
+   * directory) stay until the exit is logged, so the id is not reused
+   * before that and a crash meanwhile still reports it. */
+  if (logged)
+    {
+      s_forget_process (self, p);
+      container_run_queue (self);
+    }
+  else
+    container_emit_exit (self, p);
+  return s_maybe_finish (self);
 }
 
 /* ------------------------------------------------------------------ */
-/* Messages from process actors                                        */
+/* What the processes tell                                             */
 
 static void
-s_on_process_started (actor_t *actor, const actor_msg_t *msg)
+s_init_started (container_t *self, process_t *init)
 {
-  container_t *self = actor_state (actor);
-  cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
-  container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
-  if (p == NULL)
-    return;
-  p->started = true;
-  p->system_pid = (uint32_t)mp_get_uint (msg->body, "system_pid", 0);
-  p->starttime = mp_get_uint (msg->body, "starttime", 0);
-  if (p->is_init)
+  container_attach_cgroup (self, (pid_t)init->system_pid);
+  /* state.json does not change: it was written at the create. */
+  container_set_state (self, CONTAINER_RUNNING);
+  container_emit (self, self->restoring_from ? "restore" : "start-container", init);
+  container_send_started (self, self->current.token, true);
+  msgpack_sbuffer result;
+  msgpack_sbuffer_init (&result);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 1);
+  mp_pack_str (&pk, "container");
+  container_pack_container (self, &pk);
+  container_op_finish (self, NULL, &result);
+  msgpack_sbuffer_destroy (&result);
+}
+
+static void
+s_process_started (void *owner, process_t *p)
+{
+  container_t *self = owner;
+  container_view_changed (self);
+  if (p->is_init && self->current.step == STEP_INIT_START)
     {
-      container_attach_cgroup (self, (pid_t)p->system_pid);
-      self->phase = CONTAINER_RUNNING;
-      container_save_state (self, NULL);
-      container_emit (self, self->restoring_from ? "restore" : "start-container", p, false, 0,
-                      false, false);
-      s_send_started (self, true);
-      msgpack_sbuffer result;
-      msgpack_sbuffer_init (&result);
-      msgpack_packer pk;
-      msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
-      msgpack_pack_map (&pk, 1);
-      mp_pack_str (&pk, "container");
-      container_pack_container (self, &pk);
-      container_reply_ok (self, self->create_token, &result);
-      msgpack_sbuffer_destroy (&result);
+      s_init_started (self, p);
       return;
     }
-  container_emit (self, "start-process", p, false, 0, false, false);
+  container_emit (self, "start-process", p);
+  if (self->current.step != STEP_EXEC_START || self->current.process != p)
+    return;
   msgpack_sbuffer result;
   msgpack_sbuffer_init (&result);
   msgpack_packer pk;
   msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
   msgpack_pack_map (&pk, 1);
   mp_pack_kv_uint (&pk, "system_pid", p->system_pid);
-  container_reply_ok (self, p->token, &result);
-  p->token = 0;
+  container_op_finish (self, NULL, &result);
   msgpack_sbuffer_destroy (&result);
-  self->busy = false;
-  container_next_op (self);
 }
 
 static void
-s_on_process_failed (actor_t *actor, const actor_msg_t *msg)
+s_process_failed (void *owner, process_t *p, zcd_code_t code, const char *message)
 {
-  container_t *self = actor_state (actor);
-  cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
-  cleanup_free char *code = mp_get_strdup (msg->body, "code");
-  cleanup_free char *message = mp_get_strdup (msg->body, "message");
-  container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
-  if (p == NULL)
-    return;
-  zcd_code_t c = code ? zcd_code_from_name (code) : ZCD_E_RUNTIME_ERROR;
-  if (c == ZCD_CODE_COUNT)
-    c = ZCD_E_RUNTIME_ERROR;
+  container_t *self = owner;
+  cleanup_error zcd_error_t *err = NULL;
   if (p->is_init)
     {
       /* A failed create leaves nothing: the id is free again at once. */
-      s_send_started (self, false);
-      container_reply_error (self, self->create_token, c, message ? message : "");
+      container_send_started (self, self->current.token, false);
+      zcd_fail (&err, code, "%s", message);
+      container_op_finish (self, err, NULL);
       s_remove (self);
       return;
     }
-  if (c == ZCD_E_RUNTIME_ERROR && container_init_gone (self))
-    {
-      /* The runtime refused because the container was exiting: a race
-       * with its exit, not a runtime failure (issue 14). */
-      char why[200];
-      snprintf (why, sizeof why, "container `%s` is stopping (%s)", self->id,
-                message ? message : "");
-      container_reply_error (self, p->token, ZCD_E_INVALID_STATE, why);
-    }
+  if (code == ZCD_E_RUNTIME_ERROR && container_init_gone (self))
+    /* The runtime refused because the container was exiting: a race with
+     * its exit, not a runtime failure (issue 14). */
+    zcd_fail (&err, ZCD_E_INVALID_STATE, "container `%s` is stopping (%s)", self->id, message);
   else
-    container_reply_error (self, p->token, c, message ? message : "");
-  container_remove_proc (self, p);
-  cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, pid);
-  zcd_rm_rf (dir, NULL);
-  self->busy = false;
-  container_next_op (self);
+    zcd_fail (&err, code, "%s", message);
+  bool current = self->current.process == p;
+  if (current)
+    self->current.process = NULL;
+  cleanup_free char *dir = p->dir ? strdup (p->dir) : NULL;
+  container_remove_process (self, p);
+  if (dir)
+    zcd_rm_rf (dir, NULL);
+  if (current)
+    container_op_finish (self, err, NULL);
 }
 
 static void
-s_on_process_exit (actor_t *actor, const actor_msg_t *msg)
+s_process_exited (void *owner, process_t *p)
+{
+  s_exited (owner, p, false);
+}
+
+const process_callbacks_t container_process_callbacks = {
+  .started = s_process_started,
+  .failed = s_process_failed,
+  .exited = s_process_exited,
+};
+
+/* ------------------------------------------------------------------ */
+/* Exits a restart found: reported on the next turn                    */
+
+typedef struct restored_exit
+{
+  char *name;
+  bool logged;
+} restored_exit_t;
+
+static void
+s_restored_exit_destroy (void **item)
+{
+  restored_exit_t *e = *item;
+  if (e == NULL)
+    return;
+  free (e->name);
+  free (e);
+  *item = NULL;
+}
+
+static void
+s_on_restored_exits (loop_t *loop, void *arg)
+{
+  container_t *self = arg;
+  self->restored_timer = NULL;
+  restored_exit_t *e;
+  while ((e = zlistx_detach (self->restored_exits, NULL)))
+    {
+      process_t *p = container_find_process (self, e->name);
+      bool logged = e->logged;
+      s_restored_exit_destroy ((void **)&e);
+      if (p == NULL || p->state != PROCESS_RUNNING)
+        continue;
+      p->state = PROCESS_EXITED;
+      if (!s_exited (self, p, logged))
+        return;
+    }
+}
+
+void
+container_post_exit (container_t *self, process_t *p, bool logged)
+{
+  if (self->restored_exits == NULL)
+    {
+      self->restored_exits = zlistx_new ();
+      zlistx_set_destructor (self->restored_exits, s_restored_exit_destroy);
+    }
+  restored_exit_t *e = calloc (1, sizeof *e);
+  e->name = strdup (p->name);
+  e->logged = logged;
+  zlistx_add_end (self->restored_exits, e);
+  /* A 0 ms timer, not a message to itself: nothing can drop it, and
+   * container_free cancels it. */
+  if (self->restored_timer == NULL)
+    self->restored_timer = loop_timer_add (self->daemon->loop, 0, s_on_restored_exits, self);
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                            */
+
+static void
+s_on_req (actor_t *actor, const actor_msg_t *msg)
 {
   container_t *self = actor_state (actor);
-  cleanup_free char *pid = mp_get_strdup (msg->body, "pid");
-  container_proc_t *p = pid ? container_find_proc (self, pid) : NULL;
-  if (p == NULL || p->exited)
-    return;
-  int status = (int)mp_get_uint (msg->body, "status", 255);
-  bool logged = mp_get_bool (msg->body, "logged", false);
-  if (p->is_init)
-    {
-      self->init_exit_logged = logged;
-      /* An OOM kill whose notification is still queued on the eventfd is
-       * published now, before the exit. */
-      if (self->oom_fd >= 0)
-        {
-          bool oom = false;
-          cgroup_oom_watch_read (self->cgroup, self->oom_fd, &oom, NULL);
-          if (oom || (status == 137 && cgroup_oom_killed (self->cgroup)))
-            container_note_oom (self);
-        }
-      self->init_exited = true;
-      self->init_status = status;
-      if (!self->drain_timer)
-        self->drain_timer
-            = loop_timer_add (actor_loop (actor), EXEC_DRAIN_MS, s_on_drain_timeout, self);
-      s_maybe_finish (self);
-      return;
-    }
-  /* The view leaves the process out from now on; the entry (and its
-   * directory) stay until the exit is logged, so the id is not reused
-   * before that and a crash meanwhile still reports it. */
-  p->started = false;
-  p->exited = true;
-  if (logged)
-    {
-      s_forget_process (self, p);
-      container_next_op (self);
-    }
-  else
-    s_emit_acked (self, "exit", p, true, status, false, false, p->name);
-  s_maybe_finish (self);
+  const msgpack_object *body = mp_map_get (msg->body, "body");
+  cleanup_free char *op = mp_get_strdup (msg->body, "op");
+  uint64_t token = mp_get_uint (msg->body, "token", 0);
+  bool bin = body && body->type == MSGPACK_OBJECT_BIN;
+  container_op_arrive (self, op, token, bin ? body->via.bin.ptr : NULL,
+                       bin ? body->via.bin.size : 0);
 }
 
 /* The supervisor flushed the event log past an exit this actor sent. */
@@ -408,75 +290,27 @@ s_on_logged (actor_t *actor, const actor_msg_t *msg)
 {
   container_t *self = actor_state (actor);
   cleanup_free char *tag = mp_get_strdup (msg->body, "tag");
-  container_proc_t *p = tag ? container_find_proc (self, tag) : NULL;
-  if (p == NULL)
+  process_t *p = tag ? container_find_process (self, tag) : NULL;
+  if (p == NULL || p->state != PROCESS_EXITED)
     return;
   if (p->is_init)
-    s_remove (self);
-  else if (p->exited)
     {
-      s_forget_process (self, p);
-      container_next_op (self);
+      s_remove (self);
+      return;
     }
+  s_forget_process (self, p);
+  container_run_queue (self);
 }
 
-/* ------------------------------------------------------------------ */
-/* Operations, one at a time                                           */
-
-void
-container_op_done (container_t *self, uint64_t token, zcd_error_t *err)
-{
-  if (err)
-    container_reply_error (self, token, err->code, err->msg);
-  else
-    container_reply_ok (self, token, NULL);
-  self->busy = false;
-}
-
-void
-container_next_op (container_t *self)
-{
-  while (!self->busy && self->ops_head && actor_state (self->actor) == self)
-    {
-      container_op_t *op = self->ops_head;
-      /* s_on_logged calls back here once the earlier process is gone. */
-      if (container_exec_must_wait (self, op))
-        return;
-      self->ops_head = op->next;
-      if (self->ops_head == NULL)
-        self->ops_tail = NULL;
-      self->busy = true;
-      container_run_op (self, op);
-      free (op->name);
-      free (op->body);
-      free (op);
-    }
-}
-
+/* The actor is destroyed: nothing may call into the container any more;
+ * its memory goes after the running handler returned. */
 static void
-s_on_req (actor_t *actor, const actor_msg_t *msg)
+s_stop (actor_t *actor)
 {
   container_t *self = actor_state (actor);
-  const msgpack_object *body = mp_map_get (msg->body, "body");
-  container_op_t *op = calloc (1, sizeof *op);
-  op->token = mp_get_uint (msg->body, "token", 0);
-  op->name = mp_get_strdup (msg->body, "op");
-  if (body && body->type == MSGPACK_OBJECT_BIN)
-    {
-      op->body = malloc (body->via.bin.size ? body->via.bin.size : 1);
-      memcpy (op->body, body->via.bin.ptr, body->via.bin.size);
-      op->body_len = body->via.bin.size;
-    }
-  if (self->ops_tail)
-    self->ops_tail->next = op;
-  else
-    self->ops_head = op;
-  self->ops_tail = op;
-  container_next_op (self);
+  if (self)
+    container_stop (self);
 }
-
-/* ------------------------------------------------------------------ */
-/* Life cycle                                                          */
 
 static void
 s_destroy_state (actor_t *actor)
@@ -488,9 +322,6 @@ s_destroy_state (actor_t *actor)
 
 static const actor_route_t s_routes[] = {
   { "req", s_on_req },
-  { "process-started", s_on_process_started },
-  { "process-failed", s_on_process_failed },
-  { "process-exit", s_on_process_exit },
   { "logged", s_on_logged },
   { NULL, NULL },
 };
@@ -498,17 +329,116 @@ static const actor_route_t s_routes[] = {
 const actor_class_t container_actor_class = {
   .kind = "container",
   .routes = s_routes,
+  .stop = s_stop,
   .destroy_state = s_destroy_state,
 };
 
+/* ------------------------------------------------------------------ */
+/* The create                                                          */
+
+container_spec_t *
+container_spec_new (const msgpack_object *body, bundle_info_t *info)
+{
+  container_spec_t *spec = calloc (1, sizeof *spec);
+  spec->id = mp_get_strdup (body, "id");
+  spec->bundle = mp_get_strdup (body, "bundle");
+  spec->labels = mp_get_strv (body, "labels");
+  spec->runtime = mp_get_strdup (body, "runtime");
+  spec->runtime_args = mp_get_strv (body, "runtime_args");
+  spec->no_pivot = mp_get_bool (body, "no_pivot_root", false);
+  spec->stdin_path = mp_get_strdup (body, "stdin");
+  spec->stdout_path = mp_get_strdup (body, "stdout");
+  spec->stderr_path = mp_get_strdup (body, "stderr");
+  cleanup_free char *checkpoint = mp_get_strdup (body, "checkpoint");
+  cleanup_free char *cdir = mp_get_strdup (body, "checkpoint_dir");
+  if (checkpoint && cdir && asprintf (&spec->restoring_from, "%s/%s", cdir, checkpoint) < 0)
+    spec->restoring_from = NULL;
+  else if (checkpoint && !cdir
+           && asprintf (&spec->restoring_from, "%s/checkpoints/%s", spec->bundle, checkpoint) < 0)
+    spec->restoring_from = NULL;
+  spec->bundle_info = info;
+  return spec;
+}
+
+void
+container_spec_destroy (container_spec_t **pspec)
+{
+  container_spec_t *spec = pspec ? *pspec : NULL;
+  if (spec == NULL)
+    return;
+  free (spec->id);
+  free (spec->bundle);
+  mp_strv_free (spec->labels);
+  free (spec->runtime);
+  mp_strv_free (spec->runtime_args);
+  free (spec->stdin_path);
+  free (spec->stdout_path);
+  free (spec->stderr_path);
+  free (spec->restoring_from);
+  bundle_info_destroy (&spec->bundle_info);
+  free (spec);
+  *pspec = NULL;
+}
+
+/* The container's directories, made fresh, never reused: an existing one
+ * is an earlier container's (the supervisor holds a create until that one
+ * is gone). */
+static int
+s_make_dirs (container_t *self, zcd_error_t **err)
+{
+  if (zcd_mkdir (self->dir, 0700, err) < 0)
+    {
+      if (*err && (*err)->code == ZCD_E_ALREADY_EXISTS)
+        {
+          zcd_error_free (err);
+          zcd_fail (err, ZCD_E_ALREADY_EXISTS,
+                    "the state directory of an earlier container `%s` is still there", self->id);
+        }
+      return -1;
+    }
+  cleanup_free char *procs = NULL;
+  cleanup_free char *init_dir = zcd_process_dir (self->daemon->config, self->id, "init");
+  if (asprintf (&procs, "%s/" ZCD_PROCS_DIR, self->dir) < 0 || init_dir == NULL
+      || zcd_mkdir (procs, 0700, err) < 0 || zcd_mkdir (init_dir, 0700, err) < 0)
+    {
+      zcd_state_dir_error (err);
+      zcd_rm_rf (self->dir, NULL);
+      return -1;
+    }
+  return 0;
+}
+
+static int
+s_start_init (container_t *self, process_t *init, zcd_error_t **err)
+{
+  if (container_save_state (self, err) < 0)
+    return -1;
+  process_launch_t launch = container_process_launch (self);
+  launch.checkpoint_dir = self->restoring_from;
+  if (process_spawn (init, &launch, err) < 0)
+    {
+      zcd_state_dir_error (err);
+      return -1;
+    }
+  return 0;
+}
+
 actor_t *
-container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64_t token,
+container_actor_create (zcd_daemon_t *daemon, const container_spec_t *spec, uint64_t token,
                         zcd_error_t **err)
 {
-  container_t *self = container_new_from_request (daemon, body, err);
-  if (self == NULL)
-    return NULL;
-  self->create_token = token;
+  container_t *self = container_new (daemon, spec->id);
+  container_apply_spec (self, spec);
+  self->created = zcd_now_ns ();
+  self->process_cb = &container_process_callbacks;
+  process_t *init = process_new_init (spec->bundle_info, spec->stdin_path, spec->stdout_path,
+                                      spec->stderr_path);
+  container_add_process (self, init);
+  if (s_make_dirs (self, err) < 0)
+    {
+      container_free (self);
+      return NULL;
+    }
   char name[128];
   zcd_container_actor_name (self->id, name, sizeof name);
   self->actor = actor_new (daemon->actors, &container_actor_class, name, self, err);
@@ -518,53 +448,14 @@ container_actor_create (zcd_daemon_t *daemon, const msgpack_object *body, uint64
       container_free (self);
       return NULL;
     }
-  if (container_save_state (self, err) < 0 || container_start_init (self, err) < 0)
+  if (s_start_init (self, init, err) < 0)
     {
-      zcd_state_dir_error (err);
       /* The directory is this request's own: it was made above. */
       zcd_rm_rf (self->dir, NULL);
-      actor_destroy (self->actor);
+      actor_t *actor = self->actor;
+      actor_destroy (actor);
       return NULL;
     }
+  container_begin_create (self, token, init);
   return self->actor;
-}
-
-void
-container_notify_view (container_t *self)
-{
-  s_send_view (self);
-}
-
-void
-container_note_oom (container_t *self)
-{
-  if (self->oom_seen)
-    return;
-  self->oom_seen = true;
-  container_emit (self, "oom", NULL, false, 0, false, false);
-}
-
-void
-container_post_exit (container_t *self, const char *pid, int status, bool logged)
-{
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "process-exit", 3);
-  mp_pack_kv_str (&mb.pk, "pid", pid);
-  mp_pack_kv_uint (&mb.pk, "status", (uint64_t)status);
-  mp_pack_kv_bool (&mb.pk, "logged", logged);
-  actor_msg_send (self->daemon->actors, actor_name (self->actor), actor_name (self->actor), &mb,
-                  NULL);
-}
-
-void
-container_emit_start (container_t *self, container_proc_t *p)
-{
-  container_emit (self, p->is_init ? "start-container" : "start-process", p, false, 0, false,
-                  false);
-}
-
-const char *
-container_status_name (const container_t *self)
-{
-  return s_status_name (self);
 }

@@ -1,71 +1,103 @@
-/* The container actor's insides, shared by its files: container.c (the
- * actor: messages, events, life cycle, the operation queue),
- * container_runtime.c (runtime calls and what their success changes),
- * container_ops.c (the model: request parsing, views, state on disk, the
- * dispatch of operations), container_update.c (signal, update,
- * update_process), container_exec.c, container_checkpoint.c,
- * container_cgroup.c (the cgroup and its OOM watch) and
- * container_restore.c. */
+/* The container actor's insides, shared by its files.  Calls go down this
+ * list, never back up (a file calls only files below it):
+ *
+ *   container_restore.c     the actor rebuilt after a restart
+ *   container.c             the actor: creation, messages, the process
+ *                           callbacks, exits, leaving
+ *   container_fsm.c         the state machine: which ops each state accepts,
+ *                           the current operation, the queue, runtime calls
+ *   container_exec.c        exec             } each plans an operation:
+ *   container_update.c      signal, update,  } answer now, or the runtime
+ *                           update_process   } call (or start) it waits for
+ *   container_checkpoint.c  checkpoint_create
+ *   container_cgroup.c      the cgroup and its OOM watch
+ *   container_view.c        the model: processes, views (packed once per
+ *                           change), state.json, reports to the supervisor
+ *   process.c, process_shim.c  a process and its shim (actors/process.h)
+ */
 #ifndef ZCD_CONTAINER_H
 #define ZCD_CONTAINER_H
 
+#include <czmq.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "actors/actors.h"
+#include "actors/process.h"
 #include "core/cgroup.h"
+#include "core/proto.h"
 
+/* A container's state.  container_fsm.c's table says which operations
+ * each one accepts; the others are answered `invalid_state`. */
 typedef enum
 {
-  CONTAINER_CREATING,
+  CONTAINER_CREATING, /* the init is starting: the create is the current operation */
   CONTAINER_RUNNING,
-  CONTAINER_STOPPING
-} container_phase_t;
+  CONTAINER_PAUSED,
+  CONTAINER_EXITING, /* the init exited; the execs' exits go out before its own */
+  CONTAINER_STOPPED, /* the init's exit is out; the container leaves once it is logged */
+  CONTAINER_STATE_COUNT
+} container_state_t;
 
+/* What the current operation waits for.  An operation may take two runtime
+ * calls in a row (`then`): an update's pause or resume after its
+ * resources, or the thaw (or re-freeze) after a kill of a paused
+ * container. */
 typedef enum
 {
-  OP_NONE,
-  OP_PAUSE,
-  OP_RESUME,
-  OP_UPDATE,
-  OP_SIGNAL,
-  OP_CHECKPOINT
-} container_op_kind_t;
+  STEP_NONE,
+  STEP_INIT_START, /* the init's shim runs the runtime's create */
+  STEP_EXEC_START, /* an exec's shim runs the runtime's exec */
+  STEP_PAUSE,
+  STEP_RESUME,
+  STEP_UPDATE,
+  STEP_KILL,
+  STEP_CHECKPOINT,
+  /* A frozen cgroup holds even SIGKILL until it is thawed (cgroup v1
+   * freezer): a kill of a paused container resumes it, as docker does. */
+  STEP_THAW_AFTER_KILL,
+  /* Both runtimes' `kill --all` freeze, signal and then THAW the cgroup,
+   * whatever it was: a paused container is frozen again. */
+  STEP_REFREEZE_AFTER_KILL
+} container_step_t;
 
-/* One process as PROTOCOL.md `Process` reports it. */
-typedef struct container_proc
+/* The one operation running; its completion alone (container_op_finish)
+ * clears it. */
+typedef struct container_current
 {
-  char *name; /* "init" or the exec id */
-  bool is_init;
-  bool started;
-  bool exited; /* its exit event is out, not yet logged */
-  uint32_t system_pid;
-  uint64_t starttime; /* of system_pid (/proc/<pid>/stat): a recycled pid is not it */
-  uint64_t token;     /* the exec request waiting for the start */
-  bool terminal;
-  char **args, **env;
-  char *cwd;
-  uint32_t uid, gid;
-  uint32_t *additional_gids;
-  size_t n_additional_gids;
-  char **capabilities;
-  char *rlimits; /* packed msgpack array of {type, soft, hard} */
-  size_t rlimits_len;
-  bool no_new_privileges;
-  char *apparmor_profile, *selinux_label;
+  proto_op_code_t op; /* PROTO_OP_COUNT: none runs */
+  uint64_t token;     /* the request it answers */
+  container_step_t step, then;
+  child_t *child;     /* the runtime call in flight */
+  process_t *process; /* STEP_INIT_START / STEP_EXEC_START: the process starting */
+  bool emitted;       /* it emitted events: its reply follows them */
+} container_current_t;
+
+/* What an operation's handler decided: finished (err, or NULL for ok {}),
+ * or a step to wait for. */
+typedef struct container_plan
+{
+  zcd_error_t *err;
+  container_step_t step, then;
+  char **words;       /* the runtime call's words (the fsm's, freed by it) */
+  process_t *process; /* STEP_EXEC_START: the process, already spawned */
+} container_plan_t;
+
+/* A create request, decoded once by the supervisor, with its bundle as
+ * admission parsed it. */
+struct container_spec
+{
+  char *id;
+  char *bundle;
+  char **labels;
+  char *runtime;       /* NULL: the daemon's */
+  char **runtime_args; /* the request's */
+  bool no_pivot;
   char *stdin_path, *stdout_path, *stderr_path;
-  struct container_proc *next;
-} container_proc_t;
-
-typedef struct container_op
-{
-  uint64_t token;
-  char *name;
-  char *body; /* the client's request, validated at the edge */
-  size_t body_len;
-  struct container_op *next;
-} container_op_t;
+  char *restoring_from; /* the checkpoint image of a restore */
+  struct bundle_info *bundle_info;
+};
 
 typedef struct container
 {
@@ -79,130 +111,124 @@ typedef struct container
   char **runtime_args; /* daemon's --runtime-args, then the request's */
   bool no_pivot;
   char *stdin_path, *stdout_path, *stderr_path;
-  char *restoring_from; /* checkpoint path of a restore */
+  char *restoring_from;
   int64_t created;
-  container_phase_t phase;
-  bool paused;
-  container_proc_t *procs;
-  container_op_t *ops_head, *ops_tail;
-  bool busy;
-  bool op_emitted; /* the running operation emitted events: its reply follows them */
-  child_t *pending_call;
-  uint64_t pending_token; /* the request the runtime call answers */
-  void *pending_call_arg;
+  container_state_t state;
+  container_current_t current;
+  zlistx_t *queue; /* container_op_t: requests waiting for `current` */
+  /* process_t, init first.  zlistx has one cursor: a loop over procs calls
+   * nothing that walks them again. */
+  zlistx_t *procs;
+  const process_callbacks_t *process_cb;
+  char *view; /* the packed view (map of 7) while it holds; NULL when stale */
+  size_t view_len;
+  char *saved_state;          /* state.json as last written */
   char *checkpoint_meta_path; /* written when the dump succeeds */
   char *checkpoint_meta;
-  container_op_kind_t then_status;
-  bool thaw_after_kill; /* update: pause/resume after the resources */
-  uint64_t create_token;
-  bool init_exited;
-  int init_status;
-  bool init_exit_logged;
-  bool oom_seen;
+  bool init_exit_logged; /* restart: the event log has the init's exit */
+  bool oom_seen;         /* the oom event is out */
   loop_timer_t *drain_timer;
+  zlistx_t *restored_exits; /* restart: exits reported on the next turn */
+  loop_timer_t *restored_timer;
   cgroup_paths_t *cgroup;
   char *cgroup_procs;
   int oom_fd;
   loop_watch_t *oom_watch;
 } container_t;
 
-/* A runtime call in flight (pending_call_arg): the request it answers. */
-typedef struct runtime_call
-{
-  container_t *self;
-  uint64_t token;
-  container_op_kind_t kind;
-} runtime_call_t;
-
+/* container.c */
 extern const actor_class_t container_actor_class;
+extern const process_callbacks_t container_process_callbacks;
+/* Restart: report p's exit (p->status) on the next turn, in call order;
+ * `logged`: the event log has it already, so it is not published again. */
+void container_post_exit (container_t *self, process_t *p, bool logged);
 
-/* container_ops.c */
-container_t *container_new_from_request (zcd_daemon_t *daemon, const msgpack_object *body,
-                                         zcd_error_t **err);
-void container_free (container_t *self);
-int container_start_init (container_t *self, zcd_error_t **err);
-/* Write state.json (atomically).  -1 with *err (when err is not NULL):
- * `unavailable` when the state dir's disk is full. */
-int container_save_state (container_t *self, zcd_error_t **err);
-void container_run_op (container_t *self, container_op_t *op);
-container_proc_t *container_find_proc (container_t *self, const char *name);
-void container_remove_proc (container_t *self, container_proc_t *p);
-void container_proc_append (container_t *self, container_proc_t *p);
-void container_proc_free (container_proc_t *p);
-struct bundle_info;
-container_proc_t *container_init_proc_from_bundle (container_t *self,
-                                                   const struct bundle_info *info);
-container_proc_t *container_exec_proc_from_request (const msgpack_object *body);
-uint32_t container_count_processes (const container_t *self);
-/* The Container map minus "pids", as the supervisor caches it. */
-void container_pack_view (container_t *self, msgpack_sbuffer *out);
-/* The whole Container map, pids included. */
-void container_pack_container (container_t *self, msgpack_packer *pk);
+/* container_fsm.c */
+/* The create is the container's first operation: the init starts. */
+void container_begin_create (container_t *self, uint64_t token, process_t *init);
+/* A request for this container (op: its wire name): queued, run in order. */
+void container_op_arrive (container_t *self, const char *op, uint64_t token, const char *body,
+                          size_t len);
+/* The current operation ends: its answer (err NULL: ok with result, or {}
+ * when result is NULL) goes, the slot is free, the queue moves. */
+void container_op_finish (container_t *self, const zcd_error_t *err, const msgpack_sbuffer *result);
+/* Run queued operations while none runs (an exec may wait for an earlier
+ * process of its id to be forgotten). */
+void container_run_queue (container_t *self);
+/* The container leaves: the current and every queued request get their
+ * final answer. */
+void container_ops_abort (container_t *self);
 
-/* Answer the running operation with an error (container_op_done). */
-void container_fail_op (container_t *self, uint64_t token, zcd_code_t code, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-typedef struct json_t json_t;
-json_t *container_json_strv (char *const *v);
-
-/* What a process actor needs to start p's shim. */
-process_info_t container_process_info (container_t *self, container_proc_t *p);
+/* Operation handlers (container_exec.c, container_update.c,
+ * container_checkpoint.c): plan the operation on body. */
+void container_plan_exec (container_t *self, const msgpack_object *body, container_plan_t *plan);
+void container_plan_signal (container_t *self, const msgpack_object *body, container_plan_t *plan);
+void container_plan_update (container_t *self, const msgpack_object *body, container_plan_t *plan);
+void container_plan_update_process (container_t *self, const msgpack_object *body,
+                                    container_plan_t *plan);
+void container_plan_checkpoint (container_t *self, const msgpack_object *body,
+                                container_plan_t *plan);
+/* An exec reusing the id of a process whose exit is not logged yet waits
+ * until it is (then the id is free), instead of meeting its directory. */
+bool container_exec_must_wait (container_t *self, const msgpack_object *body);
+/* The dump succeeded: the marker makes the image zcd's. */
+void container_checkpoint_done (container_t *self);
+/* The dump failed (or never ran): its image directory goes. */
+void container_checkpoint_failed (container_t *self);
 
 /* container_cgroup.c */
 /* Find the init's cgroups, note where its pids are listed, watch for OOM. */
 void container_attach_cgroup (container_t *self, pid_t init_pid);
-
-/* container_update.c */
-void container_op_signal (container_t *self, uint64_t token, const msgpack_object *body);
-void container_op_update (container_t *self, uint64_t token, const msgpack_object *body);
-void container_op_update_process (container_t *self, uint64_t token, const msgpack_object *body);
-
-/* container_exec.c */
-void container_op_exec (container_t *self, uint64_t token, const msgpack_object *body);
-/* An exec reusing the id of a process whose exit is not logged yet waits
- * until it is (then the id is free), instead of meeting its directory. */
-bool container_exec_must_wait (container_t *self, const container_op_t *op);
-
-/* container_checkpoint.c */
-void container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body);
-
-/* container_runtime.c */
-/* Run `<runtime> words...` for an operation; the reply goes when it ends.
- * -1 when it cannot start (then the error is answered and the slot freed). */
-int container_run_runtime (container_t *self, uint64_t token, container_op_kind_t kind,
-                           const char *const *words);
-/* After a successful runtime call: new state and its event. */
-void container_op_finished (container_t *self, container_op_kind_t kind);
-
-/* container.c */
-/* Replies to the supervisor; they follow the events the running operation
- * emitted.  result: a packed msgpack map, or NULL for {}. */
-void container_reply_error (container_t *self, uint64_t token, zcd_code_t code,
-                            const char *message);
-void container_reply_ok (container_t *self, uint64_t token, const msgpack_sbuffer *result);
-/* An event with the view as it is after it. */
-void container_emit (container_t *self, const char *etype, const container_proc_t *p,
-                     bool with_status, int status, bool with_oom, bool oom_killed);
-/* Run the queued operations while none is running. */
-void container_next_op (container_t *self);
-/* Whether the init has exited or is exiting (a zombie), even if its exit has
- * not reached this actor yet. */
-bool container_init_gone (container_t *self);
-/* Answer the running operation (err NULL = ok {}) and free the slot. */
-void container_op_done (container_t *self, uint64_t token, zcd_error_t *err);
+/* Publish the oom event once. */
 void container_note_oom (container_t *self);
-/* Restore: post a process's exit to the actor's own mailbox; `logged`: the
- * event log already has it, so it is not published again. */
-void container_post_exit (container_t *self, const char *pid, int status, bool logged);
-/* Restore: publish an event a crash kept from being logged. */
-void container_emit_start (container_t *self, container_proc_t *p);
-void container_checkpoint_done (container_t *self);
-void container_checkpoint_failed (container_t *self);
-void container_notify_view (container_t *self);
+
+/* container_view.c */
+container_t *container_new (zcd_daemon_t *daemon, const char *id);
+/* From a create's spec (its stdio, runtime, labels; the daemon's defaults). */
+void container_apply_spec (container_t *self, const container_spec_t *spec);
+/* Detach from everything that could call into the container (timers,
+ * fds, children, the processes' shims); container_free does it too. */
+void container_stop (container_t *self);
+void container_free (container_t *self);
+void container_set_state (container_t *self, container_state_t state);
+const char *container_status_name (const container_t *self);
+process_t *container_find_process (container_t *self, const char *name);
+process_t *container_init_process (container_t *self);
+void container_add_process (container_t *self, process_t *p);
+/* Remove and destroy p. */
+void container_remove_process (container_t *self, process_t *p);
+uint32_t container_count_processes (container_t *self);
+/* Something the view shows changed: it is packed again when next needed. */
+void container_view_changed (container_t *self);
+/* The whole Container map, pids included. */
+void container_pack_container (container_t *self, msgpack_packer *pk);
+/* Write state.json (atomically) when it changed.  -1 with *err (when err is
+ * not NULL): `unavailable` when the state dir's disk is full. */
+int container_save_state (container_t *self, zcd_error_t **err);
+/* Whether the init has exited or is exiting (a zombie), even if its exit
+ * has not reached this actor yet: a runtime call that failed meanwhile
+ * raced that exit. */
+bool container_init_gone (container_t *self);
+/* What a process's shim is started with. */
+process_launch_t container_process_launch (container_t *self);
+/* An event with the view as it is after it; the current operation's reply
+ * follows it. */
+void container_emit (container_t *self, const char *etype, const process_t *p);
+/* p's exit (p->status; the init's with oom_killed), acknowledged once
+ * logged (the "logged" message tagged with p's name). */
+void container_emit_exit (container_t *self, const process_t *p);
+void container_send_view (container_t *self);
+void container_send_started (container_t *self, uint64_t token, bool ok);
+void container_send_gone (container_t *self);
+/* result: a packed msgpack map, or NULL for {}. */
+void container_reply (container_t *self, uint64_t token, const zcd_error_t *err,
+                      const msgpack_sbuffer *result, bool after_events);
 /* Remove a container's or process's directory: renamed into
  * <state-dir>/.trash first (atomic), so a shim still writing into it never
  * leaves a half-deleted directory where the restore would look. */
 void container_discard_dir (container_t *self, const char *dir);
-const char *container_status_name (const container_t *self);
+typedef struct json_t json_t;
+json_t *container_json_strv (char *const *v);
+char **container_strv_dup (const char *const *v);
 
 #endif

@@ -1,6 +1,6 @@
 /* A container's cgroup, found from its init's pid once it started: where
  * its pids are listed (`pids` in `state`) and the OOM watch that publishes
- * the `oom` event before the init's exit. */
+ * the `oom` event (once) before the init's exit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -11,6 +11,15 @@
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+
+void
+container_note_oom (container_t *self)
+{
+  if (self->oom_seen)
+    return;
+  self->oom_seen = true;
+  container_emit (self, "oom", NULL);
+}
 
 static void
 s_on_oom (loop_t *loop, int fd, uint32_t revents, void *arg)

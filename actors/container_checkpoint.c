@@ -53,11 +53,10 @@ s_make_image_dir (const char *dir, const char *name, zcd_error_t **err)
 static json_t *
 s_metadata (const char *name, const msgpack_object *cp, char **empty_ns)
 {
-  json_t *meta = json_pack ("{s:s,s:I,s:b,s:b,s:b,s:b}", "name", name, "created",
-                            (json_int_t) zcd_now_ns (), "exit", mp_get_bool (cp, "exit", false),
-                            "tcp", mp_get_bool (cp, "tcp", false), "unix_sockets",
-                            mp_get_bool (cp, "unix_sockets", false), "shell",
-                            mp_get_bool (cp, "shell", false));
+  json_t *meta = json_pack (
+      "{s:s,s:I,s:b,s:b,s:b,s:b}", "name", name, "created", (json_int_t)zcd_now_ns (), "exit",
+      mp_get_bool (cp, "exit", false), "tcp", mp_get_bool (cp, "tcp", false), "unix_sockets",
+      mp_get_bool (cp, "unix_sockets", false), "shell", mp_get_bool (cp, "shell", false));
   json_object_set_new (meta, "empty_ns", container_json_strv (empty_ns));
   return meta;
 }
@@ -65,35 +64,11 @@ s_metadata (const char *name, const msgpack_object *cp, char **empty_ns)
 /* runtime checkpoint; the metadata that checkpoint_list reads is written
  * only once the dump succeeded (container_checkpoint_done), and the image
  * directory made here is removed again when it fails
- * (container_checkpoint_failed). */
-void
-container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object *body)
+ * (container_checkpoint_failed, also when the runtime could not start). */
+static void
+s_keep_metadata (container_t *self, const char *name, const char *image, const msgpack_object *cp,
+                 char **empty_ns)
 {
-  const msgpack_object *cp = mp_map_get (body, "checkpoint");
-  cleanup_free char *name = mp_get_strdup (cp, "name");
-  cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
-  if (dir == NULL && asprintf (&dir, "%s/checkpoints", self->bundle) < 0)
-    dir = NULL;
-  if (name == NULL || dir == NULL || !zcd_valid_id (name, strlen (name)))
-    {
-      container_fail_op (self, token, ZCD_E_INVALID_ARGUMENT,
-                         "key `checkpoint.name`: required, an id");
-      return;
-    }
-  /* With a trailing slash the kernel would follow a symlinked last
-   * component despite O_NOFOLLOW. */
-  for (size_t len = strlen (dir); len > 1 && dir[len - 1] == '/'; len--)
-    dir[len - 1] = '\0';
-  cleanup_error zcd_error_t *err = NULL;
-  if (s_make_image_dir (dir, name, &err) < 0)
-    {
-      container_fail_op (self, token, err->code, "%s", err->msg);
-      return;
-    }
-  cleanup_free char *image = NULL;
-  if (asprintf (&image, "%s%s%s", dir, strcmp (dir, "/") == 0 ? "" : "/", name) < 0)
-    image = NULL;
-  char **empty_ns = mp_get_strv (cp, "empty_ns");
   json_t *meta = s_metadata (name, cp, empty_ns);
   free (self->checkpoint_meta);
   free (self->checkpoint_meta_path);
@@ -101,6 +76,11 @@ container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object
   json_decref (meta);
   if (image == NULL || asprintf (&self->checkpoint_meta_path, "%s/" CHECKPOINT_MARKER, image) < 0)
     self->checkpoint_meta_path = NULL;
+}
+
+static char **
+s_words (container_t *self, const char *image, const msgpack_object *cp, char **empty_ns)
+{
   const char *words[24];
   size_t n = 0;
   words[n++] = "checkpoint";
@@ -121,10 +101,39 @@ container_op_checkpoint (container_t *self, uint64_t token, const msgpack_object
     }
   words[n++] = self->id;
   words[n] = NULL;
-  /* No runtime ran (it answered already, and started no other operation
-   * that could have taken the checkpoint fields): the directory goes again. */
-  if (container_run_runtime (self, token, OP_CHECKPOINT, words) < 0)
-    container_checkpoint_failed (self);
+  return container_strv_dup (words);
+}
+
+void
+container_plan_checkpoint (container_t *self, const msgpack_object *body, container_plan_t *plan)
+{
+  const msgpack_object *cp = mp_map_get (body, "checkpoint");
+  cleanup_free char *name = mp_get_strdup (cp, "name");
+  cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
+  if (dir == NULL && asprintf (&dir, "%s/checkpoints", self->bundle) < 0)
+    dir = NULL;
+  if (name == NULL || dir == NULL || !zcd_valid_id (name, strlen (name)))
+    {
+      zcd_fail (&plan->err, ZCD_E_INVALID_ARGUMENT, "key `checkpoint.name`: required, an id");
+      return;
+    }
+  /* With a trailing slash the kernel would follow a symlinked last
+   * component despite O_NOFOLLOW. */
+  for (size_t len = strlen (dir); len > 1 && dir[len - 1] == '/'; len--)
+    dir[len - 1] = '\0';
+  cleanup_error zcd_error_t *err = NULL;
+  if (s_make_image_dir (dir, name, &err) < 0)
+    {
+      zcd_fail (&plan->err, err->code, "%s", err->msg);
+      return;
+    }
+  cleanup_free char *image = NULL;
+  if (asprintf (&image, "%s%s%s", dir, strcmp (dir, "/") == 0 ? "" : "/", name) < 0)
+    image = NULL;
+  char **empty_ns = mp_get_strv (cp, "empty_ns");
+  s_keep_metadata (self, name, image, cp, empty_ns);
+  plan->step = STEP_CHECKPOINT;
+  plan->words = s_words (self, image, cp, empty_ns);
   mp_strv_free (empty_ns);
 }
 
@@ -132,8 +141,7 @@ void
 container_checkpoint_done (container_t *self)
 {
   if (self->checkpoint_meta && self->checkpoint_meta_path)
-    zcd_write_file_atomic (self->checkpoint_meta_path, self->checkpoint_meta,
-                           strlen (self->checkpoint_meta), 0600, NULL);
+    checkpoint_write_marker (self->daemon, self->checkpoint_meta_path, self->checkpoint_meta);
   free (self->checkpoint_meta);
   free (self->checkpoint_meta_path);
   self->checkpoint_meta = self->checkpoint_meta_path = NULL;

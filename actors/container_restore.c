@@ -50,19 +50,16 @@ s_json_str (json_t *j, const char *key)
 static container_t *
 s_load_state (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
 {
-  container_t *self = calloc (1, sizeof *self);
-  self->daemon = daemon;
-  self->oom_fd = -1;
-  self->id = strdup (id);
-  self->dir = zcd_container_dir (daemon->config, id);
+  container_t *self = container_new (daemon, id);
   cleanup_free char *path = NULL;
   json_error_t jerr;
-  json_t *j = asprintf (&path, "%s/state.json", self->dir) < 0 ? NULL : json_load_file (path, 0, &jerr);
+  json_t *j
+      = asprintf (&path, "%s/state.json", self->dir) < 0 ? NULL : json_load_file (path, 0, &jerr);
   if (j == NULL || !json_is_string (json_object_get (j, "bundle"))
       || !json_is_string (json_object_get (j, "runtime")))
     {
-      zcd_fail (err, ZCD_E_INTERNAL, "state.json unreadable or incomplete%s%s",
-                j ? "" : ": ", j ? "" : jerr.text);
+      zcd_fail (err, ZCD_E_INTERNAL, "state.json unreadable or incomplete%s%s", j ? "" : ": ",
+                j ? "" : jerr.text);
       json_decref (j);
       container_free (self);
       return NULL;
@@ -75,57 +72,45 @@ s_load_state (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
   self->stdin_path = s_json_str (j, "stdin");
   self->stdout_path = s_json_str (j, "stdout");
   self->stderr_path = s_json_str (j, "stderr");
-  self->created = (int64_t) json_integer_value (json_object_get (j, "created"));
-  self->paused = json_is_true (json_object_get (j, "paused"));
+  self->created = (int64_t)json_integer_value (json_object_get (j, "created"));
+  container_set_state (self, json_is_true (json_object_get (j, "paused")) ? CONTAINER_PAUSED
+                                                                          : CONTAINER_RUNNING);
   json_decref (j);
+  self->process_cb = &container_process_callbacks;
   return self;
 }
 
 /* The init's `Process` view comes from the bundle again; a bundle gone
  * meanwhile still leaves a process to account for. */
-static container_proc_t *
+static process_t *
 s_init_proc (container_t *self)
 {
   bundle_info_t *info = NULL;
-  container_proc_t *p;
+  process_t *p;
   if (bundle_load (self->bundle, &info, NULL) == 0)
-    p = container_init_proc_from_bundle (self, info);
+    p = process_new_init (info, self->stdin_path, self->stdout_path, self->stderr_path);
   else
-    {
-      p = calloc (1, sizeof *p);
-      p->name = strdup ("init");
-      p->is_init = true;
-      p->args = calloc (1, sizeof (char *));
-      p->env = calloc (1, sizeof (char *));
-      p->capabilities = calloc (1, sizeof (char *));
-      p->cwd = strdup ("/");
-    }
+    p = process_new_unknown ("init", true);
   bundle_info_destroy (&info);
   return p;
 }
 
-static container_proc_t *
+static process_t *
 s_exec_proc (container_t *self, const char *name)
 {
   cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, name);
   cleanup_free char *path = NULL, *data = NULL;
   size_t len = 0;
-  container_proc_t *p = NULL;
+  process_t *p = NULL;
   msgpack_unpacked m;
   msgpack_unpacked_init (&m);
   if (asprintf (&path, "%s/request.msgpack", dir) >= 0
       && zcd_read_file (path, 1 << 20, &data, &len, NULL) == 0
       && mp_unpack (data, len, &m, NULL) == 0 && m.data.type == MSGPACK_OBJECT_MAP)
-    p = container_exec_proc_from_request (&m.data);
+    p = process_new_exec (&m.data);
   msgpack_unpacked_destroy (&m);
   if (p == NULL)
-    {
-      p = calloc (1, sizeof *p);
-      p->args = calloc (1, sizeof (char *));
-      p->env = calloc (1, sizeof (char *));
-      p->capabilities = calloc (1, sizeof (char *));
-      p->cwd = strdup ("/");
-    }
+    return process_new_unknown (name, false);
   free (p->name);
   p->name = strdup (name);
   return p;
@@ -134,25 +119,19 @@ s_exec_proc (container_t *self, const char *name)
 /* One process: watched again if its shim lives, else its exit is posted.
  * Returns false when the process never started (nothing to report). */
 static bool
-s_restore_process (container_t *self, container_proc_t *p, const restore_hints_t *hints)
+s_restore_process (container_t *self, process_t *p, const restore_hints_t *hints)
 {
-  process_restore_t r;
-  cleanup_error zcd_error_t *err = NULL;
-  process_actor_restore (self->daemon, self->id, actor_name (self->actor), p->name, p->is_init,
-                         self->runtime,
-                         self->runtime_args, &r, &err);
-  if (err)
-    log_error ("container %s: process %s: %s", self->id, p->name, err->msg);
-  if (!r.started && !r.alive)
+  bool alive = false;
+  process_launch_t launch = container_process_launch (self);
+  process_restore (p, &launch, &alive);
+  container_view_changed (self);
+  if (p->state != PROCESS_RUNNING)
     return false;
-  p->started = true;
-  p->system_pid = r.system_pid;
-  p->starttime = r.starttime;
   bool start_logged = p->is_init ? hints->start_logged : s_in (hints->started_execs, p->name);
   if (hints->covered && !start_logged)
-    container_emit_start (self, p);
-  if (!r.alive)
-    container_post_exit (self, p->name, r.status, s_in (hints->exited, p->name));
+    container_emit (self, p->is_init ? "start-container" : "start-process", p);
+  if (!alive)
+    container_post_exit (self, p, s_in (hints->exited, p->name));
   return true;
 }
 
@@ -171,13 +150,13 @@ s_restore_execs (container_t *self, const restore_hints_t *hints)
       struct stat st;
       if (fstatat (dirfd (d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR (st.st_mode))
         continue;
-      container_proc_t *p = s_exec_proc (self, de->d_name);
-      container_proc_append (self, p);
+      process_t *p = s_exec_proc (self, de->d_name);
+      container_add_process (self, p);
       if (!s_restore_process (self, p, hints))
         {
           /* An exec that never started: its request was never answered. */
           cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, p->name);
-          container_remove_proc (self, p);
+          container_remove_process (self, p);
           zcd_rm_rf (dir, NULL);
         }
     }
@@ -198,26 +177,27 @@ s_cgroup_frozen (const container_t *self)
   return v2 ? text[0] == '1' : strncmp (text, "THAWED", 6) != 0;
 }
 
+/* A process whose exit is already posted (the shim is gone). */
+static bool
+s_init_exited_at_restore (const process_t *init)
+{
+  return init->system_pid == 0 || zcd_proc_starttime ((pid_t)init->system_pid) == 0
+         || zcd_proc_is_zombie ((pid_t)init->system_pid);
+}
+
 /* The daemon may die between a runtime's pause (or resume) and saving
  * state.json: the freezer is the truth.  A frozen container believed
  * running could not even be killed (a kill thaws only a paused one). */
-/* A process whose exit is already posted (the shim is gone). */
-static bool
-s_init_exited_at_restore (const container_proc_t *init)
-{
-  return init->system_pid == 0 || zcd_proc_starttime ((pid_t) init->system_pid) == 0
-         || zcd_proc_is_zombie ((pid_t) init->system_pid);
-}
-
 static void
 s_sync_paused (container_t *self)
 {
   int frozen = s_cgroup_frozen (self);
-  if (frozen < 0 || (bool) frozen == self->paused)
+  bool paused = self->state == CONTAINER_PAUSED;
+  if (frozen < 0 || (bool)frozen == paused)
     return;
   log_warn ("container %s: state.json says %s, its cgroup is %s", self->id,
-            self->paused ? "paused" : "running", frozen ? "frozen" : "thawed");
-  self->paused = frozen;
+            paused ? "paused" : "running", frozen ? "frozen" : "thawed");
+  container_set_state (self, frozen ? CONTAINER_PAUSED : CONTAINER_RUNNING);
   container_save_state (self, NULL);
 }
 
@@ -236,9 +216,8 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
       container_free (self);
       return NULL;
     }
-  self->phase = CONTAINER_RUNNING;
-  container_proc_t *init = s_init_proc (self);
-  container_proc_append (self, init);
+  process_t *init = s_init_proc (self);
+  container_add_process (self, init);
   /* Exec exits are posted before the init's, so they are published first. */
   s_restore_execs (self, hints);
   if (!s_restore_process (self, init, hints))
@@ -250,17 +229,18 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
       actor_destroy (self->actor);
       return NULL;
     }
-  if (init->system_pid && kill ((pid_t) init->system_pid, 0) == 0)
-    container_attach_cgroup (self, (pid_t) init->system_pid);
+  if (init->system_pid && kill ((pid_t)init->system_pid, 0) == 0)
+    container_attach_cgroup (self, (pid_t)init->system_pid);
   s_sync_paused (self);
-  container_notify_view (self);
+  container_send_view (self);
   /* The daemon may have died between a pause (or resume) and logging its
    * event: the status restored from the freezer then gets its event now,
    * so `state` and the log agree (PROTOCOL.md: a client applying events to
    * a snapshot holds the exact state). */
-  if (hints->covered && self->paused != hints->logged_paused && !s_init_exited_at_restore (init))
-    container_emit (self, self->paused ? "pause" : "resume", NULL, false, 0, false, false);
+  bool paused = self->state == CONTAINER_PAUSED;
+  if (hints->covered && paused != hints->logged_paused && !s_init_exited_at_restore (init))
+    container_emit (self, paused ? "pause" : "resume", NULL);
   log_debug ("container %s restored (%s, %u processes)", id, container_status_name (self),
-            container_count_processes (self));
+             container_count_processes (self));
   return self->actor;
 }

@@ -151,7 +151,7 @@ s_on_reply (actor_t *actor, const actor_msg_t *msg)
 }
 
 /* ------------------------------------------------------------------ */
-/* The turn's end: flush the log, publish, reply, stream replays         */
+/* The turn's end: commit the log, publish, reply, stream replays        */
 
 static void
 s_flush_retry (loop_t *loop, void *arg)
@@ -160,9 +160,10 @@ s_flush_retry (loop_t *loop, void *arg)
   self->flush_timer = NULL;
 }
 
-/* A failed flush keeps its events (and what depends on them) queued; it is
- * tried again on a backing-off timer, since nothing else may wake the loop,
- * and said once per failing spell rather than once per try. */
+/* A failed commit keeps its events (and what depends on them) queued; it
+ * is tried again when a backing-off timer fires (which also wakes the
+ * loop, since nothing else may), and said once per failing spell rather
+ * than once per try. */
 static void
 s_flush_failed (supervisor_t *self, const zcd_error_t *err)
 {
@@ -176,21 +177,81 @@ s_flush_failed (supervisor_t *self, const zcd_error_t *err)
         = loop_timer_add (self->daemon->loop, delay > 1000 ? 1000 : delay, s_flush_retry, self);
 }
 
+/* The "logged" notices of the commit that just ended.  supervisor_send_acks
+ * sends the queue `acks`: it is lent the committing ones, while those
+ * queued since (events of the next batch) wait aside. */
+static void
+s_send_committed_acks (supervisor_t *self)
+{
+  ack_t *later = self->acks, *later_tail = self->acks_tail;
+  self->acks = self->acks_committing;
+  self->acks_tail = NULL;
+  self->acks_committing = NULL;
+  supervisor_send_acks (self);
+  self->acks = later;
+  self->acks_tail = later_tail;
+}
+
+/* A commit ended (eventlog_commit_start: from the loop, or at once).  Its
+ * events are durable now, or still waiting after a failure; what may leave
+ * leaves in this turn's before-sleep (edge_flush up to the durable seq). */
+static void
+s_commit_done (eventlog_t *log, const zcd_error_t *err, void *arg)
+{
+  supervisor_t *self = arg;
+  if (err)
+    {
+      /* The notices go back in front, in order: their events are in the
+       * next batch again. */
+      if (self->acks_committing)
+        {
+          ack_t *last = self->acks_committing;
+          while (last->next)
+            last = last->next;
+          last->next = self->acks;
+          if (self->acks == NULL)
+            self->acks_tail = last;
+          self->acks = self->acks_committing;
+          self->acks_committing = NULL;
+        }
+      s_flush_failed (self, err);
+      return;
+    }
+  if (self->flush_failures)
+    log_info ("event log: writable again after %llu failed flushes",
+              (unsigned long long)self->flush_failures);
+  self->flush_failures = 0;
+  s_send_committed_acks (self);
+}
+
+/* Start a commit of what this turn (and the turns while the last commit
+ * was in flight) appended, unless one is in flight (the batch grows: group
+ * commit) or a failing spell's backoff is not over. */
+static void
+s_commit_kick (supervisor_t *self)
+{
+  if (self->flush_failures > 0 && self->flush_timer != NULL)
+    return;
+  if (eventlog_commit_busy (self->log))
+    return;
+  /* Every notice queued now belongs to an event of this batch (or an
+   * older, durable one): they travel with the commit. */
+  if (self->acks)
+    {
+      ack_t **end = &self->acks_committing;
+      while (*end)
+        end = &(*end)->next;
+      *end = self->acks;
+      self->acks = self->acks_tail = NULL;
+    }
+  eventlog_commit_start (self->log);
+}
+
 static void
 s_before_sleep (loop_t *loop, void *arg)
 {
   supervisor_t *self = arg;
-  cleanup_error zcd_error_t *err = NULL;
-  if (eventlog_flush (self->log, &err) < 0)
-    s_flush_failed (self, err);
-  else
-    {
-      if (self->flush_failures)
-        log_info ("event log: writable again after %llu failed flushes",
-                  (unsigned long long)self->flush_failures);
-      self->flush_failures = 0;
-      supervisor_send_acks (self);
-    }
+  s_commit_kick (self);
   if (self->replays)
     supervisor_run_replays (self);
   /* Replies that follow no unlogged event leave whatever the disk does. */
@@ -213,9 +274,7 @@ s_answer_unstarted (supervisor_t *self, const char *message)
         zhashx_delete (self->reserved, q->id);
         zhashx_delete (self->start_times, (void *) (uintptr_t) q->token);
         edge_reply_error (self->edge, q->token, ZCD_E_UNAVAILABLE, message);
-        free (q->id);
-        free (q->body);
-        free (q);
+        supervisor_queued_create_free (q);
       }
   self->queue_tail = self->held_tail = NULL;
   self->queued = 0;
@@ -347,6 +406,10 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
       supervisor_destroy (&self);
       return NULL;
     }
+  cleanup_error zcd_error_t *uring_err = NULL;
+  if (eventlog_commit_attach (self->log, daemon->loop, s_commit_done, self, &uring_err) < 0)
+    log_warn ("event log: no io_uring (%s): commits are synchronous, on the loop thread",
+              uring_err->msg);
   loop_set_before_sleep (daemon->loop, s_before_sleep, self);
   self->heartbeat = loop_timer_add (daemon->loop, cfg->heartbeat_ms, s_heartbeat, self);
   return self;
@@ -374,22 +437,22 @@ supervisor_destroy (supervisor_t **pself)
   loop_timer_cancel (self->daemon->loop, self->heartbeat);
   loop_timer_cancel (self->daemon->loop, self->replay_timer);
   loop_timer_cancel (self->daemon->loop, self->flush_timer);
-  while (self->acks)
-    {
-      ack_t *a = self->acks;
-      self->acks = a->next;
-      free (a->to);
-      free (a->tag);
-      free (a);
-    }
+  ack_t **lists[] = { &self->acks, &self->acks_committing };
+  for (size_t i = 0; i < 2; i++)
+    while (*lists[i])
+      {
+        ack_t *a = *lists[i];
+        *lists[i] = a->next;
+        free (a->to);
+        free (a->tag);
+        free (a);
+      }
   supervisor_replays_free (self);
   while (self->queue_head)
     {
       queued_create_t *q = self->queue_head;
       self->queue_head = q->next;
-      free (q->id);
-      free (q->body);
-      free (q);
+      supervisor_queued_create_free (q);
     }
   edge_destroy (&self->edge);
   eventlog_destroy (&self->log);
@@ -400,9 +463,7 @@ supervisor_destroy (supervisor_t **pself)
     {
       queued_create_t *q = self->held_head;
       self->held_head = q->next;
-      free (q->id);
-      free (q->body);
-      free (q);
+      supervisor_queued_create_free (q);
     }
   zhashx_destroy (&self->start_times);
   zhashx_destroy (&self->last_event_seq);

@@ -1,6 +1,8 @@
 /* The supervisor's start gate: a create is admitted (id free, bundle
  * valid, queue not full), then waits for one of max_concurrent_starts start
- * slots, or for an earlier container of the same id to be gone ("held"). */
+ * slots, or for an earlier container of the same id to be gone ("held").
+ * What admission decoded and parsed (the request, config.json) waits with
+ * it and is what the container actor starts from: one pass per create. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,25 +47,33 @@ supervisor_on_started (actor_t *actor, const actor_msg_t *msg)
   s_start_next (self);
 }
 
-static void
-s_launch_create (supervisor_t *self, uint64_t token, const char *id, const char *body, size_t len)
+void
+supervisor_queued_create_free (queued_create_t *q)
 {
-  msgpack_unpacked unpacked;
-  msgpack_unpacked_init (&unpacked);
+  if (q == NULL)
+    return;
+  free (q->id);
+  container_spec_destroy (&q->spec);
+  free (q);
+}
+
+/* The request was decoded and its bundle parsed at admission: the
+ * container actor starts from that, not from the bytes again. */
+static void
+s_launch_create (supervisor_t *self, queued_create_t *q)
+{
   cleanup_error zcd_error_t *err = NULL;
-  if (mp_unpack (body, len, &unpacked, &err) == 0
-      && container_actor_create (self->daemon, &unpacked.data, token, &err) != NULL)
-    self->starting++;
-  else
+  if (container_actor_create (self->daemon, q->spec, q->token, &err) != NULL)
     {
-      zhashx_delete (self->reserved, id);
-      zhashx_delete (self->start_times, (void *)(uintptr_t)token);
-      if (err == NULL)
-        log_error ("bug: create `%s` failed without a reason", id);
-      edge_reply_error (self->edge, token, err ? err->code : ZCD_E_INTERNAL,
-                        err ? err->msg : "create failed without a reason (a bug: see the log)");
+      self->starting++;
+      return;
     }
-  msgpack_unpacked_destroy (&unpacked);
+  zhashx_delete (self->reserved, q->id);
+  zhashx_delete (self->start_times, (void *)(uintptr_t)q->token);
+  if (err == NULL)
+    log_error ("bug: create `%s` failed without a reason", q->id);
+  edge_reply_error (self->edge, q->token, err ? err->code : ZCD_E_INTERNAL,
+                    err ? err->msg : "create failed without a reason (a bug: see the log)");
 }
 
 static void
@@ -107,10 +117,8 @@ s_start_next (supervisor_t *self)
       if (self->queue_head == NULL)
         self->queue_tail = NULL;
       self->queued--;
-      s_launch_create (self, q->token, q->id, q->body, q->body_len);
-      free (q->id);
-      free (q->body);
-      free (q);
+      s_launch_create (self, q);
+      supervisor_queued_create_free (q);
     }
 }
 
@@ -146,16 +154,16 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
       return;
     }
   /* The bundle is checked here, at admission: a bad bundle is a precise
-   * invalid_argument and never takes a start slot. */
+   * invalid_argument and never takes a start slot.  Its parse is kept for
+   * the container. */
   cleanup_error zcd_error_t *err = NULL;
   bundle_info_t *info = NULL;
-  if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0 || s_check_restore_source (body, bundle, &err) < 0
-      || bundle_load (bundle, &info, &err) < 0)
+  if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0
+      || s_check_restore_source (body, bundle, &err) < 0 || bundle_load (bundle, &info, &err) < 0)
     {
       edge_fail (self->edge, req, err->code, "%s", err->msg);
       return;
     }
-  bundle_info_destroy (&info);
   uint64_t token = edge_request_park (self->edge, req);
   uint64_t *t0 = malloc (sizeof *t0);
   *t0 = zcd_mono_ns ();
@@ -163,7 +171,7 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
   zhashx_insert (self->reserved, id, (void *)(uintptr_t)token);
   queued_create_t *q = calloc (1, sizeof *q);
   q->token = token;
-  edge_request_raw_body (req, &q->body, &q->body_len);
+  q->spec = container_spec_new (body, steal_pointer (&info));
   self->queued++;
   if (zhashx_lookup (self->draining, id))
     {

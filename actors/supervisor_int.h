@@ -35,8 +35,7 @@ typedef struct queued_create
 {
   uint64_t token;
   char *id;
-  char *body; /* the request, as received */
-  size_t body_len;
+  container_spec_t *spec; /* the request, decoded once at admission */
   struct queued_create *next;
 } queued_create_t;
 
@@ -76,6 +75,7 @@ struct supervisor
   size_t queued;
   replay_t *replays;
   ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
+  ack_t *acks_committing;  /* ... for the events of the commit in flight */
   loop_timer_t *replay_timer;
   uint64_t replay_timer_due_ms;
   size_t n_replays;
@@ -112,6 +112,7 @@ void supervisor_send_acks (supervisor_t *self);
 /* supervisor_gate.c */
 void supervisor_op_create (supervisor_t *self, edge_request_t *req);
 void supervisor_on_started (actor_t *actor, const actor_msg_t *msg);
+void supervisor_queued_create_free (queued_create_t *q);
 /* The earlier container of `id` is gone: its held creates join the queue. */
 void supervisor_release_held (supervisor_t *self, const char *id);
 

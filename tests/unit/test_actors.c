@@ -26,9 +26,9 @@
  * bug of issue 9).  A daemon restart re-attaches to live shims and reports
  * the exit of one that ended while it was down.
  *
- * One test shows a daemon bug these fakes found and is skipped until it is
- * fixed (ZCD_TEST_KNOWN_BUGS=1 runs it): see
- * test_timeout_cleanup_spares_the_next_container. */
+ * test_timeout_cleanup_spares_the_next_container is a bug these fakes
+ * found: a timed-out start's late `delete --force` killed the next
+ * container of that id. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -481,19 +481,14 @@ test_create_timeout (void **state)
 }
 
 /* KNOWN BUG (found by this test, not fixed here): after a start timeout
- * the id is free at once (PROTOCOL.md `create`), but the daemon's
- * `delete --force <id>` for the timed-out start is spawned and not
- * awaited (actors/process.c, s_on_start_timeout), so when it runs late it
- * kills the next container of that id.  A slow runtime makes it certain
- * here; with runc it is a window of a few milliseconds.  Runs only with
- * ZCD_TEST_KNOWN_BUGS=1 until the daemon holds the id until its delete
- * has finished. */
+ * the daemon's `delete --force <id>` for the timed-out start must have
+ * finished before the id is free again, or, run late, it kills the next
+ * container of that id.  A slow runtime makes the race certain here; with
+ * runc it was a window of a few milliseconds. */
 static void
 test_timeout_cleanup_spares_the_next_container (void **state)
 {
   harness_t *h = *state;
-  if (getenv ("ZCD_TEST_KNOWN_BUGS") == NULL)
-    skip ();
   h_runtime_knob (h, "f4", "delay-delete", "0.5");
   s_time_out_create (h, "f4");
   json_int_t init = s_create (h, "f4");
