@@ -556,6 +556,7 @@ edge_new (void *zmq_ctx, loop_t *loop, const edge_config_t *cfg, edge_request_fn
   self->fn = fn;
   self->arg = arg;
   self->parked = zhashx_new ();
+  self->out = zlistx_new ();
   zhashx_set_key_duplicator (self->parked, NULL);
   zhashx_set_key_destructor (self->parked, NULL);
   zhashx_set_key_hasher (self->parked, edge_token_hash);
@@ -578,13 +579,9 @@ edge_destroy (edge_t **pself)
   /* What still waits on the log is dropped: its events were never logged
    * (the supervisor flushed everything that could go). */
   edge_flush (self, 0);
-  while (self->out_head)
-    {
-      out_msg_t *m = self->out_head;
-      self->out_head = m->next;
-      edge_out_msg_free (m);
-    }
-  self->out_tail = NULL;
+  for (out_msg_t *m = zlistx_detach (self->out, NULL); m; m = zlistx_detach (self->out, NULL))
+    edge_out_msg_free (m);
+  zlistx_destroy (&self->out);
   for (int k = 0; k < SOCK_KINDS; k++)
     {
       loop_remove (self->loop, self->router_watches[k]);

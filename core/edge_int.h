@@ -110,7 +110,6 @@ typedef struct out_msg
   edge_track_t *track; /* a reply's body; NULL for a publication */
   int n_frames;
   zmq_msg_t *frames;
-  struct out_msg *next;
 } out_msg_t;
 
 struct edge
@@ -129,7 +128,7 @@ struct edge
   void *arg;
   zhashx_t *parked; /* token -> edge_request_t */
   uint64_t next_token;
-  out_msg_t *out_head, *out_tail;
+  zlistx_t *out; /* out_msg_t, in the order they were queued */
   bool out_fresh;          /* queued since the last flush: someone waits for it */
   int drops_unflushed;     /* requests dropped since then */
   zhashx_t *allowed_keys;  /* z85 public keys of CURVE clients */

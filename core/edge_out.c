@@ -11,13 +11,8 @@
 static void
 s_append (edge_t *self, out_msg_t *m)
 {
-  m->next = NULL;
   m->queued_ms = zcd_mono_ms ();
-  if (self->out_tail)
-    self->out_tail->next = m;
-  else
-    self->out_head = m;
-  self->out_tail = m;
+  zlistx_add_end (self->out, m);
   self->out_fresh = true;
 }
 
@@ -83,25 +78,19 @@ edge_flush (edge_t *self, uint64_t durable_seq)
   /* What waits on events the log does not hold yet stays queued, in order;
    * everything else leaves: a failing disk holds back only the replies and
    * publications that depend on it (issue 8), never `version` or `state`. */
-  out_msg_t *kept_head = NULL, *kept_tail = NULL;
   uint64_t now = zcd_mono_ms ();
   self->out_fresh = false;
   self->drops_unflushed = 0;
-  while (self->out_head)
+  out_msg_t *m = zlistx_first (self->out);
+  while (m)
     {
-      out_msg_t *m = self->out_head;
-      self->out_head = m->next;
-      m->next = NULL;
       bool held_too_long = m->sock != NULL && now - m->queued_ms >= EDGE_REPLY_HOLD_MAX_MS;
       if (m->after_seq > durable_seq && !held_too_long)
         {
-          if (kept_tail)
-            kept_tail->next = m;
-          else
-            kept_head = m;
-          kept_tail = m;
+          m = zlistx_next (self->out);
           continue;
         }
+      zlistx_detach_cur (self->out);
       if (m->sock == NULL)
         {
           s_send_publication (self, m->frames);
@@ -110,9 +99,8 @@ edge_flush (edge_t *self, uint64_t durable_seq)
         }
       else
         edge_peer_send (self, m); /* or its client's backlog */
+      m = zlistx_next (self->out);
     }
-  self->out_head = kept_head;
-  self->out_tail = kept_tail;
 }
 
 void

@@ -36,7 +36,6 @@ typedef struct edge_held
   edge_request_t *req;
   zmq_msg_t body;
   size_t bytes;
-  struct edge_held *next;
 } edge_held_t;
 
 struct edge_peer
@@ -47,8 +46,8 @@ struct edge_peer
   _Atomic int refs;                     /* the table, requests, reply bodies */
   /* The loop's only. */
   char *name; /* "ipc/<hex routing id>": the table key, and the log's */
-  out_msg_t *backlog_head, *backlog_tail;
-  edge_held_t *held_head, *held_tail;
+  zlistx_t *backlog; /* out_msg_t libzmq would not take yet, in order */
+  zlistx_t *held;    /* edge_held_t: its requests, not served yet, in order */
   size_t held_n, held_bytes;
   bool waiting; /* has a backlog or held requests: on self->waiting */
   struct edge_peer *wait_next;
@@ -66,6 +65,8 @@ edge_peer_unref (edge_peer_t *peer)
 {
   if (peer == NULL || atomic_fetch_sub (&peer->refs, 1) != 1)
     return;
+  zlistx_destroy (&peer->backlog);
+  zlistx_destroy (&peer->held);
   free (peer->name);
   free (peer);
 }
@@ -99,6 +100,8 @@ edge_peer_get (edge_t *self, void *router, zmq_msg_t *identity)
     {
       peer = calloc (1, sizeof *peer);
       peer->name = strdup (name);
+      peer->backlog = zlistx_new ();
+      peer->held = zlistx_new ();
       atomic_init (&peer->refs, 1);
       zhashx_insert (self->peers, name, peer);
       if (self->peer_timer == NULL)
@@ -149,7 +152,7 @@ s_owes_too_much (const edge_t *self, const edge_peer_t *peer, uint64_t factor)
 bool
 edge_peer_gated (const edge_t *self, const edge_peer_t *peer)
 {
-  return peer->backlog_head || peer->held_head || s_owes_too_much (self, peer, 1);
+  return zlistx_size (peer->backlog) || zlistx_size (peer->held) || s_owes_too_much (self, peer, 1);
 }
 
 bool
@@ -162,7 +165,7 @@ bool
 edge_peer_full (const edge_t *self, const edge_peer_t *peer)
 {
   /* Messages are libzmq's to count for a stream (EAGAIN); bytes are not. */
-  return peer->backlog_head || atomic_load (&peer->owed_bytes) >= self->client_queue_bytes;
+  return zlistx_size (peer->backlog) || atomic_load (&peer->owed_bytes) >= self->client_queue_bytes;
 }
 
 bool
@@ -198,29 +201,31 @@ edge_peer_reply_lost (edge_t *self, edge_peer_t *peer)
   s_dropping (self, peer, "replies");
 }
 
+/* Frees its held requests and its backlog; returns how many replies that
+ * lost. */
+static size_t
+s_free_waiting (edge_peer_t *peer)
+{
+  size_t replies = zlistx_size (peer->backlog);
+  for (edge_held_t *h = zlistx_detach (peer->held, NULL); h; h = zlistx_detach (peer->held, NULL))
+    {
+      zmq_msg_close (&h->body);
+      edge_request_free (h->req);
+      free (h);
+    }
+  for (out_msg_t *m = zlistx_detach (peer->backlog, NULL); m;
+       m = zlistx_detach (peer->backlog, NULL))
+    edge_out_msg_free (m);
+  return replies;
+}
+
 /* Everything that waits for peer goes: it left, or stalled too long. */
 static void
 s_drop_waiting (edge_t *self, edge_peer_t *peer, const char *why)
 {
   size_t requests = peer->held_n, replies = 0;
-  while (peer->held_head)
-    {
-      edge_held_t *h = peer->held_head;
-      peer->held_head = h->next;
-      zmq_msg_close (&h->body);
-      edge_request_free (h->req);
-      free (h);
-    }
-  peer->held_tail = NULL;
+  replies = s_free_waiting (peer);
   peer->held_n = peer->held_bytes = 0;
-  while (peer->backlog_head)
-    {
-      out_msg_t *m = peer->backlog_head;
-      peer->backlog_head = m->next;
-      edge_out_msg_free (m);
-      replies++;
-    }
-  peer->backlog_tail = NULL;
   self->dropped_requests += requests;
   self->replies_lost += replies;
   if (requests || replies)
@@ -283,8 +288,7 @@ void
 edge_peer_send (edge_t *self, out_msg_t *m)
 {
   edge_peer_t *peer = m->track->peer;
-  m->next = NULL;
-  if (peer->backlog_head == NULL)
+  if (zlistx_size (peer->backlog) == 0)
     {
       int err = edge_peer_try_send (m);
       if (err == 0 || (err != EAGAIN && err != EINTR))
@@ -296,11 +300,7 @@ edge_peer_send (edge_t *self, out_msg_t *m)
           return;
         }
     }
-  if (peer->backlog_tail)
-    peer->backlog_tail->next = m;
-  else
-    peer->backlog_head = m;
-  peer->backlog_tail = m;
+  zlistx_add_end (peer->backlog, m);
   s_start_waiting (self, peer);
 }
 
@@ -320,11 +320,7 @@ edge_peer_hold (edge_t *self, edge_peer_t *peer, edge_request_t *req, zmq_msg_t 
   h->bytes = bytes;
   zmq_msg_init (&h->body);
   zmq_msg_move (&h->body, body);
-  if (peer->held_tail)
-    peer->held_tail->next = h;
-  else
-    peer->held_head = h;
-  peer->held_tail = h;
+  zlistx_add_end (peer->held, h);
   peer->held_n++;
   peer->held_bytes += bytes;
   s_start_waiting (self, peer);
@@ -339,26 +335,21 @@ edge_peer_hold (edge_t *self, edge_peer_t *peer, edge_request_t *req, zmq_msg_t 
 static bool
 s_catch_up (edge_t *self, edge_peer_t *peer, bool *progress)
 {
-  while (peer->backlog_head)
+  for (out_msg_t *m = zlistx_first (peer->backlog); m; m = zlistx_first (peer->backlog))
     {
-      out_msg_t *m = peer->backlog_head;
       int err = edge_peer_try_send (m);
       if (err == EAGAIN || err == EINTR)
         return true;
       if (err)
         return false;
-      peer->backlog_head = m->next;
-      if (peer->backlog_head == NULL)
-        peer->backlog_tail = NULL;
+      zlistx_detach (peer->backlog, NULL);
       edge_out_msg_free (m);
       *progress = true;
     }
-  while (peer->held_head && peer->backlog_head == NULL && !s_owes_too_much (self, peer, 1))
+  while (zlistx_size (peer->held) && zlistx_size (peer->backlog) == 0
+         && !s_owes_too_much (self, peer, 1))
     {
-      edge_held_t *h = peer->held_head;
-      peer->held_head = h->next;
-      if (peer->held_head == NULL)
-        peer->held_tail = NULL;
+      edge_held_t *h = zlistx_detach (peer->held, NULL);
       peer->held_n--;
       peer->held_bytes -= h->bytes;
       edge_handle_message (self, h->req, &h->body);
@@ -395,7 +386,7 @@ s_retry (edge_t *self, edge_peer_t *peer, uint64_t now)
       snprintf (why, sizeof why, "took nothing for %d s", EDGE_PEER_STALL_MS / 1000);
       s_drop_waiting (self, peer, why);
     }
-  if (peer->backlog_head == NULL && peer->held_head == NULL)
+  if (zlistx_size (peer->backlog) == 0 && zlistx_size (peer->held) == 0)
     {
       peer->waiting = false;
       s_end_spell (self, peer);
@@ -503,20 +494,7 @@ edge_peers_fini (edge_t *self)
     return;
   for (edge_peer_t *p = zhashx_first (self->peers); p; p = zhashx_next (self->peers))
     {
-      while (p->held_head)
-        {
-          edge_held_t *h = p->held_head;
-          p->held_head = h->next;
-          zmq_msg_close (&h->body);
-          edge_request_free (h->req);
-          free (h);
-        }
-      while (p->backlog_head)
-        {
-          out_msg_t *m = p->backlog_head;
-          p->backlog_head = m->next;
-          edge_out_msg_free (m);
-        }
+      s_free_waiting (p);
     }
   zhashx_destroy (&self->peers);
 }
