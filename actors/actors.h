@@ -1,14 +1,13 @@
 /* What the daemon's actors share: the read-only daemon context, the names
- * they address each other by, and the message types between them.
+ * they address each other by, and the helpers they have in common.
  *
- * Messages (msgpack maps, "type" picks the handler):
- *   supervisor -> container  "req"      token, op, body (bin: the client's request, validated)
- *   container  -> supervisor "reply"    token, ok, result (bin map) | code, message
- *   container  -> supervisor "event"    etype, pid?, status?, system_pid?, oom_killed?, view? (bin)
- *   container  -> supervisor "view"     view (bin): the Container map, minus pids
- *   container  -> supervisor "gone"     the container left the table
- *   container  -> supervisor "started"  the start (create) finished, ok or not: a start slot is free
- *   supervisor -> container  "logged"   tag: the exit the container sent is in the event log
+ * The messages between them are modelled in schema/actors.json and
+ * generated into core/amsg_gen.h (a struct, a sender and a handler table
+ * per message and actor): supervisor -> container `req`, `logged`;
+ * container -> supervisor `event`, `started` (a create's start event and
+ * reply in one), `view`, `gone`, `reply`; container -> stats `cgroup`,
+ * `uncgroup`; supervisor -> stats `collect`; supervisor -> checkpoint
+ * `req`, which checkpoint passes on to the container for a creation.
  *
  * A container's processes are no actors: plain objects it owns
  * (actors/process.h), which call it back directly.
@@ -74,7 +73,8 @@ void container_spec_destroy (container_spec_t **spec);
 void zcd_container_actor_name (const char *id, char *out, size_t size);
 
 /* Start a container actor for an admitted `create` (spec stays the
- * caller's).  The actor answers the request (token) itself. */
+ * caller's).  The actor answers the request (token) with its one
+ * `started` message, which is also the start event. */
 actor_t *container_actor_create (zcd_daemon_t *daemon, const container_spec_t *spec,
                                  uint64_t token, zcd_error_t **err);
 /* Rebuild a container actor from its state directory after a restart. */
@@ -91,15 +91,17 @@ typedef struct restore_hints
 actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id,
                                   const restore_hints_t *hints, zcd_error_t **err);
 
-/* stats.c: the "stats" actor ("collect": token, ids, pids -> "reply"). */
+/* stats.c: the "stats" actor.  It keeps each container's cgroup
+ * directories as the container reported them (`cgroup`, `uncgroup`) and
+ * answers `collect` (token, ids) with a `reply` of their Stats. */
 #define STATS_ACTOR "stats"
 actor_t *stats_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
 
 /* checkpoint.c: the "checkpoint" actor.  It learns at start whether CRIU
  * works (`criu check`) and answers checkpoint_list/delete itself; a
- * checkpoint_create goes on to the container actor only when CRIU works.
- * Messages: "req" (as to containers, plus "bundle" of the container when
- * known). */
+ * checkpoint_create goes on to the container actor (`req`'s `actor`) only
+ * when CRIU works.  It takes `req` as containers do, with the container's
+ * `bundle` when known. */
 #define CHECKPOINT_ACTOR "checkpoint"
 actor_t *checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
 /* 0 when `dir` holds zcd's checkpoint `name` (with its marker); else -1
@@ -139,7 +141,7 @@ char *zcd_runtime_error_text (const char *out, const char *err);
 bool zcd_cgroup_dir_is_root (const char *dir);
 void zcd_pack_cgroup_pids (msgpack_packer *pk, const char *cgroup_procs);
 void zcd_pack_cgroup_pids_fd (msgpack_packer *pk, int fd);
-/* The final answer to a parked request, sent to the supervisor. result: a
+/* The final answer to a parked request, a `reply` to the supervisor. result: a
  * packed msgpack map, or NULL for {}.  after_events: the request emitted
  * events (sent before this reply), which the reply must follow onto the
  * disk (PROTOCOL.md: the events an operation causes are published before

@@ -14,9 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <czmq.h>
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
@@ -29,14 +31,6 @@
 /* A listing is one reply built in one loop turn, an open and a read per
  * entry: 10,000 keeps both to a fraction of a second and about 1 MiB. */
 #define CHECKPOINT_LIST_MAX 10000
-
-typedef struct pending
-{
-  uint64_t token;
-  char *raw; /* the forwarded "req" message */
-  size_t raw_len;
-  struct pending *next;
-} pending_t;
 
 /* A checkpoint_delete whose removal runs in a forked child. */
 typedef struct removal
@@ -55,7 +49,7 @@ typedef struct checkpointer
   bool checked;
   bool available;
   char *reason;
-  pending_t *waiting;
+  zlistx_t *waiting; /* amsg_req_t copies: creations waiting for `criu check`, in order */
   removal_t *removals;
 } checkpointer_t;
 
@@ -75,15 +69,11 @@ s_reply_ok (checkpointer_t *self, uint64_t token, const msgpack_sbuffer *result)
  * with one, the kernel would follow a symlinked last component despite
  * O_NOFOLLOW. */
 static char *
-s_checkpoint_dir (const msgpack_object *msg, const msgpack_object *body)
+s_checkpoint_dir (const char *bundle, const msgpack_object *body)
 {
   char *dir = mp_get_strdup (body, "checkpoint_dir");
-  if (dir == NULL)
-    {
-      cleanup_free char *bundle = mp_get_strdup (msg, "bundle");
-      if (bundle == NULL || asprintf (&dir, "%s/checkpoints", bundle) < 0)
-        return NULL;
-    }
+  if (dir == NULL && (bundle == NULL || asprintf (&dir, "%s/checkpoints", bundle) < 0))
+    return NULL;
   for (size_t len = strlen (dir); len > 1 && dir[len - 1] == '/'; len--)
     dir[len - 1] = '\0';
   return dir;
@@ -533,73 +523,73 @@ s_delete (checkpointer_t *self, uint64_t token, const char *dir, const char *nam
     s_reply_error (self, token, err->code, err->msg);
 }
 
-/* Handle one forwarded request; false if it must wait for `criu check`. */
-static bool
-s_handle (checkpointer_t *self, const msgpack_object *msg, const char *raw, size_t raw_len)
+/* A creation goes on to its container once CRIU is known to work; the
+ * container answers it.  The request is passed on as it came. */
+static void
+s_forward_create (checkpointer_t *self, const amsg_req_t *m)
 {
-  uint64_t token = mp_get_uint (msg, "token", 0);
-  cleanup_free char *op = mp_get_strdup (msg, "op");
-  const msgpack_object *bin = mp_map_get (msg, "body");
+  if (!self->available)
+    {
+      s_reply_error (self, m->token, ZCD_E_UNAVAILABLE, self->reason);
+      return;
+    }
+  if (m->actor == NULL)
+    {
+      s_reply_error (self, m->token, ZCD_E_NOT_FOUND, "the container is gone");
+      return;
+    }
+  cleanup_error zcd_error_t *err = NULL;
+  if (amsg_req_send (self->daemon->actors, CHECKPOINT_ACTOR, m->actor, m, &err) < 0)
+    s_reply_error (self, m->token, err->code, err->msg);
+}
+
+/* checkpoint_list and checkpoint_delete: directory work, answered here. */
+static void
+s_handle_local (checkpointer_t *self, const amsg_req_t *m)
+{
   msgpack_unpacked body;
   msgpack_unpacked_init (&body);
-  if (op == NULL || bin == NULL || bin->type != MSGPACK_OBJECT_BIN
-      || mp_unpack (bin->via.bin.ptr, bin->via.bin.size, &body, NULL) < 0)
+  if (mp_unpack (m->body.ptr, m->body.size, &body, NULL) < 0)
     {
-      s_reply_error (self, token, ZCD_E_INTERNAL, "undecodable checkpoint request");
+      /* The edge validated these bytes: only a bug lands here. */
+      s_reply_error (self, m->token, ZCD_E_INTERNAL, "undecodable checkpoint request");
       msgpack_unpacked_destroy (&body);
-      return true;
+      return;
     }
-  bool done = true;
-  cleanup_free char *dir = s_checkpoint_dir (msg, &body.data);
-  if (strcmp (op, "checkpoint_create") == 0)
-    {
-      if (!self->checked)
-        done = false;
-      else if (!self->available)
-        s_reply_error (self, token, ZCD_E_UNAVAILABLE, self->reason);
-      else
-        {
-          cleanup_free char *to = mp_get_strdup (msg, "actor");
-          cleanup_error zcd_error_t *err = NULL;
-          if (to == NULL)
-            s_reply_error (self, token, ZCD_E_NOT_FOUND, "the container is gone");
-          else if (actor_send_raw (self->daemon->actors, SUPERVISOR_NAME, to, raw, raw_len, &err) < 0)
-            s_reply_error (self, token, err->code, err->msg);
-        }
-    }
-  else if (dir == NULL)
-    s_reply_error (self, token, ZCD_E_INVALID_ARGUMENT, "key `checkpoint_dir`: required");
-  else if (strcmp (op, "checkpoint_list") == 0)
-    s_list (self, token, dir);
+  cleanup_free char *dir = s_checkpoint_dir (m->bundle, &body.data);
+  if (dir == NULL)
+    s_reply_error (self, m->token, ZCD_E_INVALID_ARGUMENT, "key `checkpoint_dir`: required");
+  else if (m->op == PROTO_OP_CHECKPOINT_LIST)
+    s_list (self, m->token, dir);
   else
     {
       cleanup_free char *name = mp_get_strdup (&body.data, "name");
-      s_delete (self, token, dir, name ? name : "");
+      s_delete (self, m->token, dir, name ? name : "");
     }
   msgpack_unpacked_destroy (&body);
-  return done;
 }
 
 static void
-s_on_req (actor_t *actor, const actor_msg_t *msg)
+s_on_req (actor_t *actor, const char *from, const amsg_req_t *m)
 {
   checkpointer_t *self = actor_state (actor);
-  /* Re-encode: the forwarded bytes go on unchanged to the container. */
-  msgpack_sbuffer raw;
-  msgpack_sbuffer_init (&raw);
-  msgpack_packer pk;
-  msgpack_packer_init (&pk, &raw, msgpack_sbuffer_write);
-  msgpack_pack_object (&pk, *msg->body);
-  if (!s_handle (self, msg->body, raw.data, raw.size))
+  switch (m->op)
     {
-      pending_t *p = calloc (1, sizeof *p);
-      p->raw = raw.data;
-      p->raw_len = raw.size;
-      p->next = self->waiting;
-      self->waiting = p;
-      return;
+    case PROTO_OP_CHECKPOINT_CREATE:
+      if (self->checked)
+        s_forward_create (self, m);
+      else
+        zlistx_add_end (self->waiting, amsg_req_dup (m));
+      break;
+    case PROTO_OP_CHECKPOINT_LIST:
+    case PROTO_OP_CHECKPOINT_DELETE:
+      s_handle_local (self, m);
+      break;
+    default:
+      s_reply_error (self, m->token, ZCD_E_UNKNOWN_OP,
+                     "the checkpoint actor does not answer this operation");
+      break;
     }
-  msgpack_sbuffer_destroy (&raw);
 }
 
 static void
@@ -615,31 +605,17 @@ s_criu_checked (const child_result_t *res, void *arg)
         self->reason = NULL;
       log_info ("checkpoints unavailable: %s", self->reason);
     }
-  while (self->waiting)
-    {
-      pending_t *p = self->waiting;
-      self->waiting = p->next;
-      msgpack_unpacked m;
-      msgpack_unpacked_init (&m);
-      if (mp_unpack (p->raw, p->raw_len, &m, NULL) == 0)
-        s_handle (self, &m.data, p->raw, p->raw_len);
-      msgpack_unpacked_destroy (&m);
-      free (p->raw);
-      free (p);
-    }
+  /* In the order they came. */
+  for (amsg_req_t *m = zlistx_first (self->waiting); m; m = zlistx_next (self->waiting))
+    s_forward_create (self, m);
+  zlistx_purge (self->waiting);
 }
 
 static void
 s_destroy_state (actor_t *actor)
 {
   checkpointer_t *self = actor_state (actor);
-  while (self->waiting)
-    {
-      pending_t *p = self->waiting;
-      self->waiting = p->next;
-      free (p->raw);
-      free (p);
-    }
+  zlistx_destroy (&self->waiting);
   /* Removals still running finish unobserved; nobody is left to answer. */
   while (self->removals)
     {
@@ -652,17 +628,33 @@ s_destroy_state (actor_t *actor)
   free (self);
 }
 
-static const actor_route_t s_routes[] = { { "req", s_on_req }, { NULL, NULL } };
-static const actor_class_t s_class = { .kind = "checkpoint", .routes = s_routes, .destroy_state = s_destroy_state };
+static const amsg_checkpoint_handlers_t s_handlers = { .on_req = s_on_req };
+
+static const actor_class_t s_class = {
+  .kind = "checkpoint",
+  AMSG_CHECKPOINT_DISPATCH (&s_handlers),
+  .destroy_state = s_destroy_state,
+};
+
+/* zlistx destructor of `waiting` (amsg_req_dup copies are one block). */
+static void
+s_free_req (void **item)
+{
+  free (*item);
+  *item = NULL;
+}
 
 actor_t *
 checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err)
 {
   checkpointer_t *self = calloc (1, sizeof *self);
   self->daemon = daemon;
+  self->waiting = zlistx_new ();
+  zlistx_set_destructor (self->waiting, s_free_req);
   self->actor = actor_new (daemon->actors, &s_class, CHECKPOINT_ACTOR, self, err);
   if (self->actor == NULL)
     {
+      zlistx_destroy (&self->waiting);
       free (self);
       return NULL;
     }

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/mp.h"
 
@@ -148,8 +149,11 @@ zcd_cgroup_dir_is_root (const char *dir)
 }
 
 /* Host pids listed in an open cgroup.procs file, as a msgpack array;
- * `state` does this for every container, so it is one pread from the
- * start of a kept fd: no path walk, no stdio (an empty array for fd -1). */
+ * `state` does this for every container, so it is preads of a file just
+ * opened in a kept directory: no path walk, no stdio (an empty array for
+ * fd -1).  The file must be a fresh open: a v1 cgroup.procs read again
+ * through the same fd within about a second lists the pids of the first
+ * read. */
 void
 zcd_pack_cgroup_pids_fd (msgpack_packer *pk, int fd)
 {
@@ -195,32 +199,24 @@ void
 zcd_send_reply_error (actor_system_t *actors, const char *from, uint64_t token, zcd_code_t code,
                       const char *message, bool after_events)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", 5);
-  mp_pack_kv_bool (&mb.pk, "after_events", after_events);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", false);
-  mp_pack_kv_str (&mb.pk, "code", zcd_code_name (code));
-  mp_pack_kv_str (&mb.pk, "message", message);
-  actor_msg_send (actors, from, SUPERVISOR_NAME, &mb, NULL);
+  amsg_reply_t m = {
+    .token = token,
+    .has_code = true,
+    .code = code,
+    .message = message ? message : "",
+    .after_events = after_events,
+  };
+  amsg_reply_send (actors, from, SUPERVISOR_NAME, &m, NULL);
 }
 
 void
 zcd_send_reply_ok (actor_system_t *actors, const char *from, uint64_t token,
                    const msgpack_sbuffer *result, bool after_events)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "reply", result ? 4 : 3);
-  mp_pack_kv_bool (&mb.pk, "after_events", after_events);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_bool (&mb.pk, "ok", true);
+  amsg_reply_t m = { .token = token, .ok = true, .after_events = after_events };
   if (result)
-    {
-      mp_pack_str (&mb.pk, "result");
-      msgpack_pack_bin (&mb.pk, result->size);
-      msgpack_pack_bin_body (&mb.pk, result->data, result->size);
-    }
-  actor_msg_send (actors, from, SUPERVISOR_NAME, &mb, NULL);
+    m.result = amsg_bin_of (result);
+  amsg_reply_send (actors, from, SUPERVISOR_NAME, &m, NULL);
 }
 
 void

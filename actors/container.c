@@ -13,6 +13,7 @@
 
 #include "actors/actors.h"
 #include "actors/container.h"
+#include "core/amsg_gen.h"
 #include "core/bundle.h"
 #include "core/cgroup.h"
 #include "core/cleanup.h"
@@ -35,9 +36,24 @@ static void
 s_remove (container_t *self)
 {
   container_ops_abort (self);
+  container_forget_cgroup (self);
   container_send_gone (self);
   container_discard_dir (self, self->dir);
   actor_destroy (self->actor);
+}
+
+/* p's exit (p->status; the init's says whether an OOM killed it), told
+ * "logged" with p's name once it is durable: only then do p's files go. */
+static void
+s_emit_exit (container_t *self, const process_t *p)
+{
+  container_emit (self, p,
+                  &(amsg_event_t){ .etype = "exit",
+                                   .has_status = true,
+                                   .status = (uint32_t)p->status,
+                                   .has_oom_killed = p->is_init,
+                                   .oom_killed = p->is_init && self->oom_seen,
+                                   .ack = p->name });
 }
 
 static void
@@ -67,7 +83,7 @@ s_maybe_finish (container_t *self)
     }
   /* The container's files go once the supervisor says the exit is in the
    * log ("logged"): a crash before that finds them and reports it. */
-  container_emit_exit (self, container_init_process (self));
+  s_emit_exit (self, container_init_process (self));
   return true;
 }
 
@@ -120,7 +136,7 @@ s_exited (container_t *self, process_t *p, bool logged)
       container_run_queue (self);
     }
   else
-    container_emit_exit (self, p);
+    s_emit_exit (self, p);
   return s_maybe_finish (self);
 }
 
@@ -133,17 +149,11 @@ s_init_started (container_t *self, process_t *init)
   container_attach_cgroup (self, (pid_t)init->system_pid);
   /* state.json does not change: it was written at the create. */
   container_set_state (self, CONTAINER_RUNNING);
-  container_emit (self, self->restoring_from ? "restore" : "start-container", init);
-  container_send_started (self, self->current.token, true);
-  msgpack_sbuffer result;
-  msgpack_sbuffer_init (&result);
-  msgpack_packer pk;
-  msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
-  msgpack_pack_map (&pk, 1);
-  mp_pack_str (&pk, "container");
-  container_pack_container (self, &pk);
-  container_op_finish (self, NULL, &result);
-  msgpack_sbuffer_destroy (&result);
+  /* One message is the start event and the create's reply. */
+  container_send_started (self, self->current.token,
+                          self->restoring_from ? "restore" : "start-container");
+  container_op_answered (self);
+  container_run_queue (self);
 }
 
 static void
@@ -156,7 +166,7 @@ s_process_started (void *owner, process_t *p)
       s_init_started (self, p);
       return;
     }
-  container_emit (self, "start-process", p);
+  container_emit (self, p, &(amsg_event_t){ .etype = "start-process" });
   if (self->current.step != STEP_EXEC_START || self->current.process != p)
     return;
   msgpack_sbuffer result;
@@ -177,9 +187,8 @@ s_process_failed (void *owner, process_t *p, zcd_code_t code, const char *messag
   if (p->is_init)
     {
       /* A failed create leaves nothing: the id is free again at once. */
-      container_send_started (self, self->current.token, false);
-      zcd_fail (&err, code, "%s", message);
-      container_op_finish (self, err, NULL);
+      container_send_start_failed (self, self->current.token, code, message);
+      container_op_answered (self);
       s_remove (self);
       return;
     }
@@ -272,25 +281,20 @@ container_post_exit (container_t *self, process_t *p, bool logged)
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
 
+/* A client request the supervisor parked (token): queued, run in order. */
 static void
-s_on_req (actor_t *actor, const actor_msg_t *msg)
+s_on_req (actor_t *actor, const char *from, const amsg_req_t *m)
 {
-  container_t *self = actor_state (actor);
-  const msgpack_object *body = mp_map_get (msg->body, "body");
-  cleanup_free char *op = mp_get_strdup (msg->body, "op");
-  uint64_t token = mp_get_uint (msg->body, "token", 0);
-  bool bin = body && body->type == MSGPACK_OBJECT_BIN;
-  container_op_arrive (self, op, token, bin ? body->via.bin.ptr : NULL,
-                       bin ? body->via.bin.size : 0);
+  container_op_arrive (actor_state (actor), m->op, m->token, m->body.ptr, m->body.size);
 }
 
-/* The supervisor flushed the event log past an exit this actor sent. */
+/* The supervisor flushed the event log past an exit this actor sent
+ * (tagged with the process's name). */
 static void
-s_on_logged (actor_t *actor, const actor_msg_t *msg)
+s_on_logged (actor_t *actor, const char *from, const amsg_logged_t *m)
 {
   container_t *self = actor_state (actor);
-  cleanup_free char *tag = mp_get_strdup (msg->body, "tag");
-  process_t *p = tag ? container_find_process (self, tag) : NULL;
+  process_t *p = container_find_process (self, m->tag);
   if (p == NULL || p->state != PROCESS_EXITED)
     return;
   if (p->is_init)
@@ -320,15 +324,14 @@ s_destroy_state (actor_t *actor)
     container_free (self);
 }
 
-static const actor_route_t s_routes[] = {
-  { "req", s_on_req },
-  { "logged", s_on_logged },
-  { NULL, NULL },
+static const amsg_container_handlers_t s_handlers = {
+  .on_req = s_on_req,
+  .on_logged = s_on_logged,
 };
 
 const actor_class_t container_actor_class = {
   .kind = "container",
-  .routes = s_routes,
+  AMSG_CONTAINER_DISPATCH (&s_handlers),
   .stop = s_stop,
   .destroy_state = s_destroy_state,
 };

@@ -25,6 +25,7 @@
 
 #include "actors/actors.h"
 #include "actors/process.h"
+#include "core/amsg_gen.h"
 #include "core/cgroup.h"
 #include "core/proto.h"
 
@@ -59,7 +60,10 @@ typedef enum
   STEP_THAW_AFTER_KILL,
   /* Both runtimes' `kill --all` freeze, signal and then THAW the cgroup,
    * whatever it was: a paused container is frozen again. */
-  STEP_REFREEZE_AFTER_KILL
+  STEP_REFREEZE_AFTER_KILL,
+  /* The operation failed (`failure`); its answer waits for the removal of
+   * what it left (a failed dump's image directory), done in a child. */
+  STEP_CLEANUP
 } container_step_t;
 
 /* The one operation running; its completion alone (container_op_finish)
@@ -69,9 +73,10 @@ typedef struct container_current
   proto_op_code_t op; /* PROTO_OP_COUNT: none runs */
   uint64_t token;     /* the request it answers */
   container_step_t step, then;
-  child_t *child;     /* the runtime call in flight */
-  process_t *process; /* STEP_INIT_START / STEP_EXEC_START: the process starting */
-  bool emitted;       /* it emitted events: its reply follows them */
+  child_t *child;       /* the runtime call (or STEP_CLEANUP's removal) in flight */
+  process_t *process;   /* STEP_INIT_START / STEP_EXEC_START: the process starting */
+  bool emitted;         /* it emitted events: its reply follows them */
+  zcd_error_t *failure; /* STEP_CLEANUP: the answer once the removal ended */
 } container_current_t;
 
 /* What an operation's handler decided: finished (err, or NULL for ok {}),
@@ -146,12 +151,17 @@ void container_post_exit (container_t *self, process_t *p, bool logged);
 /* container_fsm.c */
 /* The create is the container's first operation: the init starts. */
 void container_begin_create (container_t *self, uint64_t token, process_t *init);
-/* A request for this container (op: its wire name): queued, run in order. */
-void container_op_arrive (container_t *self, const char *op, uint64_t token, const char *body,
+/* A request for this container: queued, run in order.  An op the table
+ * does not know (PROTO_OP_COUNT included) is answered `unknown_op`. */
+void container_op_arrive (container_t *self, proto_op_code_t op, uint64_t token, const char *body,
                           size_t len);
 /* The current operation ends: its answer (err NULL: ok with result, or {}
  * when result is NULL) goes, the slot is free, the queue moves. */
 void container_op_finish (container_t *self, const zcd_error_t *err, const msgpack_sbuffer *result);
+/* The current operation's answer went another way (the create's
+ * `started`): the slot is free; the queue moves at the caller's
+ * container_run_queue (a failed create leaves instead). */
+void container_op_answered (container_t *self);
 /* Run queued operations while none runs (an exec may wait for an earlier
  * process of its id to be forgotten). */
 void container_run_queue (container_t *self);
@@ -173,12 +183,19 @@ void container_plan_checkpoint (container_t *self, const msgpack_object *body,
 bool container_exec_must_wait (container_t *self, const msgpack_object *body);
 /* The dump succeeded: the marker makes the image zcd's. */
 void container_checkpoint_done (container_t *self);
-/* The dump failed (or never ran): its image directory goes. */
-void container_checkpoint_failed (container_t *self);
+/* The dump failed (or never ran): its image directory goes, in a forked
+ * child (the loop never waits on the disk).  The child, whose `done` runs
+ * once the directory is gone, or NULL when there is nothing to wait for. */
+child_t *container_checkpoint_failed (container_t *self, child_done_fn done);
+/* The removal child ended: a failure is logged. */
+void container_checkpoint_cleaned (container_t *self, const child_result_t *res);
 
 /* container_cgroup.c */
-/* Find the init's cgroups, note where its pids are listed, watch for OOM. */
+/* Find the init's cgroups, note where its pids are listed, tell the stats
+ * actor (`cgroup`), watch for OOM. */
 void container_attach_cgroup (container_t *self, pid_t init_pid);
+/* The container leaves: the stats actor forgets its cgroups (`uncgroup`). */
+void container_forget_cgroup (container_t *self);
 /* Publish the oom event once. */
 void container_note_oom (container_t *self);
 
@@ -200,8 +217,6 @@ void container_remove_process (container_t *self, process_t *p);
 uint32_t container_count_processes (container_t *self);
 /* Something the view shows changed: it is packed again when next needed. */
 void container_view_changed (container_t *self);
-/* The whole Container map, pids included. */
-void container_pack_container (container_t *self, msgpack_packer *pk);
 /* Write state.json (atomically) when it changed.  -1 with *err (when err is
  * not NULL): `unavailable` when the state dir's disk is full. */
 int container_save_state (container_t *self, zcd_error_t **err);
@@ -211,14 +226,20 @@ int container_save_state (container_t *self, zcd_error_t **err);
 bool container_init_gone (container_t *self);
 /* What a process's shim is started with. */
 process_launch_t container_process_launch (container_t *self);
-/* An event with the view as it is after it; the current operation's reply
- * follows it. */
-void container_emit (container_t *self, const char *etype, const process_t *p);
-/* p's exit (p->status; the init's with oom_killed), acknowledged once
- * logged (the "logged" message tagged with p's name). */
-void container_emit_exit (container_t *self, const process_t *p);
+/* Send the event ev (the caller fills etype and what is its own: status,
+ * oom_killed, ack); this fills the container's fields, p's (pid,
+ * system_pid) when p is not NULL, and the view as it is after the event.
+ * Unless it is acked (ack: an exit, no operation's doing), the current
+ * operation's reply follows it. */
+void container_emit (container_t *self, const process_t *p, amsg_event_t *ev);
 void container_send_view (container_t *self);
-void container_send_started (container_t *self, uint64_t token, bool ok);
+/* The create's one message (issue 9 part 3): the init started, so this is
+ * both its start event (etype "start-container" or "restore") and the
+ * create's reply, with the view. */
+void container_send_started (container_t *self, uint64_t token, const char *etype);
+/* The create failed: its reply (the start slot is free). */
+void container_send_start_failed (container_t *self, uint64_t token, zcd_code_t code,
+                                  const char *message);
 void container_send_gone (container_t *self);
 /* result: a packed msgpack map, or NULL for {}. */
 void container_reply (container_t *self, uint64_t token, const zcd_error_t *err,

@@ -1,16 +1,19 @@
 /* A container's cgroup, found from its init's pid once it started: where
- * its pids are listed (`pids` in `state`) and the OOM watch that publishes
- * the `oom` event (once) before the init's exit. */
+ * its pids are listed (`pids` in `state`), what the stats actor reads
+ * (told once here), and the OOM watch that publishes the `oom` event
+ * (once) before the init's exit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #include "actors/container.h"
+#include "core/amsg_gen.h"
 #include "core/cgroup.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "core/mp.h"
 
 void
 container_note_oom (container_t *self)
@@ -18,7 +21,7 @@ container_note_oom (container_t *self)
   if (self->oom_seen)
     return;
   self->oom_seen = true;
-  container_emit (self, "oom", NULL);
+  container_emit (self, NULL, &(amsg_event_t){ .etype = "oom" });
 }
 
 static void
@@ -57,6 +60,31 @@ s_watch_oom (container_t *self)
   self->oom_watch = loop_add_fd (self->daemon->loop, self->oom_fd, EPOLLIN, s_on_oom, self);
 }
 
+/* Stats reads the container's cgroups from what it is told here, the one
+ * place they were found (from the init's pid, once). */
+static void
+s_send_cgroup (container_t *self)
+{
+  char **controllers = cgroup_paths_controller_dirs (self->cgroup);
+  amsg_cgroup_t m = {
+    .id = self->id,
+    .version = (uint32_t)cgroup_paths_version (self->cgroup),
+    .unified = cgroup_paths_unified (self->cgroup),
+    .controllers = (const char *const *)controllers,
+  };
+  amsg_cgroup_send (self->daemon->actors, actor_name (self->actor), STATS_ACTOR, &m, NULL);
+  mp_strv_free (controllers);
+}
+
+void
+container_forget_cgroup (container_t *self)
+{
+  if (self->cgroup == NULL)
+    return;
+  amsg_uncgroup_send (self->daemon->actors, actor_name (self->actor), STATS_ACTOR,
+                      &(amsg_uncgroup_t){ .id = self->id }, NULL);
+}
+
 void
 container_attach_cgroup (container_t *self, pid_t init_pid)
 {
@@ -80,5 +108,6 @@ container_attach_cgroup (container_t *self, pid_t init_pid)
     }
   if (dir && asprintf (&self->cgroup_procs, "%s/cgroup.procs", dir) < 0)
     self->cgroup_procs = NULL;
+  s_send_cgroup (self);
   s_watch_oom (self);
 }

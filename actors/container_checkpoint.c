@@ -147,11 +147,33 @@ container_checkpoint_done (container_t *self)
   self->checkpoint_meta = self->checkpoint_meta_path = NULL;
 }
 
+typedef struct
+{
+  int dfd;
+  const char *name;
+  int fd;
+} rm_args_t;
+
+/* In the forked child: 0, or 1 with the error on stderr. */
+static int
+s_rm_in_child (void *arg)
+{
+  rm_args_t *a = arg;
+  zcd_error_t *err = NULL;
+  if (zcd_rm_tree_fd (a->dfd, a->name, a->fd, &err) == 0)
+    return 0;
+  fputs (err->msg, stderr);
+  return 1;
+}
+
 /* Remove the image directory `name` of dir that this request made: only if
  * it is still a directory of zcd's uid without a marker (a finished
- * checkpoint is never removed here), through file descriptors. */
-static void
-s_remove_image (const char *dir, const char *name)
+ * checkpoint is never removed here), through file descriptors, in a forked
+ * child: an image's tree can be large.  Not checkpoint_remove_tree: the
+ * operation's answer waits for the removal (the name is free again when
+ * the client hears of the failure), so it needs the child's end. */
+static child_t *
+s_remove_image (container_t *self, const char *dir, const char *name, child_done_fn done)
 {
   cleanup_close int dfd = zcd_open_client_dir (AT_FDCWD, dir, "checkpoint_dir", NULL);
   cleanup_close int fd = dfd < 0 ? -1 : zcd_open_client_dir (dfd, name, "image", NULL);
@@ -161,27 +183,47 @@ s_remove_image (const char *dir, const char *name)
     {
       log_warn ("failed checkpoint `%s` in %s: its image directory is gone or changed, not removed",
                 name, dir);
-      return;
+      return NULL;
     }
+  rm_args_t args = { dfd, name, fd };
+  int keep[] = { dfd, fd };
+  child_opts_t opts = CHILD_OPTS_DEFAULT;
+  /* The operation's answer waits for it: a removal stuck on a dead disk
+   * must not hold the container's operations for ever. */
+  opts.deadline_ms = 60000;
   cleanup_error zcd_error_t *err = NULL;
-  if (zcd_rm_tree_fd (dfd, name, fd, &err) < 0)
-    log_warn ("failed checkpoint `%s` in %s: %s", name, dir, err->msg);
+  /* The fds stay ours: the child has its own copies. */
+  child_t *child
+      = child_fork (self->daemon->children, s_rm_in_child, &args, keep, 2, &opts, done, self, &err);
+  if (child == NULL)
+    log_warn ("failed checkpoint `%s` in %s: not removed: %s", name, dir, err->msg);
+  return child;
 }
 
 /* The runtime's dump failed: what it left in the image directory is no
- * checkpoint, and the name is free again. */
-void
-container_checkpoint_failed (container_t *self)
+ * checkpoint, and the name is free again once the removal ended. */
+child_t *
+container_checkpoint_failed (container_t *self, child_done_fn done)
 {
   cleanup_free char *path = steal_pointer (&self->checkpoint_meta_path);
   free (steal_pointer (&self->checkpoint_meta));
   char *image_end = path ? strrchr (path, '/') : NULL; /* "/zcd-checkpoint.json" */
   if (image_end == NULL)
-    return;
+    return NULL;
   *image_end = '\0';
   char *slash = strrchr (path, '/');
   if (slash == NULL)
-    return;
+    return NULL;
   *slash = '\0';
-  s_remove_image (slash == path ? "/" : path, slash + 1);
+  return s_remove_image (self, slash == path ? "/" : path, slash + 1, done);
+}
+
+void
+container_checkpoint_cleaned (container_t *self, const child_result_t *res)
+{
+  if (res->exit_code != 0)
+    log_warn ("container %s: a failed checkpoint's image directory: %s", self->id,
+              res->timed_out ? "its removal did not end in time"
+              : res->err_len ? res->err
+                             : "its removal was killed");
 }

@@ -90,6 +90,12 @@ container_op_finish (container_t *self, const zcd_error_t *err, const msgpack_sb
   container_run_queue (self);
 }
 
+void
+container_op_answered (container_t *self)
+{
+  self->current = (container_current_t){ .op = PROTO_OP_COUNT };
+}
+
 static void s_end_error (container_t *self, zcd_code_t code, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 
@@ -161,12 +167,11 @@ s_op_destroy (void **item)
 }
 
 void
-container_op_arrive (container_t *self, const char *name, uint64_t token, const char *body,
+container_op_arrive (container_t *self, proto_op_code_t code, uint64_t token, const char *body,
                      size_t len)
 {
-  const proto_op_t *desc = name ? proto_op_find (name, strlen (name)) : NULL;
   container_op_t *op = calloc (1, sizeof *op);
-  op->op = desc ? desc->code : PROTO_OP_COUNT;
+  op->op = code;
   op->token = token;
   op->raw = malloc (len ? len : 1);
   if (body)
@@ -224,8 +229,12 @@ container_ops_abort (container_t *self)
       /* A kill (or the thaw after it) did its job: the container exited. */
       bool done = c->step == STEP_KILL || c->step == STEP_THAW_AFTER_KILL
                   || c->step == STEP_REFREEZE_AFTER_KILL;
-      container_reply (self, c->token, done ? NULL : &(zcd_error_t){ .code = code, .msg = message },
-                       NULL, c->emitted);
+      /* A failed operation still cleaning up (the removal goes on in its
+       * child) has its answer already. */
+      const zcd_error_t *err
+          = c->failure ? c->failure : &(zcd_error_t){ .code = code, .msg = message };
+      container_reply (self, c->token, done ? NULL : err, NULL, c->emitted);
+      zcd_error_free (&c->failure);
       *c = (container_current_t){ .op = PROTO_OP_COUNT };
     }
   for (container_op_t *op; self->queue && (op = zlistx_detach (self->queue, NULL));)
@@ -255,7 +264,7 @@ s_step_succeeded (container_t *self, container_step_t step)
         break;
       container_set_state (self, CONTAINER_PAUSED);
       container_save_state (self, NULL);
-      container_emit (self, "pause", NULL);
+      container_emit (self, NULL, &(amsg_event_t){ .etype = "pause" });
       break;
     case STEP_RESUME:
     case STEP_THAW_AFTER_KILL:
@@ -263,15 +272,15 @@ s_step_succeeded (container_t *self, container_step_t step)
         break;
       container_set_state (self, CONTAINER_RUNNING);
       container_save_state (self, NULL);
-      container_emit (self, "resume", NULL);
+      container_emit (self, NULL, &(amsg_event_t){ .etype = "resume" });
       break;
     case STEP_UPDATE:
       if (live)
-        container_emit (self, "update", NULL);
+        container_emit (self, NULL, &(amsg_event_t){ .etype = "update" });
       break;
     case STEP_CHECKPOINT:
       container_checkpoint_done (self);
-      container_emit (self, "checkpoint", NULL);
+      container_emit (self, NULL, &(amsg_event_t){ .etype = "checkpoint" });
       break;
     default:
       break;
@@ -291,18 +300,47 @@ s_after_kill_failed (container_t *self, container_step_t step)
 }
 
 static void
+s_cleanup_done (const child_result_t *res, void *arg)
+{
+  container_t *self = arg;
+  self->current.child = NULL;
+  container_checkpoint_cleaned (self, res);
+  cleanup_error zcd_error_t *err = steal_pointer (&self->current.failure);
+  s_end (self, err, NULL);
+  container_run_queue (self);
+}
+
+/* The step failed with *err: the answer goes now, or once what a failed
+ * dump left is removed (the name is free when the client hears of it). */
+static void
+s_fail (container_t *self, container_step_t step, zcd_error_t **err)
+{
+  child_t *cleanup
+      = step == STEP_CHECKPOINT ? container_checkpoint_failed (self, s_cleanup_done) : NULL;
+  if (cleanup == NULL)
+    {
+      s_end (self, *err, NULL);
+      zcd_error_free (err);
+      return;
+    }
+  self->current.step = STEP_CLEANUP;
+  self->current.then = STEP_NONE;
+  self->current.child = cleanup;
+  self->current.failure = steal_pointer (err);
+}
+
+static void
 s_step_failed (container_t *self, container_step_t step, zcd_code_t code, const char *text)
 {
-  if (step == STEP_CHECKPOINT)
-    container_checkpoint_failed (self);
+  zcd_error_t *err = NULL;
   if (code == ZCD_E_RUNTIME_ERROR && container_init_gone (self))
     /* The runtime failed because the container was exiting (runc:
      * "container not running", crun: "No such process"): a race with its
      * exit, not a runtime failure (issue 14). */
-    s_end_error (self, ZCD_E_NOT_FOUND, "container `%s` has exited (%s)", self->id,
-                 text ? text : "");
+    zcd_fail (&err, ZCD_E_NOT_FOUND, "container `%s` has exited (%s)", self->id, text ? text : "");
   else
-    s_end_error (self, code, "%s", text ? text : "");
+    zcd_fail (&err, code, "%s", text ? text : "");
+  s_fail (self, step, &err);
 }
 
 static char **
@@ -370,9 +408,9 @@ s_runtime_done (const child_result_t *res, void *arg)
     }
   else if (failed && res->timed_out)
     {
-      if (step == STEP_CHECKPOINT)
-        container_checkpoint_failed (self);
-      s_end_error (self, ZCD_E_RUNTIME_ERROR, "the runtime did not answer in time");
+      zcd_error_t *err = NULL;
+      zcd_fail (&err, ZCD_E_RUNTIME_ERROR, "the runtime did not answer in time");
+      s_fail (self, step, &err);
     }
   else if (failed)
     {

@@ -129,7 +129,8 @@ s_restore_process (container_t *self, process_t *p, const restore_hints_t *hints
     return false;
   bool start_logged = p->is_init ? hints->start_logged : s_in (hints->started_execs, p->name);
   if (hints->covered && !start_logged)
-    container_emit (self, p->is_init ? "start-container" : "start-process", p);
+    container_emit (self, p,
+                    &(amsg_event_t){ .etype = p->is_init ? "start-container" : "start-process" });
   if (!alive)
     container_post_exit (self, p, s_in (hints->exited, p->name));
   return true;
@@ -239,7 +240,7 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
    * a snapshot holds the exact state). */
   bool paused = self->state == CONTAINER_PAUSED;
   if (hints->covered && paused != hints->logged_paused && !s_init_exited_at_restore (init))
-    container_emit (self, paused ? "pause" : "resume", NULL);
+    container_emit (self, NULL, &(amsg_event_t){ .etype = paused ? "pause" : "resume" });
   log_debug ("container %s restored (%s, %u processes)", id, container_status_name (self),
              container_count_processes (self));
   return self->actor;

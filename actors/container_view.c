@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "actors/container.h"
+#include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
@@ -88,6 +89,9 @@ container_stop (container_t *self)
   self->restored_timer = NULL;
   loop_remove (loop, self->oom_watch);
   self->oom_watch = NULL;
+  if (self->oom_fd >= 0)
+    close (self->oom_fd);
+  self->oom_fd = -1;
   if (self->current.child)
     child_forget (self->daemon->children, self->current.child);
   self->current.child = NULL;
@@ -99,8 +103,7 @@ void
 container_free (container_t *self)
 {
   container_stop (self);
-  if (self->oom_fd >= 0)
-    close (self->oom_fd);
+  zcd_error_free (&self->current.failure);
   zlistx_destroy (&self->queue);
   zlistx_destroy (&self->restored_exits);
   zlistx_destroy (&self->procs);
@@ -259,17 +262,6 @@ s_view (container_t *self, size_t *len)
   return self->view;
 }
 
-void
-container_pack_container (container_t *self, msgpack_packer *pk)
-{
-  size_t len;
-  const char *view = s_view (self, &len);
-  msgpack_pack_map (pk, 8);
-  pk->callback (pk->data, view + 1, len - 1);
-  mp_pack_str (pk, "pids");
-  zcd_pack_cgroup_pids (pk, self->cgroup_procs);
-}
-
 /* ------------------------------------------------------------------ */
 /* State on disk                                                       */
 
@@ -351,121 +343,102 @@ container_discard_dir (container_t *self, const char *dir)
 /* ------------------------------------------------------------------ */
 /* Reports to the supervisor                                           */
 
-static void
-s_send (container_t *self, actor_msg_builder_t *mb)
-{
-  cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, mb, &err)
-      < 0)
-    log_error ("container %s: to supervisor: %s", self->id, err->msg);
-}
-
-static void
-s_pack_view_field (container_t *self, msgpack_packer *pk)
-{
-  size_t len;
-  const char *view = s_view (self, &len);
-  mp_pack_str (pk, "view");
-  msgpack_pack_bin (pk, len);
-  msgpack_pack_bin_body (pk, view, len);
-}
-
-/* What the supervisor keeps besides the view: identity (bundle, init_pid,
- * to route stats and checkpoints), processes, cgroup_procs; 3 or 4
- * entries. */
-static size_t
-s_table_fields (container_t *self)
-{
-  return 3 + (self->cgroup_procs ? 1 : 0);
-}
-
-static void
-s_pack_table_fields (container_t *self, msgpack_packer *pk)
+static uint32_t
+s_init_pid (container_t *self)
 {
   process_t *init = container_init_process (self);
-  mp_pack_kv_str (pk, "bundle", self->bundle);
-  mp_pack_kv_uint (pk, "init_pid", init ? init->system_pid : 0);
-  mp_pack_kv_uint (pk, "processes", container_count_processes (self));
-  if (self->cgroup_procs)
-    mp_pack_kv_str (pk, "cgroup_procs", self->cgroup_procs);
-}
-
-/* An event, with the view as it is after it (PROTOCOL.md: a client applying
- * events to a `state` snapshot holds the exact state).  ack: the exit's
- * process, told "logged" once the event is durable. */
-static void
-s_emit (container_t *self, const char *etype, const process_t *p, const char *ack)
-{
-  bool with_status = p && p->state == PROCESS_EXITED;
-  bool with_oom = with_status && p->is_init;
-  actor_msg_builder_t mb;
-  size_t n = 3 + s_table_fields (self) + (p ? 1 : 0) + (p && p->system_pid ? 1 : 0)
-             + (with_status ? 1 : 0) + (with_oom ? 1 : 0) + (ack ? 1 : 0);
-  actor_msg_begin (&mb, "event", n);
-  if (ack)
-    mp_pack_kv_str (&mb.pk, "ack", ack);
-  mp_pack_kv_str (&mb.pk, "etype", etype);
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  s_pack_table_fields (self, &mb.pk);
-  if (p)
-    mp_pack_kv_str (&mb.pk, "pid", p->name);
-  if (p && p->system_pid)
-    mp_pack_kv_uint (&mb.pk, "system_pid", p->system_pid);
-  if (with_status)
-    mp_pack_kv_uint (&mb.pk, "status", (uint64_t)p->status);
-  if (with_oom)
-    mp_pack_kv_bool (&mb.pk, "oom_killed", self->oom_seen);
-  s_pack_view_field (self, &mb.pk);
-  s_send (self, &mb);
+  return init ? init->system_pid : 0;
 }
 
 void
-container_emit (container_t *self, const char *etype, const process_t *p)
+container_emit (container_t *self, const process_t *p, amsg_event_t *ev)
 {
-  /* The running operation's doing: its reply follows the event. */
-  if (self->current.op != PROTO_OP_COUNT)
+  /* The running operation's doing (an acked event, an exit, is no
+   * operation's): its reply follows the event. */
+  if (ev->ack == NULL && self->current.op != PROTO_OP_COUNT)
     self->current.emitted = true;
-  s_emit (self, etype, p, NULL);
-}
-
-void
-container_emit_exit (container_t *self, const process_t *p)
-{
-  /* An exit is no operation's doing: no reply waits for it. */
-  s_emit (self, "exit", p, p->name);
+  size_t len;
+  const char *view = s_view (self, &len);
+  ev->id = self->id;
+  ev->bundle = self->bundle;
+  ev->init_pid = s_init_pid (self);
+  ev->processes = container_count_processes (self);
+  ev->cgroup_procs = self->cgroup_procs;
+  if (p)
+    {
+      ev->pid = p->name;
+      ev->has_system_pid = p->system_pid != 0;
+      ev->system_pid = p->system_pid;
+    }
+  /* PROTOCOL.md: a client applying events to a `state` snapshot holds the
+   * exact state, so the view is the one after the event. */
+  ev->view = (amsg_bin_t){ view, len };
+  amsg_event_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, ev, NULL);
 }
 
 void
 container_send_view (container_t *self)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "view", 2 + s_table_fields (self));
-  mp_pack_kv_str (&mb.pk, "id", self->id);
+  size_t len;
+  const char *view = s_view (self, &len);
   /* A restored container publishes no start event: the view is where the
-   * supervisor learns its cgroup (`pids` in `state`). */
-  s_pack_table_fields (self, &mb.pk);
-  s_pack_view_field (self, &mb.pk);
-  s_send (self, &mb);
+   * supervisor learns its identity and cgroup (`pids` in `state`). */
+  amsg_view_t m = {
+    .id = self->id,
+    .bundle = self->bundle,
+    .init_pid = s_init_pid (self),
+    .processes = container_count_processes (self),
+    .cgroup_procs = self->cgroup_procs,
+    .view = { view, len },
+  };
+  amsg_view_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, &m, NULL);
 }
 
 void
-container_send_started (container_t *self, uint64_t token, bool ok)
+container_send_started (container_t *self, uint64_t token, const char *etype)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "started", 3);
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  mp_pack_kv_bool (&mb.pk, "ok", ok);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  s_send (self, &mb);
+  process_t *init = container_init_process (self);
+  size_t len;
+  const char *view = s_view (self, &len);
+  amsg_started_t m = {
+    .id = self->id,
+    .token = token,
+    .ok = true,
+    .etype = etype,
+    .bundle = self->bundle,
+    .has_init_pid = true,
+    .init_pid = s_init_pid (self),
+    .has_processes = true,
+    .processes = container_count_processes (self),
+    .pid = init ? init->name : NULL,
+    .has_system_pid = init && init->system_pid != 0,
+    .system_pid = init ? init->system_pid : 0,
+    .cgroup_procs = self->cgroup_procs,
+    .view = { view, len },
+  };
+  amsg_started_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, &m, NULL);
+}
+
+void
+container_send_start_failed (container_t *self, uint64_t token, zcd_code_t code,
+                             const char *message)
+{
+  amsg_started_t m = {
+    .id = self->id,
+    .token = token,
+    .ok = false,
+    .has_code = true,
+    .code = code,
+    .message = message,
+  };
+  amsg_started_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME, &m, NULL);
 }
 
 void
 container_send_gone (container_t *self)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "gone", 1);
-  mp_pack_kv_str (&mb.pk, "id", self->id);
-  s_send (self, &mb);
+  amsg_gone_send (self->daemon->actors, actor_name (self->actor), SUPERVISOR_NAME,
+                  &(amsg_gone_t){ .id = self->id }, NULL);
 }
 
 void

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/edge.h"
 #include "core/eventlog.h"
@@ -25,29 +26,19 @@
 /* Requests                                                            */
 
 /* Park the request and hand it to actor `to` as a "req" message (with the
- * container's bundle when given: the checkpoint actor needs it). */
+ * container's bundle when given: the checkpoint actor needs it).  The
+ * client's bytes go on as they came (bin): the receiver decodes them
+ * once. */
 void
 supervisor_park_and_send (supervisor_t *self, edge_request_t *req, const char *to,
                           const char *bundle, const char *container_actor)
 {
-  const char *body;
-  size_t len;
-  edge_request_raw_view (req, &body, &len);
-  uint64_t token = edge_request_park (self->edge, req);
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "req", 3 + (bundle ? 1 : 0) + (container_actor ? 1 : 0));
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_kv_str (&mb.pk, "op", edge_request_op (req)->name);
-  mp_pack_str (&mb.pk, "body");
-  msgpack_pack_bin (&mb.pk, len);
-  msgpack_pack_bin_body (&mb.pk, body, len);
-  if (bundle)
-    mp_pack_kv_str (&mb.pk, "bundle", bundle);
-  if (container_actor)
-    mp_pack_kv_str (&mb.pk, "actor", container_actor);
+  amsg_req_t m = { .op = edge_request_op (req)->code, .bundle = bundle, .actor = container_actor };
+  edge_request_raw_view (req, &m.body.ptr, &m.body.size);
+  m.token = edge_request_park (self->edge, req);
   cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, to, &mb, &err) < 0)
-    edge_reply_error (self->edge, token, err->code, err->msg);
+  if (amsg_req_send (self->daemon->actors, SUPERVISOR_NAME, to, &m, &err) < 0)
+    edge_reply_error (self->edge, m.token, err->code, err->msg);
 }
 
 static void
@@ -128,26 +119,23 @@ s_handle_request (void *arg, edge_request_t *req)
     }
 }
 
-/* A container actor answers a parked request. */
+/* An actor answers a parked request. */
 static void
-s_on_reply (actor_t *actor, const actor_msg_t *msg)
+s_on_reply (actor_t *actor, const char *from, const amsg_reply_t *m)
 {
   supervisor_t *self = actor_state (actor);
-  uint64_t token = mp_get_uint (msg->body, "token", 0);
-  uint64_t *after = mp_get_bool (msg->body, "after_events", false)
-                        ? zhashx_lookup (self->last_event_seq, msg->from)
-                        : NULL;
+  uint64_t *after = m->after_events ? zhashx_lookup (self->last_event_seq, from) : NULL;
   uint64_t after_seq = after ? *after : 0;
-  if (mp_get_bool (msg->body, "ok", false))
-    edge_reply_parked_ok (self->edge, token, mp_map_get (msg->body, "result"), after_seq);
-  else
+  if (m->ok)
     {
-      cleanup_free char *code = mp_get_strdup (msg->body, "code");
-      cleanup_free char *message = mp_get_strdup (msg->body, "message");
-      zcd_code_t c = code ? zcd_code_from_name (code) : ZCD_E_INTERNAL;
-      edge_reply_error_after (self->edge, token, c == ZCD_CODE_COUNT ? ZCD_E_INTERNAL : c,
-                              message ? message : "", after_seq);
+      msgpack_object result = { .type = MSGPACK_OBJECT_BIN };
+      result.via.bin.ptr = m->result.ptr;
+      result.via.bin.size = (uint32_t)m->result.size;
+      edge_reply_parked_ok (self->edge, m->token, m->result.ptr ? &result : NULL, after_seq);
     }
+  else
+    edge_reply_error_after (self->edge, m->token, m->has_code ? m->code : ZCD_E_INTERNAL,
+                            m->message ? m->message : "", after_seq);
 }
 
 /* ------------------------------------------------------------------ */
@@ -326,13 +314,18 @@ s_heartbeat (loop_t *loop, void *arg)
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                          */
 
-static const actor_route_t s_routes[] = {
-  { "event", supervisor_on_event },     { "reply", s_on_reply },
-  { "view", supervisor_on_view },       { "gone", supervisor_on_gone },
-  { "started", supervisor_on_started }, { NULL, NULL },
+static const amsg_supervisor_handlers_t s_handlers = {
+  .on_reply = s_on_reply,
+  .on_event = supervisor_on_event,
+  .on_started = supervisor_on_started,
+  .on_view = supervisor_on_view,
+  .on_gone = supervisor_on_gone,
 };
 
-static const actor_class_t s_class = { .kind = "supervisor", .routes = s_routes };
+static const actor_class_t s_class = {
+  .kind = "supervisor",
+  AMSG_SUPERVISOR_DISPATCH (&s_handlers),
+};
 
 static void
 s_read_boot_id (char *out, size_t size)

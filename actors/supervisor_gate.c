@@ -15,6 +15,7 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/mp.h"
+#include "core/amsg_gen.h"
 
 /* ------------------------------------------------------------------ */
 /* The start gate: at most max_concurrent_starts runtime creates at once  */
@@ -31,20 +32,74 @@ s_record_latency (supervisor_t *self, uint64_t token)
   zhashx_delete (self->start_times, (void *)(uintptr_t)token);
 }
 
-void
-supervisor_on_started (actor_t *actor, const actor_msg_t *msg)
+/* A start slot is free again. */
+static void
+s_start_ended (supervisor_t *self, const char *id, uint64_t token, bool ok)
 {
-  supervisor_t *self = actor_state (actor);
-  cleanup_free char *id = mp_get_strdup (msg->body, "id");
-  if (id)
-    zhashx_delete (self->reserved, id);
-  if (mp_get_bool (msg->body, "ok", false))
-    s_record_latency (self, mp_get_uint (msg->body, "token", 0));
+  zhashx_delete (self->reserved, id);
+  if (ok)
+    s_record_latency (self, token);
   else
-    zhashx_delete (self->start_times, (void *)(uintptr_t)mp_get_uint (msg->body, "token", 0));
+    zhashx_delete (self->start_times, (void *)(uintptr_t)token);
   if (self->starting > 0)
     self->starting--;
   s_start_next (self);
+}
+
+/* The create's result, {"container": Container}, as the container packed
+ * it before (the same map `state` lists), following the start event. */
+static void
+s_reply_started (supervisor_t *self, const char *from, const amsg_started_t *m, uint64_t seq)
+{
+  container_entry_t *e = zhashx_lookup (self->containers, m->id);
+  if (e == NULL || strcmp (e->actor, from) != 0 || e->view == NULL)
+    {
+      /* The start event brought the entry in (s_entry_for): only a
+       * started without a view (a bug of the sender) lands here. */
+      log_error ("bug: container %s started without a view", m->id);
+      edge_reply_error_after (self->edge, m->token, ZCD_E_INTERNAL,
+                              "the container started but sent no view (a bug: see the log)", seq);
+      return;
+    }
+  msgpack_sbuffer buf;
+  msgpack_sbuffer_init (&buf);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &buf, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 1);
+  mp_pack_str (&pk, "container");
+  supervisor_pack_container (e, &pk);
+  msgpack_object result = { .type = MSGPACK_OBJECT_BIN };
+  result.via.bin.ptr = buf.data;
+  result.via.bin.size = (uint32_t)buf.size;
+  edge_reply_parked_ok (self->edge, m->token, &result, seq);
+  msgpack_sbuffer_destroy (&buf);
+}
+
+void
+supervisor_on_started (actor_t *actor, const char *from, const amsg_started_t *m)
+{
+  supervisor_t *self = actor_state (actor);
+  if (m->ok)
+    {
+      amsg_event_t ev = {
+        .etype = m->etype ? m->etype : "start-container",
+        .id = m->id,
+        .bundle = m->bundle,
+        .init_pid = m->has_init_pid ? m->init_pid : 0,
+        .processes = m->has_processes ? m->processes : 1,
+        .pid = m->pid ? m->pid : "init",
+        .has_system_pid = m->has_system_pid,
+        .system_pid = m->system_pid,
+        .cgroup_procs = m->cgroup_procs,
+        .view = m->view,
+      };
+      uint64_t seq = supervisor_log_event (self, from, &ev);
+      s_reply_started (self, from, m, seq);
+    }
+  else
+    edge_reply_error (self->edge, m->token, m->has_code ? m->code : ZCD_E_INTERNAL,
+                      m->message ? m->message : "the start failed without a reason");
+  s_start_ended (self, m->id, m->token, m->ok);
 }
 
 void

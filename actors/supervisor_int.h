@@ -9,6 +9,7 @@
 #include <czmq.h>
 
 #include "actors/supervisor.h"
+#include "core/amsg_gen.h"
 #include "core/edge.h"
 #include "core/eventlog.h"
 
@@ -24,7 +25,11 @@ typedef struct container_entry
   size_t view_len;
   uint32_t view_entries;
   char *cgroup_procs; /* where the container's pids are listed */
-  int procs_fd;       /* cgroup_procs kept open: `state` re-reads it, no path walk */
+  /* cgroup_procs's directory, kept open (O_PATH): `state` opens the file
+   * afresh in it, with no path walk.  Not the file itself: a v1
+   * cgroup.procs fd read again within a second returns the pid list it
+   * read first (the kernel keeps a pidlist per open file for a while). */
+  int procs_dir_fd;
   char *bundle;
   uint64_t init_pid;
   char *actor; /* the container actor that holds this id now */
@@ -103,15 +108,23 @@ void supervisor_park_and_send (supervisor_t *self, edge_request_t *req, const ch
 
 /* supervisor_table.c */
 void supervisor_entry_destroy (void **item); /* zhashx destructor of `containers` */
-void supervisor_on_event (actor_t *actor, const actor_msg_t *msg);
-void supervisor_on_view (actor_t *actor, const actor_msg_t *msg);
-void supervisor_on_gone (actor_t *actor, const actor_msg_t *msg);
+/* The event actor `from` reports: the table follows it, it is logged and
+ * queued for publishing, and the actor's next reply will follow it.
+ * Returns its seq (0 when it could not be stored). */
+uint64_t supervisor_log_event (supervisor_t *self, const char *from, const amsg_event_t *m);
+void supervisor_on_event (actor_t *actor, const char *from, const amsg_event_t *m);
+void supervisor_on_view (actor_t *actor, const char *from, const amsg_view_t *m);
+void supervisor_on_gone (actor_t *actor, const char *from, const amsg_gone_t *m);
+/* The Container map of PROTOCOL.md: the cached view and the current pids. */
+void supervisor_pack_container (container_entry_t *e, msgpack_packer *pk);
 /* After a flush: tell each actor that its event is durable. */
 void supervisor_send_acks (supervisor_t *self);
 
 /* supervisor_gate.c */
 void supervisor_op_create (supervisor_t *self, edge_request_t *req);
-void supervisor_on_started (actor_t *actor, const actor_msg_t *msg);
+/* A create ended: on success the start event and the create's reply in
+ * one message (issue 9 part 3), else the reply's error; a slot is free. */
+void supervisor_on_started (actor_t *actor, const char *from, const amsg_started_t *m);
 void supervisor_queued_create_free (queued_create_t *q);
 /* The earlier container of `id` is gone: its held creates join the queue. */
 void supervisor_release_held (supervisor_t *self, const char *id);

@@ -1,13 +1,13 @@
 /* The requests the supervisor answers from its own state (version, state,
  * metrics) and those it hands to the stats and checkpoint actors. */
 #include <dirent.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "actors/supervisor_int.h"
+#include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/edge.h"
 #include "core/eventlog.h"
@@ -30,14 +30,6 @@ supervisor_op_version (supervisor_t *self, edge_request_t *req)
   mp_pack_kv_str (pk, "revision", ZCD_REVISION);
   mp_pack_kv_uint (pk, "protocol", PROTO_VERSION);
   edge_reply_send (self->edge, r);
-}
-
-static void
-s_pack_entry_pids (container_entry_t *e, msgpack_packer *pk)
-{
-  if (e->procs_fd < 0 && e->cgroup_procs)
-    e->procs_fd = open (e->cgroup_procs, O_RDONLY | O_CLOEXEC);
-  zcd_pack_cgroup_pids_fd (pk, e->procs_fd);
 }
 
 static int
@@ -73,12 +65,7 @@ supervisor_op_state (supervisor_t *self, edge_request_t *req)
   mp_pack_str (pk, "containers");
   msgpack_pack_array (pk, n);
   for (size_t i = 0; i < n; i++)
-    {
-      msgpack_pack_map (pk, list[i]->view_entries + 1);
-      pk->callback (pk->data, list[i]->view, list[i]->view_len);
-      mp_pack_str (pk, "pids");
-      s_pack_entry_pids (list[i], pk);
-    }
+    supervisor_pack_container (list[i], pk);
   mp_pack_str (pk, "machine");
   msgpack_pack_map (pk, 2);
   mp_pack_kv_uint (pk, "cpus", (uint64_t)sysconf (_SC_NPROCESSORS_ONLN));
@@ -153,7 +140,9 @@ supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
         containers++;
         processes += e->processes;
       }
-  edge_reply_t *r = edge_reply_ok (self->edge, req, 14);
+  actor_system_stats_t actors;
+  actor_system_get_stats (self->daemon->actors, &actors);
+  edge_reply_t *r = edge_reply_ok (self->edge, req, 20);
   msgpack_packer *pk = edge_reply_packer (r);
   mp_pack_kv_uint (pk, "containers", containers);
   mp_pack_kv_uint (pk, "processes", processes);
@@ -171,6 +160,14 @@ supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
   mp_pack_kv_uint (pk, "oversized_total", edge_oversized_total (self->edge));
   mp_pack_kv_uint (pk, "replays_abandoned_total", self->replays_abandoned);
   mp_pack_kv_uint (pk, "replays_stalled_total", self->replays_stalled);
+  /* The actors' mailboxes (issue 9): a failed send is never silent, and
+   * these say how often it happened and how close the overflow came. */
+  mp_pack_kv_uint (pk, "actor_messages_total", actors.sent);
+  mp_pack_kv_uint (pk, "actor_send_failures_total", actors.send_failures);
+  mp_pack_kv_uint (pk, "actor_overflowed_total", actors.overflowed);
+  mp_pack_kv_uint (pk, "actor_overflow_depth", actors.overflow_depth);
+  mp_pack_kv_uint (pk, "actor_overflow_peak", actors.overflow_peak);
+  mp_pack_kv_uint (pk, "actor_refused_total", actors.refused);
   edge_reply_send (self->edge, r);
 }
 
@@ -214,21 +211,13 @@ supervisor_op_stats (supervisor_t *self, edge_request_t *req)
           ids[n++] = strdup (e->id);
     }
   uint64_t token = edge_request_park (self->edge, req);
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "collect", 3);
-  mp_pack_kv_uint (&mb.pk, "token", token);
-  mp_pack_str (&mb.pk, "ids");
-  msgpack_pack_array (&mb.pk, n);
-  for (size_t i = 0; i < n; i++)
-    mp_pack_str (&mb.pk, ids[i]);
-  mp_pack_str (&mb.pk, "pids");
-  msgpack_pack_array (&mb.pk, n);
-  for (size_t i = 0; i < n; i++)
-    msgpack_pack_uint64 (&mb.pk, s_visible (self, ids[i])->init_pid);
-  mp_strv_free (ids);
+  /* The stats actor keeps the containers' cgroups itself (the containers
+   * tell it): the ids are all it needs. */
+  amsg_collect_t m = { .token = token, .ids = (const char *const *)ids };
   cleanup_error zcd_error_t *err = NULL;
-  if (actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, STATS_ACTOR, &mb, &err) < 0)
+  if (amsg_collect_send (self->daemon->actors, SUPERVISOR_NAME, STATS_ACTOR, &m, &err) < 0)
     edge_reply_error (self->edge, token, err->code, err->msg);
+  mp_strv_free (ids);
 }
 
 void

@@ -2,6 +2,7 @@
  * each container actor reports (events, views, its going), the event's way
  * into the log and out to subscribers, and the "logged" notices owed once
  * the log is flushed. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "core/eventlog.h"
 #include "core/log.h"
 #include "core/mp.h"
+#include "core/amsg_gen.h"
 
 /* ------------------------------------------------------------------ */
 /* Container table                                                     */
@@ -26,8 +28,8 @@ supervisor_entry_destroy (void **item)
   free (e->id);
   free (e->view);
   free (e->cgroup_procs);
-  if (e->procs_fd >= 0)
-    close (e->procs_fd);
+  if (e->procs_dir_fd >= 0)
+    close (e->procs_dir_fd);
   free (e->bundle);
   free (e->actor);
   free (e);
@@ -49,35 +51,80 @@ s_entry_for (supervisor_t *self, const char *id, const char *from, bool may_crea
   if (!may_create)
     return NULL;
   e = calloc (1, sizeof *e);
-  e->procs_fd = -1;
+  e->procs_dir_fd = -1;
   e->id = strdup (id);
   e->actor = strdup (from);
   zhashx_insert (self->containers, id, e);
   return e;
 }
 
-/* A view arrives as a msgpack map (bin payload): keep its entries raw, so
+/* A view arrives as a packed msgpack map: keep its entries raw, so
  * `state` is a concatenation, not a re-encoding. */
 static void
-s_entry_set_view (container_entry_t *e, const msgpack_object *view_bin)
+s_entry_set_view (container_entry_t *e, amsg_bin_t view)
 {
-  if (view_bin == NULL || view_bin->type != MSGPACK_OBJECT_BIN)
-    return;
-  const unsigned char *p = (const unsigned char *)view_bin->via.bin.ptr;
-  size_t len = view_bin->via.bin.size;
+  mp_reader_t r;
   uint32_t n;
-  size_t header;
-  if (len >= 1 && (p[0] & 0xf0) == 0x80)
-    n = p[0] & 0x0f, header = 1;
-  else if (len >= 3 && p[0] == 0xde)
-    n = (uint32_t)(p[1] << 8 | p[2]), header = 3;
-  else
+  mp_reader_init (&r, view.ptr, view.size);
+  if (view.ptr == NULL || !mp_read_map (&r, &n))
     return;
+  size_t len = mp_reader_left (&r);
   free (e->view);
-  e->view = malloc (len - header + 1);
-  memcpy (e->view, p + header, len - header);
-  e->view_len = len - header;
+  e->view = malloc (len + 1);
+  memcpy (e->view, view.ptr + (view.size - len), len);
+  e->view_len = len;
   e->view_entries = n;
+}
+
+/* What the supervisor keeps of a container besides its view. */
+static void
+s_entry_set_identity (container_entry_t *e, const char *bundle, uint32_t init_pid,
+                      uint32_t processes, const char *cgroup_procs)
+{
+  if (bundle && (e->bundle == NULL || strcmp (bundle, e->bundle) != 0))
+    {
+      free (e->bundle);
+      e->bundle = strdup (bundle);
+    }
+  e->init_pid = init_pid;
+  e->processes = processes;
+  if (cgroup_procs && (e->cgroup_procs == NULL || strcmp (cgroup_procs, e->cgroup_procs) != 0))
+    {
+      free (e->cgroup_procs);
+      e->cgroup_procs = strdup (cgroup_procs);
+      if (e->procs_dir_fd >= 0)
+        close (e->procs_dir_fd);
+      e->procs_dir_fd = -1;
+    }
+}
+
+/* cgroup.procs opened afresh in the kept directory (-1 when the cgroup is
+ * gone): a fresh open reads the pids as they are now. */
+static int
+s_open_procs (container_entry_t *e)
+{
+  if (e->cgroup_procs == NULL)
+    return -1;
+  const char *slash = strrchr (e->cgroup_procs, '/');
+  if (e->procs_dir_fd < 0 && slash && slash != e->cgroup_procs)
+    {
+      cleanup_free char *dir = strndup (e->cgroup_procs, (size_t)(slash - e->cgroup_procs));
+      e->procs_dir_fd = dir ? open (dir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    }
+  if (e->procs_dir_fd < 0)
+    return -1;
+  return openat (e->procs_dir_fd, slash + 1, O_RDONLY | O_CLOEXEC);
+}
+
+/* The Container map (PROTOCOL.md): the cached view's entries and "pids". */
+void
+supervisor_pack_container (container_entry_t *e, msgpack_packer *pk)
+{
+  msgpack_pack_map (pk, e->view_entries + 1);
+  pk->callback (pk->data, e->view, e->view_len);
+  mp_pack_str (pk, "pids");
+  cleanup_close int fd = s_open_procs (e);
+  zcd_pack_cgroup_pids_fd (pk, fd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -104,32 +151,6 @@ s_publish_event (supervisor_t *self, const zcd_event_t *ev)
 }
 
 static void
-s_entry_set_identity (container_entry_t *e, const msgpack_object *b)
-{
-  char *bundle = mp_get_strdup (b, "bundle");
-  if (bundle)
-    {
-      free (e->bundle);
-      e->bundle = bundle;
-    }
-  e->init_pid = mp_get_uint (b, "init_pid", e->init_pid);
-}
-
-static void
-s_entry_set_cgroup_procs (container_entry_t *e, const msgpack_object *b)
-{
-  cleanup_free char *procs = mp_get_strdup (b, "cgroup_procs");
-  if (procs && (e->cgroup_procs == NULL || strcmp (procs, e->cgroup_procs) != 0))
-    {
-      free (e->cgroup_procs);
-      e->cgroup_procs = steal_pointer (&procs);
-      if (e->procs_fd >= 0)
-        close (e->procs_fd);
-      e->procs_fd = -1;
-    }
-}
-
-static void
 s_queue_ack (supervisor_t *self, const char *to, const char *tag)
 {
   ack_t *a = calloc (1, sizeof *a);
@@ -150,10 +171,10 @@ supervisor_send_acks (supervisor_t *self)
     {
       ack_t *a = self->acks;
       self->acks = a->next;
-      actor_msg_builder_t mb;
-      actor_msg_begin (&mb, "logged", 1);
-      mp_pack_kv_str (&mb.pk, "tag", a->tag);
-      actor_msg_send (self->daemon->actors, SUPERVISOR_NAME, a->to, &mb, NULL);
+      /* A container that left meanwhile needs no notice: the runtime logs
+       * that not_found (info) and counts it. */
+      amsg_logged_send (self->daemon->actors, SUPERVISOR_NAME, a->to,
+                        &(amsg_logged_t){ .tag = a->tag }, NULL);
       free (a->to);
       free (a->tag);
       free (a);
@@ -161,93 +182,84 @@ supervisor_send_acks (supervisor_t *self)
   self->acks_tail = NULL;
 }
 
-void
-supervisor_on_event (actor_t *actor, const actor_msg_t *msg)
+uint64_t
+supervisor_log_event (supervisor_t *self, const char *from, const amsg_event_t *m)
 {
-  supervisor_t *self = actor_state (actor);
-  const msgpack_object *b = msg->body;
-  cleanup_free char *etype = mp_get_strdup (b, "etype");
-  cleanup_free char *id = mp_get_strdup (b, "id");
-  cleanup_free char *pid = mp_get_strdup (b, "pid");
-  if (etype == NULL || id == NULL)
-    return;
-  bool init_exit = strcmp (etype, "exit") == 0 && pid && strcmp (pid, "init") == 0;
-  bool starts = strcmp (etype, "start-container") == 0 || strcmp (etype, "restore") == 0;
-  container_entry_t *e = init_exit ? NULL : s_entry_for (self, id, msg->from, starts);
+  bool init_exit = strcmp (m->etype, "exit") == 0 && m->pid && strcmp (m->pid, "init") == 0;
+  bool starts = strcmp (m->etype, "start-container") == 0 || strcmp (m->etype, "restore") == 0;
+  container_entry_t *e = init_exit ? NULL : s_entry_for (self, m->id, from, starts);
   if (e)
     {
-      s_entry_set_view (e, mp_map_get (b, "view"));
-      s_entry_set_identity (e, b);
-      e->processes = (uint32_t)mp_get_uint (b, "processes", e->processes);
-      s_entry_set_cgroup_procs (e, b);
+      s_entry_set_view (e, m->view);
+      s_entry_set_identity (e, m->bundle, m->init_pid, m->processes, m->cgroup_procs);
     }
   zcd_event_t ev = {
-    .type = etype,
-    .id = id,
-    .pid = pid,
-    .has_status = mp_map_get (b, "status") != NULL,
-    .status = (uint32_t)mp_get_uint (b, "status", 0),
-    .system_pid = (uint32_t)mp_get_uint (b, "system_pid", 0),
-    .has_oom_killed = mp_map_get (b, "oom_killed") != NULL,
-    .oom_killed = mp_get_bool (b, "oom_killed", false),
+    .type = m->etype,
+    .id = m->id,
+    .pid = m->pid,
+    .has_status = m->has_status,
+    .status = m->status,
+    .system_pid = m->has_system_pid ? m->system_pid : 0,
+    .has_oom_killed = m->has_oom_killed,
+    .oom_killed = m->oom_killed,
     .ts = 0,
   };
   uint64_t seq = s_publish_event (self, &ev);
   /* The actor's next reply follows this event: it leaves after the event
    * is durable (edge_flush). */
-  uint64_t *last = zhashx_lookup (self->last_event_seq, msg->from);
+  uint64_t *last = zhashx_lookup (self->last_event_seq, from);
   if (last == NULL)
     {
       last = malloc (sizeof *last);
-      zhashx_insert (self->last_event_seq, msg->from, last);
+      zhashx_insert (self->last_event_seq, from, last);
     }
   *last = seq;
   /* With its init's exit a container leaves `state` and its id is free
    * (PROTOCOL.md `create`), in the same instant the exit takes its seq. */
-  container_entry_t *current = zhashx_lookup (self->containers, id);
-  if (init_exit && current && strcmp (current->actor, msg->from) == 0)
+  container_entry_t *current = zhashx_lookup (self->containers, m->id);
+  if (init_exit && current && strcmp (current->actor, from) == 0)
     {
-      zhashx_delete (self->containers, id);
+      zhashx_delete (self->containers, m->id);
       /* Its directory stays until the exit is logged: a create of the same
        * id waits for "gone" rather than meet it (issue 8, defect 10). */
-      zhashx_update (self->draining, id, strdup (msg->from));
+      zhashx_update (self->draining, m->id, strdup (from));
     }
   /* The actor removes what it keeps on disk about the exit only once the
    * event is in the log (s_before_sleep): a crash in between loses nothing. */
-  cleanup_free char *tag = mp_get_strdup (b, "ack");
-  if (tag)
-    s_queue_ack (self, msg->from, tag);
+  if (m->ack)
+    s_queue_ack (self, from, m->ack);
+  return seq;
 }
 
 void
-supervisor_on_view (actor_t *actor, const actor_msg_t *msg)
+supervisor_on_event (actor_t *actor, const char *from, const amsg_event_t *m)
+{
+  supervisor_log_event (actor_state (actor), from, m);
+}
+
+void
+supervisor_on_view (actor_t *actor, const char *from, const amsg_view_t *m)
 {
   supervisor_t *self = actor_state (actor);
-  cleanup_free char *id = mp_get_strdup (msg->body, "id");
-  if (id == NULL)
-    return;
-  container_entry_t *e = s_entry_for (self, id, msg->from, true);
+  container_entry_t *e = s_entry_for (self, m->id, from, true);
   if (e == NULL)
     return;
-  s_entry_set_view (e, mp_map_get (msg->body, "view"));
-  s_entry_set_identity (e, msg->body);
-  e->processes = (uint32_t)mp_get_uint (msg->body, "processes", e->processes);
-  s_entry_set_cgroup_procs (e, msg->body);
+  s_entry_set_view (e, m->view);
+  s_entry_set_identity (e, m->bundle, m->init_pid, m->processes, m->cgroup_procs);
 }
 
 void
-supervisor_on_gone (actor_t *actor, const actor_msg_t *msg)
+supervisor_on_gone (actor_t *actor, const char *from, const amsg_gone_t *m)
 {
   supervisor_t *self = actor_state (actor);
-  cleanup_free char *id = mp_get_strdup (msg->body, "id");
-  container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
-  if (e && strcmp (e->actor, msg->from) == 0)
-    zhashx_delete (self->containers, id);
-  zhashx_delete (self->last_event_seq, msg->from);
-  const char *draining = id ? zhashx_lookup (self->draining, id) : NULL;
-  if (draining && strcmp (draining, msg->from) == 0)
+  container_entry_t *e = zhashx_lookup (self->containers, m->id);
+  if (e && strcmp (e->actor, from) == 0)
+    zhashx_delete (self->containers, m->id);
+  zhashx_delete (self->last_event_seq, from);
+  const char *draining = zhashx_lookup (self->draining, m->id);
+  if (draining && strcmp (draining, from) == 0)
     {
-      zhashx_delete (self->draining, id);
-      supervisor_release_held (self, id);
+      zhashx_delete (self->draining, m->id);
+      supervisor_release_held (self, m->id);
     }
 }

@@ -163,6 +163,70 @@ cgroup_paths_for_pid (const char *root, pid_t pid, cgroup_paths_t **out, zcd_err
   return cgroup_paths_from_file (root, file, out, err);
 }
 
+/* One "name=dir" of cgroup_paths_from_dirs into self. */
+static int
+s_add_named_dir (cgroup_paths_t *self, const char *entry, zcd_error_t **err)
+{
+  const char *eq = strchr (entry, '=');
+  size_t name_len = eq ? (size_t)(eq - entry) : 0;
+  if (eq == NULL || name_len == 0 || name_len >= sizeof self->controllers[0].name || eq[1] != '/')
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                     "cgroup controller `%s`: expected <controller>=<absolute directory>", entry);
+  if (self->n_controllers == CGROUP_MAX_CONTROLLERS)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "more than %d cgroup controllers",
+                     CGROUP_MAX_CONTROLLERS);
+  size_t i = self->n_controllers++;
+  memcpy (self->controllers[i].name, entry, name_len);
+  self->controllers[i].name[name_len] = '\0';
+  self->controllers[i].dir = s_xasprintf ("%s", eq + 1);
+  return 0;
+}
+
+int
+cgroup_paths_from_dirs (cgroup_version_t version, const char *unified,
+                        const char *const *controllers, cgroup_paths_t **out, zcd_error_t **err)
+{
+  if (version != CGROUP_V1 && version != CGROUP_V2)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "cgroup version %d: expected 1 or 2",
+                     (int)version);
+  if (unified && unified[0] != '/')
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "cgroup directory `%s` is not absolute", unified);
+  if (version == CGROUP_V2 && unified == NULL)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "cgroup v2 without its directory");
+  if (version == CGROUP_V1 && (controllers == NULL || controllers[0] == NULL))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "cgroup v1 without controllers");
+  cgroup_paths_t *self = calloc (1, sizeof *self);
+  if (self == NULL)
+    return zcd_fail_errno (err, ENOMEM, "cgroup paths");
+  self->version = version;
+  self->unified = unified ? s_xasprintf ("%s", unified) : NULL;
+  for (size_t i = 0; version == CGROUP_V1 && controllers[i]; i++)
+    if (s_add_named_dir (self, controllers[i], err) < 0)
+      {
+        cgroup_paths_destroy (&self);
+        return -1;
+      }
+  *out = self;
+  return 0;
+}
+
+char **
+cgroup_paths_controller_dirs (const cgroup_paths_t *paths)
+{
+  size_t n = paths->version == CGROUP_V1 ? paths->n_controllers : 0;
+  char **v = cgroup_xrealloc (NULL, (n + 1) * sizeof *v);
+  for (size_t i = 0; i < n; i++)
+    v[i] = s_xasprintf ("%s=%s", paths->controllers[i].name, paths->controllers[i].dir);
+  v[n] = NULL;
+  return v;
+}
+
+const char *
+cgroup_paths_unified (const cgroup_paths_t *paths)
+{
+  return paths->unified;
+}
+
 void
 cgroup_paths_destroy (cgroup_paths_t **paths)
 {

@@ -39,7 +39,24 @@ int cgroup_paths_for_pid (const char *root, pid_t pid, cgroup_paths_t **out, zcd
  * gives the hybrid unified directory); a file with only `0::` is v2. */
 int cgroup_paths_from_file (const char *root, const char *proc_cgroup_file,
                             cgroup_paths_t **out, zcd_error_t **err);
+/* Same from directories already resolved (by the cgroup's owner, passed on
+ * in a message): version 1 or 2; unified: the v2 cgroup's directory, or a
+ * hybrid v1 host's unified one (NULL: none); controllers (v1, ignored on
+ * v2): NULL-terminated "<controller>=<directory>" entries, as
+ * cgroup_paths_controller_dirs gives them.  Nothing is read from the
+ * filesystem.  A v2 without unified, a v1 without controllers, an entry
+ * without "=", a relative directory or more than 16 controllers is
+ * ZCD_E_INVALID_ARGUMENT. */
+int cgroup_paths_from_dirs (cgroup_version_t version, const char *unified,
+                            const char *const *controllers, cgroup_paths_t **out,
+                            zcd_error_t **err);
 void cgroup_paths_destroy (cgroup_paths_t **paths);
+/* The v1 controllers as "<controller>=<directory>" entries, NULL-terminated
+ * (empty on v2); the caller frees each entry and the array. */
+char **cgroup_paths_controller_dirs (const cgroup_paths_t *paths);
+/* v2: the cgroup's directory; v1: the hybrid host's unified directory, or
+ * NULL.  Owned by paths. */
+const char *cgroup_paths_unified (const cgroup_paths_t *paths);
 
 cgroup_version_t cgroup_paths_version (const cgroup_paths_t *paths);
 /* Directory of a v1 controller ("memory", "cpu", "freezer", ...), NULL when

@@ -8,6 +8,7 @@
 
 #include "core/eventlog_int.h"
 #include "core/fsutil.h"
+#include "core/mp.h"
 
 /* ---- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) ---- */
 
@@ -82,164 +83,74 @@ eventlog_fill_header (char *h, uint64_t seq_floor)
 
 /* ---- a strict reader for the Event map, enough to index a record ---- */
 
-typedef struct
-{
-  const uint8_t *p, *end;
-} s_reader_t;
-
+/* A key from a newer version: skipped if it is a plain value (nil, bool,
+ * int, str); anything else makes the record invalid. */
 static bool
-s_take (s_reader_t *r, size_t n, const uint8_t **out)
+s_skip_plain (mp_reader_t *r)
 {
-  if ((size_t)(r->end - r->p) < n)
-    return false;
-  *out = r->p;
-  r->p += n;
-  return true;
-}
-
-static bool
-s_read_be (s_reader_t *r, size_t n, uint64_t *v)
-{
-  const uint8_t *b;
-  if (!s_take (r, n, &b))
-    return false;
-  *v = 0;
-  for (size_t i = 0; i < n; i++)
-    *v = *v << 8 | b[i];
-  return true;
-}
-
-/* Any msgpack int; *is_neg tells which of *u (unsigned) or *s holds it. */
-static bool
-s_read_int (s_reader_t *r, uint64_t *u, int64_t *s, bool *is_neg)
-{
-  const uint8_t *t;
-  if (!s_take (r, 1, &t))
-    return false;
-  uint8_t tag = *t;
-  uint64_t v;
-  *is_neg = false;
-  if (tag <= 0x7f)
-    return *u = tag, true;
-  if (tag >= 0xe0)
-    return *is_neg = true, *s = (int8_t)tag, true;
-  if (tag >= 0xcc && tag <= 0xcf)
-    return s_read_be (r, (size_t)1 << (tag - 0xcc), u);
-  if (tag < 0xd0 || tag > 0xd3 || !s_read_be (r, (size_t)1 << (tag - 0xd0), &v))
-    return false;
-  size_t bits = (size_t)8 << (tag - 0xd0);
-  int64_t sv = bits == 64 ? (int64_t)v : (int64_t)(v << (64 - bits)) >> (64 - bits);
-  if (sv >= 0)
-    return *u = (uint64_t)sv, true;
-  return *is_neg = true, *s = sv, true;
-}
-
-static bool
-s_read_uint (s_reader_t *r, uint64_t *u)
-{
-  int64_t s;
-  bool neg;
-  return s_read_int (r, u, &s, &neg) && !neg;
-}
-
-static bool
-s_read_str (s_reader_t *r, const uint8_t **s, size_t *n)
-{
-  const uint8_t *t;
-  uint64_t len;
-  if (!s_take (r, 1, &t))
-    return false;
-  if (*t >= 0xa0 && *t <= 0xbf)
-    len = *t & 0x1f;
-  else if (*t >= 0xd9 && *t <= 0xdb)
-    {
-      if (!s_read_be (r, (size_t)1 << (*t - 0xd9), &len))
-        return false;
-    }
-  else
-    return false;
-  *n = (size_t)len;
-  return len <= EVENTLOG_MAX_RECORD && s_take (r, *n, s);
+  const char *s;
+  size_t n;
+  uint64_t u;
+  int64_t i;
+  bool b;
+  return mp_read_nil (r) || mp_read_bool (r, &b) || mp_read_uint (r, &u) || mp_read_int (r, &i)
+         || mp_read_str (r, &s, &n);
 }
 
 /* One value of the Event map: the key decides the type it must have. */
 static bool
-s_read_field (s_reader_t *r, const uint8_t *base, const uint8_t *k, size_t kn,
-              eventlog_indexed_t *ev, unsigned *seen)
+s_read_field (mp_reader_t *r, const char *base, const char *k, size_t kn, eventlog_indexed_t *ev,
+              unsigned *seen)
 {
-  const uint8_t *s;
+  const char *s;
   size_t n;
   uint64_t u;
-  int64_t i;
-  bool neg;
+  bool b;
 #define KEY_IS(lit) (kn == sizeof (lit) - 1 && memcmp (k, lit, kn) == 0)
   if (KEY_IS ("seq"))
-    return *seen |= 1, s_read_uint (r, &ev->seq);
+    return *seen |= 1, mp_read_uint (r, &ev->seq);
   if (KEY_IS ("type"))
-    return *seen |= 2, s_read_str (r, &s, &n);
+    return *seen |= 2, mp_read_str (r, &s, &n);
   if (KEY_IS ("id"))
     {
       *seen |= 4;
-      if (!s_read_str (r, &s, &n))
+      if (!mp_read_str (r, &s, &n))
         return false;
       ev->id_off = (size_t)(s - base);
       ev->id_len = n;
       return true;
     }
   if (KEY_IS ("ts"))
-    {
-      *seen |= 8;
-      if (!s_read_int (r, &u, &i, &neg) || (!neg && u > INT64_MAX))
-        return false;
-      ev->ts = neg ? i : (int64_t)u;
-      return true;
-    }
+    return *seen |= 8, mp_read_int (r, &ev->ts);
   if (KEY_IS ("pid"))
-    return s_read_str (r, &s, &n);
+    return mp_read_str (r, &s, &n);
   if (KEY_IS ("status") || KEY_IS ("system_pid"))
-    return s_read_uint (r, &u);
+    return mp_read_uint (r, &u);
   if (KEY_IS ("oom_killed"))
-    return s_take (r, 1, &s) && (*s == 0xc2 || *s == 0xc3);
+    return mp_read_bool (r, &b);
 #undef KEY_IS
-  /* A key from a newer version: skip it if it is a plain value. */
-  const uint8_t *peek = r->p;
-  if (peek < r->end && (*peek == 0xc0 || *peek == 0xc2 || *peek == 0xc3))
-    return r->p++, true;
-  if (s_read_int (r, &u, &i, &neg))
-    return true;
-  r->p = peek;
-  return s_read_str (r, &s, &n);
+  return s_skip_plain (r);
 }
 
 /* Checks that `payload` is exactly one Event map and pulls out its index. */
 bool
 eventlog_index_event (const char *payload, size_t len, eventlog_indexed_t *ev)
 {
-  s_reader_t r = { (const uint8_t *)payload, (const uint8_t *)payload + len };
-  const uint8_t *t;
-  uint64_t count;
-  if (!s_take (&r, 1, &t))
-    return false;
-  if (*t >= 0x80 && *t <= 0x8f)
-    count = *t & 0x0f;
-  else if (*t == 0xde || *t == 0xdf)
-    {
-      if (!s_read_be (&r, *t == 0xde ? 2 : 4, &count))
-        return false;
-    }
-  else
+  mp_reader_t r;
+  uint32_t count;
+  mp_reader_init (&r, payload, len);
+  memset (ev, 0, sizeof *ev);
+  if (!mp_read_map (&r, &count))
     return false;
   unsigned seen = 0;
-  memset (ev, 0, sizeof *ev);
-  for (uint64_t i = 0; i < count; i++)
+  for (uint32_t i = 0; i < count; i++)
     {
-      const uint8_t *k;
+      const char *k;
       size_t kn;
-      if (!s_read_str (&r, &k, &kn)
-          || !s_read_field (&r, (const uint8_t *)payload, k, kn, ev, &seen))
+      if (!mp_read_str (&r, &k, &kn) || !s_read_field (&r, payload, k, kn, ev, &seen))
         return false;
     }
-  return r.p == r.end && seen == 15 && ev->seq > 0 && ev->id_len <= UINT16_MAX;
+  return mp_reader_left (&r) == 0 && seen == 15 && ev->seq > 0 && ev->id_len <= UINT16_MAX;
 }
 
 /* Length of the valid record at image[off], 0 when there is none there. */

@@ -692,6 +692,12 @@ def zcd_factory(build_dir, zmq_ctx, request, tmp_path):
             for ep in (d.cmd_ep, d.ev_ep):
                 if os.path.exists(ipc_path(ep)):
                     problems.append(f"{ipc_path(ep)} left after SIGTERM")
+        # An actor refusing a message (undecodable, mistyped, no handler) is
+        # a schema mismatch between actors: zcd's bug, whatever the test.
+        refused = [ln for ln in read_text(d.log_path).splitlines()
+                   if "refused a message" in ln]
+        if refused:
+            problems.append("actors refused messages:\n" + "\n".join(refused[:5]))
         left = sweep(d, extra_pids)
         # a failed test stops half-way: what it left is no separate finding
         if left and not test_failed:

@@ -143,6 +143,16 @@ def test_metrics_keys_and_counters(client):
     assert m2["requests_total"] >= m1["requests_total"] + 6
     assert m2["errors_total"] >= m1["errors_total"] + 5
     assert m2["uptime_ns"] > m1["uptime_ns"]
+    # the actors' mailboxes (issue 9): `stats` is a collect and its reply
+    actor_keys = ("actor_messages_total", "actor_send_failures_total", "actor_overflowed_total",
+                  "actor_overflow_depth", "actor_overflow_peak", "actor_refused_total")
+    for key in actor_keys:
+        assert isinstance(m2[key], int) and m2[key] >= 0, key
+    client.ok("stats")
+    m3 = client.ok("metrics")
+    assert m3["actor_messages_total"] >= m2["actor_messages_total"] + 2
+    for key in actor_keys[1:]:
+        assert m3[key] == 0, (key, m3)
 
 
 def test_events_replay_when_empty(client):

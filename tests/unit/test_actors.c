@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "actors/actors.h"
@@ -586,6 +587,44 @@ test_stopping_refuses_exec (void **state)
   h_expect_no_more_events (h);
 }
 
+/* A create from a checkpoint (the fake shim ignores the image): one
+ * `started` from the container is both its reply and its `restore`
+ * event, as a plain create's is its start-container. */
+static void
+test_create_from_checkpoint (void **state)
+{
+  harness_t *h = *state;
+  char bundle[PATH_MAX], path[PATH_MAX * 2];
+  h_bundle (h, "c1", bundle, sizeof bundle);
+  snprintf (path, sizeof path, "%s/checkpoints", bundle);
+  assert_int_equal (mkdir (path, 0700), 0);
+  snprintf (path, sizeof path, "%s/checkpoints/x", bundle);
+  assert_int_equal (mkdir (path, 0700), 0);
+  snprintf (path, sizeof path, "%s/checkpoints/x/zcd-checkpoint.json", bundle);
+  FILE *f = fopen (path, "w");
+  assert_non_null (f);
+  fputs ("{\"name\": \"x\", \"created\": 1, \"exit\": true, \"tcp\": false,"
+         " \"unix_sockets\": false, \"shell\": false, \"empty_ns\": []}",
+         f);
+  fclose (f);
+  json_t *r = h_call (h, "{s:s,s:s,s:s,s:s,s:s}", "op", "create", "id", "c1", "bundle", bundle,
+                      "runtime", h_fakeruntime (), "checkpoint", "x");
+  h_assert_ok (r);
+  json_t *c = json_object_get (r, "container");
+  assert_string_equal (h_str (c, "status"), "running");
+  assert_true (json_is_array (json_object_get (c, "pids")));
+  json_int_t pid = h_int (json_array_get (json_object_get (c, "processes"), 0), "system_pid");
+  json_decref (r);
+  json_t *ev = h_expect_event (h, "restore", "c1", "init");
+  assert_int_equal (h_int (ev, "system_pid"), pid);
+  json_decref (ev);
+  h_expect_status (h, "c1", "running", 1);
+  s_signal (h, "c1", "init", SIGKILL);
+  h_expect_exit (h, "c1", "init", 128 + SIGKILL);
+  h_expect_gone (h, "c1");
+  h_expect_no_more_events (h);
+}
+
 /* A restart re-attaches to the shims still running and reports the exit
  * of a process that ended while the daemon was down (its exitStatus). */
 static void
@@ -650,6 +689,7 @@ main (void)
     T (test_missing_container),
     T (test_ops_queue_in_order),
     T (test_create_failures),
+    T (test_create_from_checkpoint),
     T (test_create_timeout),
     T (test_timeout_cleanup_spares_the_next_container),
     T (test_unspawnable_runtime_frees_the_container),

@@ -473,6 +473,131 @@ test_stats_v2_fixture (void **state)
   cgroup_paths_destroy (&paths);
 }
 
+/* ---- paths passed on as directories (the container to the stats actor) -- */
+
+/* What cgroup_paths_from_dirs rebuilds from another paths' directories. */
+static cgroup_paths_t *
+s_rebuilt (const cgroup_paths_t *paths)
+{
+  char **dirs = cgroup_paths_controller_dirs (paths);
+  cgroup_paths_t *copy = NULL;
+  zcd_error_t *err = NULL;
+  if (cgroup_paths_from_dirs (cgroup_paths_version (paths), cgroup_paths_unified (paths),
+                              (const char *const *) dirs, &copy, &err)
+      != 0)
+    fail_msg ("cgroup_paths_from_dirs: %s", err->msg);
+  mp_strv_free (dirs);
+  return copy;
+}
+
+/* The rebuilt paths pack the very same Stats bytes. */
+static void
+s_assert_same_stats (const cgroup_paths_t *a, const cgroup_paths_t *b)
+{
+  packed_t pa, pb;
+  s_pack (a, &pa);
+  s_pack (b, &pb);
+  assert_int_equal (pa.buf.size, pb.buf.size);
+  assert_memory_equal (pa.buf.data, pb.buf.data, pa.buf.size);
+  s_packed_free (&pa);
+  s_packed_free (&pb);
+}
+
+static void
+test_paths_from_dirs_v1 (void **state)
+{
+  fixture_t *f = *state;
+  s_write_v1_fixture (f);
+  s_mkdir (f, "unified/box");
+  cgroup_paths_t *paths = s_paths (f, s_v1_proc_cgroup);
+  char **dirs = cgroup_paths_controller_dirs (paths);
+  /* hugetlb, pids, blkio, freezer, memory, cpu, cpuacct: name=systemd is
+   * no controller. */
+  assert_int_equal (mp_strv_len (dirs), 7);
+  cleanup_free char *memory = s_fixture_path (f, "memory/box");
+  cleanup_free char *want = NULL;
+  assert_true (asprintf (&want, "memory=%s", memory) > 0);
+  bool found = false;
+  for (size_t i = 0; dirs[i]; i++)
+    found = found || strcmp (dirs[i], want) == 0;
+  assert_true (found);
+  mp_strv_free (dirs);
+
+  cgroup_paths_t *copy = s_rebuilt (paths);
+  assert_int_equal (cgroup_paths_version (copy), CGROUP_V1);
+  const char *names[] = { "cpu", "cpuacct", "memory", "pids", "freezer", "blkio", "hugetlb" };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    assert_string_equal (cgroup_paths_dir (copy, names[i]), cgroup_paths_dir (paths, names[i]));
+  assert_null (cgroup_paths_dir (copy, "cpuset"));
+  cleanup_free char *unified = s_fixture_path (f, "unified/box");
+  assert_string_equal (cgroup_paths_unified (copy), unified);
+  s_assert_same_stats (paths, copy);
+  cgroup_paths_destroy (&copy);
+  cgroup_paths_destroy (&paths);
+}
+
+static void
+test_paths_from_dirs_v2 (void **state)
+{
+  fixture_t *f = *state;
+  s_write_v2_fixture (f);
+  cgroup_paths_t *paths = s_paths (f, "0::/zcd/web1\n");
+  char **dirs = cgroup_paths_controller_dirs (paths);
+  assert_non_null (dirs);
+  assert_null (dirs[0]);
+  mp_strv_free (dirs);
+  cgroup_paths_t *copy = s_rebuilt (paths);
+  assert_int_equal (cgroup_paths_version (copy), CGROUP_V2);
+  cleanup_free char *dir = s_fixture_path (f, "zcd/web1");
+  assert_string_equal (cgroup_paths_dir (copy, "memory"), dir);
+  s_assert_same_stats (paths, copy);
+  assert_true (cgroup_oom_killed (copy));
+  cgroup_paths_destroy (&copy);
+  cgroup_paths_destroy (&paths);
+}
+
+static void
+test_paths_from_dirs_errors (void **state)
+{
+  static const struct
+  {
+    int version;
+    const char *unified;
+    const char *controllers[3];
+    const char *says;
+  } cases[] = {
+    { 3, "/sys/fs/cgroup/x", { NULL }, "version 3" },
+    { 2, NULL, { NULL }, "v2 without" },
+    { 2, "sys/fs/cgroup/x", { NULL }, "not absolute" },
+    { 1, NULL, { NULL }, "v1 without" },
+    { 1, NULL, { "memory", NULL }, "`memory`" },
+    { 1, NULL, { "=/sys/fs/cgroup/memory/x", NULL }, "expected" },
+    { 1, NULL, { "memory=/sys/fs/cgroup/memory/x", "cpu=relative/x", NULL }, "`cpu=relative/x`" },
+    { 1, NULL, { "a-controller-name-longer-than-31-bytes=/x", NULL }, "expected" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    {
+      cgroup_paths_t *paths = NULL;
+      zcd_error_t *err = NULL;
+      assert_int_equal (cgroup_paths_from_dirs ((cgroup_version_t) cases[i].version,
+                                                cases[i].unified, cases[i].controllers, &paths,
+                                                &err),
+                        -1);
+      assert_null (paths);
+      assert_int_equal (err->code, ZCD_E_INVALID_ARGUMENT);
+      if (strstr (err->msg, cases[i].says) == NULL)
+        fail_msg ("case %zu: `%s` does not say `%s`", i, err->msg, cases[i].says);
+      zcd_error_free (&err);
+    }
+  /* v2 takes no controllers: a list given anyway is ignored. */
+  const char *ignored[] = { "memory=/elsewhere", NULL };
+  cgroup_paths_t *paths = NULL;
+  assert_int_equal (cgroup_paths_from_dirs (CGROUP_V2, "/sys/fs/cgroup/x", ignored, &paths, NULL),
+                    0);
+  assert_string_equal (cgroup_paths_dir (paths, "memory"), "/sys/fs/cgroup/x");
+  cgroup_paths_destroy (&paths);
+}
+
 static void
 test_procs_fixture (void **state)
 {
@@ -731,6 +856,9 @@ main (void)
     cmocka_unit_test_setup_teardown (test_stats_of_removed_cgroup_is_not_found, s_setup,
                                      s_teardown),
     cmocka_unit_test_setup_teardown (test_stats_v2_fixture, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_paths_from_dirs_v1, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_paths_from_dirs_v2, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_paths_from_dirs_errors, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_procs_fixture, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_oom_killed_v1_fixture, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_oom_watch_v2_fixture, s_setup, s_teardown),

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/eventlog.h"
+#include "core/eventlog_int.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 
@@ -1200,6 +1201,176 @@ test_hundred_thousand_events (void **state)
   eventlog_destroy (&log);
 }
 
+/* ---- the record reader (eventlog_index_event) on hand-made maps ---- */
+
+/* A record's payload being packed by hand. */
+typedef struct
+{
+  msgpack_sbuffer buf;
+  msgpack_packer pk;
+} rec_t;
+
+static void
+s_rec_begin (rec_t *r, uint32_t n)
+{
+  msgpack_sbuffer_init (&r->buf);
+  msgpack_packer_init (&r->pk, &r->buf, msgpack_sbuffer_write);
+  msgpack_pack_map (&r->pk, n);
+}
+
+static void
+s_key (rec_t *r, const char *k)
+{
+  msgpack_pack_str_with_body (&r->pk, k, strlen (k));
+}
+
+/* The four keys every record has: seq 7, type, id "web1", ts. */
+static void
+s_rec_base (rec_t *r, uint32_t extra, int64_t ts)
+{
+  s_rec_begin (r, 4 + extra);
+  s_key (r, "seq");
+  msgpack_pack_uint64 (&r->pk, 7);
+  s_key (r, "type");
+  msgpack_pack_str_with_body (&r->pk, "exit", 4);
+  s_key (r, "id");
+  msgpack_pack_str_with_body (&r->pk, "web1", 4);
+  s_key (r, "ts");
+  msgpack_pack_int64 (&r->pk, ts);
+}
+
+static bool
+s_index (rec_t *r, eventlog_indexed_t *ev)
+{
+  bool ok = eventlog_index_event (r->buf.data, r->buf.size, ev);
+  msgpack_sbuffer_destroy (&r->buf);
+  return ok;
+}
+
+static void
+test_record_index (void **state)
+{
+  (void) state;
+  eventlog_indexed_t ev;
+  rec_t r;
+
+  /* Every known key, and newer plain values (nil, bool, int, str) skipped. */
+  s_rec_base (&r, 8, -5);
+  s_key (&r, "pid");
+  msgpack_pack_str_with_body (&r.pk, "init", 4);
+  s_key (&r, "status");
+  msgpack_pack_uint32 (&r.pk, 137);
+  s_key (&r, "system_pid");
+  msgpack_pack_int32 (&r.pk, 4242); /* a signed encoding of a positive value */
+  s_key (&r, "oom_killed");
+  msgpack_pack_true (&r.pk);
+  s_key (&r, "newer_nil");
+  msgpack_pack_nil (&r.pk);
+  s_key (&r, "newer_int");
+  msgpack_pack_int64 (&r.pk, -1);
+  s_key (&r, "newer_big");
+  msgpack_pack_uint64 (&r.pk, UINT64_MAX);
+  s_key (&r, "newer_str");
+  msgpack_pack_str_with_body (&r.pk, "x", 1);
+  const char *id_at = memmem (r.buf.data, r.buf.size, "web1", 4); /* for id_off */
+  assert_non_null (id_at);
+  size_t want_off = (size_t) (id_at - r.buf.data);
+  assert_true (s_index (&r, &ev));
+  assert_int_equal (ev.seq, 7);
+  assert_int_equal (ev.ts, -5);
+  assert_int_equal (ev.id_off, want_off);
+  assert_int_equal (ev.id_len, 4);
+
+  /* A 16-bit map header is a map all the same. */
+  msgpack_sbuffer_init (&r.buf);
+  msgpack_packer_init (&r.pk, &r.buf, msgpack_sbuffer_write);
+  const char head[] = { (char) 0xde, 0, 4 };
+  msgpack_sbuffer_write (&r.buf, head, 3);
+  s_key (&r, "seq");
+  msgpack_pack_uint64 (&r.pk, 9);
+  s_key (&r, "type");
+  msgpack_pack_str_with_body (&r.pk, "oom", 3);
+  s_key (&r, "id");
+  msgpack_pack_str_with_body (&r.pk, "a", 1);
+  s_key (&r, "ts");
+  msgpack_pack_int64 (&r.pk, 1);
+  assert_true (s_index (&r, &ev));
+  assert_int_equal (ev.seq, 9);
+
+  /* Refused: a newer key holding an array; status as str; oom_killed as
+   * int; a negative seq; seq 0; a ts above INT64_MAX; a missing ts; a
+   * byte after the map; a non-map; a map cut short. */
+  s_rec_base (&r, 1, 1);
+  s_key (&r, "newer");
+  msgpack_pack_array (&r.pk, 0);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_base (&r, 1, 1);
+  s_key (&r, "status");
+  msgpack_pack_str_with_body (&r.pk, "0", 1);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_base (&r, 1, 1);
+  s_key (&r, "oom_killed");
+  msgpack_pack_uint8 (&r.pk, 1);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_begin (&r, 4);
+  s_key (&r, "seq");
+  msgpack_pack_int8 (&r.pk, -1);
+  s_key (&r, "type");
+  msgpack_pack_str_with_body (&r.pk, "exit", 4);
+  s_key (&r, "id");
+  msgpack_pack_str_with_body (&r.pk, "w", 1);
+  s_key (&r, "ts");
+  msgpack_pack_int64 (&r.pk, 1);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_begin (&r, 4);
+  s_key (&r, "seq");
+  msgpack_pack_uint64 (&r.pk, 0);
+  s_key (&r, "type");
+  msgpack_pack_str_with_body (&r.pk, "exit", 4);
+  s_key (&r, "id");
+  msgpack_pack_str_with_body (&r.pk, "w", 1);
+  s_key (&r, "ts");
+  msgpack_pack_int64 (&r.pk, 1);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_begin (&r, 4);
+  s_key (&r, "seq");
+  msgpack_pack_uint64 (&r.pk, 1);
+  s_key (&r, "type");
+  msgpack_pack_str_with_body (&r.pk, "exit", 4);
+  s_key (&r, "id");
+  msgpack_pack_str_with_body (&r.pk, "w", 1);
+  s_key (&r, "ts");
+  msgpack_pack_uint64 (&r.pk, (uint64_t) INT64_MAX + 1);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_begin (&r, 3);
+  s_key (&r, "seq");
+  msgpack_pack_uint64 (&r.pk, 1);
+  s_key (&r, "type");
+  msgpack_pack_str_with_body (&r.pk, "exit", 4);
+  s_key (&r, "id");
+  msgpack_pack_str_with_body (&r.pk, "w", 1);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_base (&r, 0, 1);
+  msgpack_pack_nil (&r.pk);
+  assert_false (s_index (&r, &ev));
+
+  msgpack_sbuffer_init (&r.buf);
+  msgpack_packer_init (&r.pk, &r.buf, msgpack_sbuffer_write);
+  msgpack_pack_array (&r.pk, 0);
+  assert_false (s_index (&r, &ev));
+
+  s_rec_base (&r, 0, 1);
+  r.buf.size -= 1;
+  assert_false (s_index (&r, &ev));
+}
+
 int
 main (void)
 {
@@ -1208,6 +1379,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown (test_seq_contiguous_across_reopen, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_event_encoding, s_setup, s_teardown),
+    cmocka_unit_test (test_record_index),
     cmocka_unit_test_setup_teardown (test_torn_tail_at_every_offset, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_flipped_byte_in_last_record, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_corrupt_record_in_the_middle, s_setup, s_teardown),
