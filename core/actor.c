@@ -343,31 +343,6 @@ actor_loop (const actor_t *self)
 /* ------------------------------------------------------------------ */
 /* Sending                                                             */
 
-void
-actor_msg_begin (actor_msg_builder_t *mb, const char *type, size_t n_fields)
-{
-  msgpack_sbuffer_init (&mb->buf);
-  msgpack_packer_init (&mb->pk, &mb->buf, msgpack_sbuffer_write);
-  msgpack_pack_map (&mb->pk, n_fields + 1);
-  mp_pack_kv_str (&mb->pk, "type", type);
-}
-
-void
-actor_msg_discard (actor_msg_builder_t *mb)
-{
-  msgpack_sbuffer_destroy (&mb->buf);
-  msgpack_sbuffer_init (&mb->buf);
-}
-
-int
-actor_msg_send (actor_system_t *sys, const char *from_name, const char *to,
-                actor_msg_builder_t *mb, zcd_error_t **err)
-{
-  int rc = actor_send_raw (sys, from_name, to, mb->buf.data, mb->buf.size, err);
-  actor_msg_discard (mb);
-  return rc;
-}
-
 int
 actor_send_fail (actor_system_t *sys, const char *to, zcd_error_t **err, zcd_code_t code,
                  const char *fmt, ...)
@@ -527,66 +502,27 @@ s_refuse (actor_t *a, const char *from, const char *why)
   log_warn ("%s %s: refused a message from %s: %s", a->cls->kind, a->name, from, why);
 }
 
-static void
-s_dispatch_typed (actor_t *a, actor_msg_t *msg)
-{
-  if (a->cls->dispatch == NULL)
-    {
-      if (a->cls->unknown)
-        a->cls->unknown (a, msg);
-      else
-        s_refuse (a, msg->from, "a typed message, and no typed dispatch");
-      return;
-    }
-  zcd_error_t *err = NULL;
-  if (a->cls->dispatch (a, msg, a->cls->handlers, &err) < 0)
-    {
-      s_refuse (a, msg->from, err ? err->msg : "no reason given");
-      zcd_error_free (&err);
-    }
-}
-
-/* The older style: a str "type" picks a route by name. */
-static void
-s_dispatch_routed (actor_t *a, actor_msg_t *msg, const msgpack_object *type)
-{
-  char *name = type ? mp_strdup (type) : NULL;
-  msg->type = name ? name : "";
-  actor_handler_fn fn = a->cls->unknown;
-  for (const actor_route_t *r = a->cls->routes; r && r->type; r++)
-    if (strcmp (r->type, msg->type) == 0)
-      {
-        fn = r->fn;
-        break;
-      }
-  if (fn)
-    fn (a, msg);
-  else
-    {
-      char why[160];
-      snprintf (why, sizeof why, "no handler for message `%.100s`", msg->type);
-      s_refuse (a, msg->from, why);
-    }
-  free (name);
-}
-
+/* The runtime reads the "type" only; the class's dispatch (generated)
+ * decodes the rest and picks the handler. */
 static void
 s_dispatch (actor_t *a, const char *from, const char *body, size_t len)
 {
   msgpack_unpacked unpacked;
   msgpack_unpacked_init (&unpacked);
+  actor_msg_t msg = { .from = from, .body = &unpacked.data };
+  zcd_error_t *err = NULL;
   if (mp_unpack (body, len, &unpacked, NULL) < 0 || unpacked.data.type != MSGPACK_OBJECT_MAP)
-    s_refuse (a, from, "undecodable");
+    s_refuse (a, from, "not a msgpack map");
+  else if (!mp_as_uint (mp_map_get (&unpacked.data, "type"), &msg.type_code))
+    s_refuse (a, from, "no uint \"type\"");
+  else if (a->cls->dispatch == NULL)
+    s_refuse (a, from, "this actor takes no messages");
   else
     {
-      actor_msg_t msg = {
-        .from = from, .type = "", .body = &unpacked.data, .zone = unpacked.zone
-      };
-      const msgpack_object *type = mp_map_get (&unpacked.data, "type");
-      if (mp_as_uint (type, &msg.type_code))
-        s_dispatch_typed (a, &msg);
-      else
-        s_dispatch_routed (a, &msg, type);
+      msg.zone = unpacked.zone;
+      if (a->cls->dispatch (a, &msg, a->cls->handlers, &err) < 0)
+        s_refuse (a, from, err ? err->msg : "no reason given");
+      zcd_error_free (&err);
     }
   msgpack_unpacked_destroy (&unpacked);
 }

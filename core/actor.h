@@ -24,11 +24,15 @@
  * logged when the caller passed no err, so no message (a reply, an exit)
  * is ever lost silently.
  *
- * Bodies are msgpack maps with a "type" key.  A uint type is a generated
- * message (core/amsg_gen.h, model schema/actors.json): the class's typed
- * dispatch decodes it and calls the handler for that type.  A str type
- * picks a route by name: the older style, kept until every actor is
- * converted.
+ * Messages.  A body is a msgpack map whose "type" is a uint: an
+ * amsg_type_t for the daemon's actors (core/amsg_gen.h, generated from
+ * schema/actors.json), whose senders count the fields and pack the map.
+ * The runtime reads only "type" and hands the body to the class's dispatch
+ * hook (generated: a switch on the type that decodes the struct and calls
+ * the handler for it).  A body that is not a map, has no uint "type", meets
+ * a class without a dispatch, or that the dispatch refuses (no handler, a
+ * missing or mistyped field) is refused: logged and counted, never given to
+ * a handler.
  *
  * State.  actor_destroy frees the name at once, and the state only after
  * the running handler returned (at the end of the drain, or of the turn):
@@ -47,36 +51,26 @@
 typedef struct actor_system actor_system_t;
 typedef struct actor actor_t;
 
+/* A received message, valid during the dispatch call only. */
 typedef struct actor_msg
 {
   const char *from;           /* sender's name */
-  const char *type;           /* a str "type"; "" for a typed message */
-  uint64_t type_code;         /* a uint "type" (amsg_type_t); 0 for a str one */
+  uint64_t type_code;         /* the body's uint "type" (amsg_type_t) */
   const msgpack_object *body; /* the whole map */
   msgpack_zone *zone;         /* the body's zone, freed after the handler */
 } actor_msg_t;
 
-typedef void (*actor_handler_fn) (actor_t *self, const actor_msg_t *msg);
-
-typedef struct actor_route
-{
-  const char *type;
-  actor_handler_fn fn;
-} actor_route_t;
-
-/* Decodes a typed message and calls the matching entry of `handlers`; -1
- * with *err when the body does not decode or the type has no handler
- * (the runtime logs and counts that).  Generated: amsg_<actor>_dispatch. */
+/* Decodes the message and calls the matching entry of `handlers`; -1 with
+ * *err when the body does not decode or the type has no handler (the
+ * runtime logs and counts that).  Generated: amsg_<actor>_dispatch. */
 typedef int (*actor_dispatch_fn) (actor_t *self, const actor_msg_t *msg, const void *handlers,
                                   zcd_error_t **err);
 
 typedef struct actor_class
 {
-  const char *kind;             /* "container", "process", ... for logs */
-  actor_dispatch_fn dispatch;   /* typed messages (uint "type"); NULL = none */
-  const void *handlers;         /* dispatch's handler table */
-  const actor_route_t *routes;  /* str "type"s, terminated by { NULL, NULL } */
-  actor_handler_fn unknown;     /* a message nothing else takes; NULL = log + count */
+  const char *kind;           /* "container", "stats", ... for logs */
+  actor_dispatch_fn dispatch; /* NULL: every message is refused */
+  const void *handlers;       /* dispatch's handler table */
   /* Called by actor_destroy at once: detach from fds, timers and children
    * so that nothing calls into the state any more.  May be NULL. */
   void (*stop) (actor_t *self);
@@ -130,25 +124,12 @@ const char *actor_name (const actor_t *self);
 actor_system_t *actor_system (const actor_t *self);
 loop_t *actor_loop (const actor_t *self);
 
-/* The older, untyped way (str "type", hand-counted fields), kept until
- * every actor sends core/amsg_gen.h messages: actor_msg_begin packs the
- * map header for 1 + n_fields entries and the "type"; the caller packs
- * n_fields key/value pairs with mb.pk; actor_msg_send sends and resets the
- * builder. */
-typedef struct actor_msg_builder
-{
-  msgpack_sbuffer buf;
-  msgpack_packer pk;
-} actor_msg_builder_t;
-
-void actor_msg_begin (actor_msg_builder_t *mb, const char *type, size_t n_fields);
-void actor_msg_discard (actor_msg_builder_t *mb);
-/* Sends from `from_name` (any name: the supervisor's edge uses its own). */
-int actor_msg_send (actor_system_t *sys, const char *from_name, const char *to,
-                    actor_msg_builder_t *mb, zcd_error_t **err);
-/* Send a ready-made body (a msgpack map with "type"): 0 when the message
- * is in the mailbox or waiting on its overflow; -1 with ZCD_E_NOT_FOUND
- * (no such actor) or ZCD_E_BUSY (mailbox and overflow full). */
+/* Send a packed body (a msgpack map with a uint "type"; the generated
+ * amsg_<name>_send pack one and call this) from `from_name` (any name: the
+ * supervisor's edge uses its own).  The bytes are copied.  0 when the
+ * message is in the mailbox or waiting on its overflow; -1 with
+ * ZCD_E_NOT_FOUND (no such actor) or ZCD_E_BUSY (mailbox and overflow
+ * full).  The body is not checked here: the receiver refuses a bad one. */
 int actor_send_raw (actor_system_t *sys, const char *from_name, const char *to, const void *body,
                     size_t len, zcd_error_t **err);
 /* Record a send that cannot be made: counts it, logs it when err is NULL

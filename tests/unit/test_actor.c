@@ -3,7 +3,12 @@
  * messages still queued, name reuse, a full mailbox (its overflow keeps
  * every message in order; past the bound, or with no overflow, ZCD_E_BUSY,
  * never a blocked send), a missing one (ZCD_E_NOT_FOUND), refused
- * messages counted, and state freed only after the handler returned. */
+ * messages counted, and state freed only after the handler returned.
+ *
+ * These test the runtime, not the daemon's messages: the test classes have
+ * their own dispatch hook (a table indexed by a uint "type", as the
+ * generated amsg_<actor>_dispatch is a switch) and the bodies are packed
+ * here and sent with actor_send_raw. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -48,7 +53,7 @@ typedef struct
   bool out_of_order;
   int destroyed;
   char last_from[64];
-  char last_type[32];
+  uint64_t last_type;
   uint64_t stop_at; /* stop the loop after this many messages (0 = never) */
   bool *flag;       /* set when "die"/"kill" handling ran */
 } probe_t;
@@ -179,7 +184,58 @@ s_run_one_turn (fixture_t *f)
   s_run (f, 5000);
 }
 
-/* ---- the test class ---- */
+/* ---- the test classes: their own types, dispatch and bodies ---- */
+
+typedef enum
+{
+  T_NUM = 1, /* {"n": uint} */
+  T_DIE,     /* {} */
+  T_KILL,    /* {"victim": str} */
+  T_BALL,    /* {"n": uint} */
+  T_FLOOD,   /* {"n": uint} */
+  T_LIMIT,
+  T_UNHANDLED = 99 /* no class has a handler for it */
+} test_type_t;
+
+typedef void (*test_handler_fn) (actor_t *self, const actor_msg_t *msg);
+
+/* Indexed by test_type_t; NULL: not taken. */
+typedef struct
+{
+  test_handler_fn on[T_LIMIT];
+} test_handlers_t;
+
+static int
+s_test_dispatch (actor_t *self, const actor_msg_t *msg, const void *handlers, zcd_error_t **err)
+{
+  const test_handlers_t *h = handlers;
+  if (msg->type_code >= T_LIMIT || h->on[msg->type_code] == NULL)
+    return zcd_fail (err, ZCD_E_INTERNAL, "no handler for type %llu",
+                     (unsigned long long)msg->type_code);
+  h->on[msg->type_code](self, msg);
+  return 0;
+}
+
+/* Send {"type": type} plus "n": n when n_key, or "victim": victim when
+ * that is not NULL. */
+static int
+s_send_body (actor_system_t *sys, const char *from, const char *to, uint64_t type, bool n_key,
+             uint64_t n, const char *victim, zcd_error_t **err)
+{
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init (&sb);
+  msgpack_packer pk;
+  msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map (&pk, 1 + (n_key ? 1 : 0) + (victim ? 1 : 0));
+  mp_pack_kv_uint (&pk, "type", type);
+  if (n_key)
+    mp_pack_kv_uint (&pk, "n", n);
+  if (victim)
+    mp_pack_kv_str (&pk, "victim", victim);
+  int rc = actor_send_raw (sys, from, to, sb.data, sb.size, err);
+  msgpack_sbuffer_destroy (&sb);
+  return rc;
+}
 
 static void
 s_on_num (actor_t *self, const actor_msg_t *msg)
@@ -191,7 +247,7 @@ s_on_num (actor_t *self, const actor_msg_t *msg)
   p->next_expected = n + 1;
   p->received++;
   snprintf (p->last_from, sizeof p->last_from, "%s", msg->from);
-  snprintf (p->last_type, sizeof p->last_type, "%s", msg->type);
+  p->last_type = msg->type_code;
   if (p->stop_at && p->received == p->stop_at)
     loop_stop (actor_loop (self));
 }
@@ -226,14 +282,6 @@ s_on_kill (actor_t *self, const actor_msg_t *msg)
 }
 
 static void
-s_on_unknown (actor_t *self, const actor_msg_t *msg)
-{
-  probe_t *p = actor_state (self);
-  snprintf (p->last_type, sizeof p->last_type, "?%s", msg->type);
-  p->received++;
-}
-
-static void
 s_count_destroy (actor_t *self)
 {
   probe_t *p = actor_state (self);
@@ -241,17 +289,14 @@ s_count_destroy (actor_t *self)
     p->destroyed++;
 }
 
-static const actor_route_t s_routes[] = {
-  { "num", s_on_num },
-  { "die", s_on_die },
-  { "kill", s_on_kill },
-  { NULL, NULL },
+static const test_handlers_t s_handlers = {
+  .on = { [T_NUM] = s_on_num, [T_DIE] = s_on_die, [T_KILL] = s_on_kill },
 };
 
 static const actor_class_t s_class = {
   .kind = "test",
-  .routes = s_routes,
-  .unknown = s_on_unknown,
+  .dispatch = s_test_dispatch,
+  .handlers = &s_handlers,
   .destroy_state = s_count_destroy,
 };
 
@@ -268,10 +313,7 @@ s_actor (fixture_t *f, const char *name, probe_t *p)
 static int
 s_send_num (fixture_t *f, const char *from, const char *to, uint64_t n, zcd_error_t **err)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "num", 1);
-  mp_pack_kv_uint (&mb.pk, "n", n);
-  return actor_msg_send (f->sys, from, to, &mb, err);
+  return s_send_body (f->sys, from, to, T_NUM, true, n, NULL, err);
 }
 
 static void
@@ -282,14 +324,13 @@ s_send_num_ok (fixture_t *f, const char *from, const char *to, uint64_t n)
     fail_msg ("send %s -> %s: %s", from, to, err->msg);
 }
 
+/* A body with a type and no fields. */
 static void
-s_send_type_ok (fixture_t *f, const char *to, const char *type)
+s_send_type_ok (fixture_t *f, const char *to, test_type_t type)
 {
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, type, 0);
   zcd_error_t *err = NULL;
-  if (actor_msg_send (f->sys, "test", to, &mb, &err) < 0)
-    fail_msg ("send %s to %s: %s", type, to, err->msg);
+  if (s_send_body (f->sys, "test", to, type, false, 0, NULL, &err) < 0)
+    fail_msg ("send type %d to %s: %s", (int)type, to, err->msg);
 }
 
 /* ---- many actors ---- */
@@ -393,12 +434,17 @@ test_duplicate_and_missing_names (void **state)
   assert_int_equal (actor_system_send_failures (f->sys), failures + 1);
   assert_null (actor_lookup (f->sys, "nobody"));
 
-  /* A raw body with an unrouted type goes to the class's `unknown`. */
-  p.stop_at = 0;
-  s_send_type_ok (f, "only", "mystery");
-  s_run_one_turn (f);
+  /* A type the class has no handler for reaches no handler: refused and
+   * counted, and the actor goes on taking the types it has. */
+  s_send_type_ok (f, "only", T_UNHANDLED);
+  s_send_num_ok (f, "test", "only", 0);
+  p.stop_at = 1;
+  s_run (f, 5000);
   assert_int_equal (p.received, 1);
-  assert_string_equal (p.last_type, "?mystery");
+  assert_int_equal (p.last_type, T_NUM);
+  actor_system_stats_t st;
+  actor_system_get_stats (f->sys, &st);
+  assert_int_equal (st.refused, 1);
   actor_destroy (a);
   s_run_one_turn (f);
   assert_int_equal (p.destroyed, 1);
@@ -494,15 +540,17 @@ s_on_ball (actor_t *self, const actor_msg_t *msg)
         }
       n = p->rounds;
     }
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "ball", 1);
-  mp_pack_kv_uint (&mb.pk, "n", n);
-  assert_int_equal (actor_msg_send (actor_system (self), actor_name (self), msg->from, &mb, NULL),
-                    0);
+  assert_int_equal (
+      s_send_body (actor_system (self), actor_name (self), msg->from, T_BALL, true, n, NULL, NULL),
+      0);
 }
 
-static const actor_route_t s_ball_routes[] = { { "ball", s_on_ball }, { NULL, NULL } };
-static const actor_class_t s_ball_class = { .kind = "ball", .routes = s_ball_routes };
+static const test_handlers_t s_ball_handlers = { .on = { [T_BALL] = s_on_ball } };
+static const actor_class_t s_ball_class = {
+  .kind = "ball",
+  .dispatch = s_test_dispatch,
+  .handlers = &s_ball_handlers,
+};
 
 static void
 test_ping_pong (void **state)
@@ -511,10 +559,7 @@ test_ping_pong (void **state)
   pingpong_t ping = { .limit = STREAM_MSGS }, pong = { 0 };
   assert_non_null (actor_new (f->sys, &s_ball_class, "ping", &ping, NULL));
   assert_non_null (actor_new (f->sys, &s_ball_class, "pong", &pong, NULL));
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "ball", 1);
-  mp_pack_kv_uint (&mb.pk, "n", 0);
-  assert_int_equal (actor_msg_send (f->sys, "ping", "pong", &mb, NULL), 0);
+  assert_int_equal (s_send_body (f->sys, "ping", "pong", T_BALL, true, 0, NULL, NULL), 0);
   s_run (f, 30000);
   assert_int_equal (ping.rounds, STREAM_MSGS);
   assert_false (ping.wrong_sender);
@@ -531,7 +576,7 @@ test_destroy_self_in_handler (void **state)
   probe_t p = { .flag = &died };
   s_actor (f, "mortal", &p);
   s_send_num_ok (f, "test", "mortal", 0);
-  s_send_type_ok (f, "mortal", "die");
+  s_send_type_ok (f, "mortal", T_DIE);
   for (int i = 1; i <= 5; i++)
     s_send_num_ok (f, "test", "mortal", (uint64_t) i);
   s_run_one_turn (f);
@@ -558,10 +603,7 @@ test_destroy_other_with_queued_messages (void **state)
   s_actor (f, "victim", &victim);
   s_actor (f, "bystander", &bystander);
   /* The killer is marked first, so it runs before the victim's drain. */
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "kill", 1);
-  mp_pack_kv_str (&mb.pk, "victim", "victim");
-  assert_int_equal (actor_msg_send (f->sys, "test", "killer", &mb, NULL), 0);
+  assert_int_equal (s_send_body (f->sys, "test", "killer", T_KILL, false, 0, "victim", NULL), 0);
   for (uint64_t i = 0; i < 10; i++)
     {
       s_send_num_ok (f, "test", "victim", i);
@@ -714,20 +756,19 @@ s_on_flood (actor_t *self, const actor_msg_t *msg)
   p->received++;
   if (n == 0)
     for (uint64_t i = 1; i < 500; i++)
-      {
-        actor_msg_builder_t mb;
-        actor_msg_begin (&mb, "flood", 1);
-        mp_pack_kv_uint (&mb.pk, "n", i);
-        assert_int_equal (actor_msg_send (actor_system (self), actor_name (self),
-                                          actor_name (self), &mb, NULL),
-                          0);
-      }
+      assert_int_equal (s_send_body (actor_system (self), actor_name (self), actor_name (self),
+                                     T_FLOOD, true, i, NULL, NULL),
+                        0);
   if (p->received == 500)
     loop_stop (actor_loop (self));
 }
 
-static const actor_route_t s_flood_routes[] = { { "flood", s_on_flood }, { NULL, NULL } };
-static const actor_class_t s_flood_class = { .kind = "flood", .routes = s_flood_routes };
+static const test_handlers_t s_flood_handlers = { .on = { [T_FLOOD] = s_on_flood } };
+static const actor_class_t s_flood_class = {
+  .kind = "flood",
+  .dispatch = s_test_dispatch,
+  .handlers = &s_flood_handlers,
+};
 
 static void
 test_overflow_from_own_handler (void **state)
@@ -735,10 +776,7 @@ test_overflow_from_own_handler (void **state)
   fixture_t *f = *state; /* mailbox_hwm 10, overflow 1,000,000 */
   probe_t p = { 0 };
   assert_non_null (actor_new (f->sys, &s_flood_class, "self-flood", &p, NULL));
-  actor_msg_builder_t mb;
-  actor_msg_begin (&mb, "flood", 1);
-  mp_pack_kv_uint (&mb.pk, "n", 0);
-  assert_int_equal (actor_msg_send (f->sys, "test", "self-flood", &mb, NULL), 0);
+  assert_int_equal (s_send_body (f->sys, "test", "self-flood", T_FLOOD, true, 0, NULL, NULL), 0);
   s_run (f, 30000);
   assert_int_equal (p.received, 500);
   assert_false (p.out_of_order);
@@ -805,33 +843,51 @@ test_overflow_goes_with_its_actor (void **state)
 
 /* ---- refused messages ---- */
 
-static const actor_class_t s_routeless_class = { .kind = "routeless", .routes = s_routes };
+/* A class with no dispatch takes nothing. */
+static const actor_class_t s_mute_class = { .kind = "mute" };
+
+/* Bodies the runtime refuses before any handler runs. */
+#define BODY(literal) { literal, sizeof literal - 1 }
+static const struct
+{
+  const char *bytes;
+  size_t len;
+} s_bad_bodies[] = {
+  BODY ("\xc1"),                         /* not msgpack (a reserved byte) */
+  BODY ("\x01"),                         /* 1: msgpack, not a map */
+  BODY ("\x81\xa1n\x00"),                /* {"n": 0}: no type */
+  BODY ("\x82\xa4type\xa3num\xa1n\x00"), /* {"type": "num", "n": 0}: a str type */
+  BODY ("\x81\xa4type\xc0"),             /* {"type": nil} */
+  BODY ("\x81\xa4type\xff"),             /* {"type": -1} */
+};
 
 static void
 test_refused_messages_are_counted (void **state)
 {
   fixture_t *f = *state;
-  probe_t p = { 0 };
-  assert_non_null (actor_new (f->sys, &s_routeless_class, "strict", &p, NULL));
+  probe_t p = { 0 }, mute = { 0 };
+  assert_non_null (actor_new (f->sys, &s_mute_class, "mute", &mute, NULL));
+  assert_non_null (actor_new (f->sys, &s_class, "strict", &p, NULL));
   zcd_error_t *err = NULL;
-  /* not msgpack */
-  assert_int_equal (actor_send_raw (f->sys, "test", "strict", "\xc1", 1, &err), 0);
-  /* a str type with no route, and the class has no `unknown` */
-  s_send_type_ok (f, "strict", "mystery");
-  /* a typed (uint) message, and the class has no typed dispatch */
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init (&sb);
-  msgpack_packer pk;
-  msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_map (&pk, 1);
-  mp_pack_kv_uint (&pk, "type", 3);
-  assert_int_equal (actor_send_raw (f->sys, "test", "strict", sb.data, sb.size, &err), 0);
-  msgpack_sbuffer_destroy (&sb);
+  /* a well-formed message, and the class has no dispatch */
+  assert_int_equal (s_send_num (f, "test", "mute", 0, &err), 0);
+  size_t n_bad = sizeof s_bad_bodies / sizeof s_bad_bodies[0];
+  for (size_t i = 0; i < n_bad; i++)
+    assert_int_equal (
+        actor_send_raw (f->sys, "test", "strict", s_bad_bodies[i].bytes, s_bad_bodies[i].len, &err),
+        0);
+  /* a uint type the class's dispatch has no handler for */
+  s_send_type_ok (f, "strict", T_UNHANDLED);
   s_send_num_ok (f, "test", "strict", 0);
   p.stop_at = 1;
   s_run (f, 5000);
-  assert_int_equal (p.received, 1); /* only "num" was taken */
-  assert_int_equal (s_stats (f).refused, 3);
+  s_run_one_turn (f);
+  /* Only the last "num" was taken (the str-typed one, also n = 0, was not). */
+  assert_int_equal (p.received, 1);
+  assert_false (p.out_of_order);
+  assert_int_equal (mute.received, 0);
+  assert_int_equal (s_stats (f).refused, 1 + n_bad + 1);
+  assert_int_equal (s_stats (f).send_failures, 0);
 }
 
 /* ---- deferred free ---- */
@@ -876,10 +932,11 @@ s_on_mortal_die (actor_t *self, const actor_msg_t *msg)
   s_seen_after_destroy = m->value;
 }
 
-static const actor_route_t s_mortal_routes[] = { { "die", s_on_mortal_die }, { NULL, NULL } };
+static const test_handlers_t s_mortal_handlers = { .on = { [T_DIE] = s_on_mortal_die } };
 static const actor_class_t s_mortal_class = {
   .kind = "mortal",
-  .routes = s_mortal_routes,
+  .dispatch = s_test_dispatch,
+  .handlers = &s_mortal_handlers,
   .stop = s_mortal_stop,
   .destroy_state = s_mortal_free,
 };
@@ -894,7 +951,7 @@ test_state_freed_after_handler_returns (void **state)
   m->stopped = &stopped;
   m->freed = &freed;
   assert_non_null (actor_new (f->sys, &s_mortal_class, "mortal", m, NULL));
-  s_send_type_ok (f, "mortal", "die");
+  s_send_type_ok (f, "mortal", T_DIE);
   s_run_one_turn (f);
   assert_int_equal (s_seen_after_destroy, 42);
   assert_true (stopped);
