@@ -482,10 +482,15 @@ s_spawn_shim (process_shim_t *self, const process_launch_t *launch, zcd_error_t 
   char **argv = s_shim_argv (self->daemon->config, self->process, launch);
   child_opts_t opts = CHILD_OPTS_DEFAULT;
   opts.cwd = self->process->dir;
-  /* The shim outlives this intermediate child; it must not hold pipes the
-   * daemon waits on for EOF. */
+  /* The shim outlives any request; it must not hold pipes the daemon
+   * waits on for EOF. */
   opts.capture = false;
   opts.pass_fd = sync[1];
+  /* Spawned detached (its own session), the shim needs no fork of its own
+   * before it starts the runtime: a process made under load waits a whole
+   * scheduling period for its first turn, so each one on the way to the
+   * runtime's create costs milliseconds (shim/main.c, s_detach). */
+  opts.new_session = true;
   child_t *child = child_spawn (self->daemon->children, argv, &opts, NULL, NULL, err);
   mp_strv_free (argv);
   close (sync[1]);
@@ -501,7 +506,7 @@ int
 process_spawn (process_t *p, const process_launch_t *launch, zcd_error_t **err)
 {
   process_shim_t *self = s_shim_new (p, launch);
-  if (s_make_fifos (p->dir, err) < 0 || s_watch_exit (self, err) < 0
+  if ((!launch->fifos_made && s_make_fifos (p->dir, err) < 0) || s_watch_exit (self, err) < 0
       || s_spawn_shim (self, launch, err) < 0)
     {
       process_shim_stop (p);

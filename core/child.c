@@ -236,9 +236,12 @@ s_setup_actions (posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, const 
   sigfillset (&all);
   posix_spawnattr_setsigmask (attr, &none);
   posix_spawnattr_setsigdefault (attr, &all);
+  /* Either way the child leads a process group (a session leader leads
+   * its group), which the deadline kills; glibc's setpgid after setsid
+   * would fail, so only one of the two is asked for. */
+  short group = opts->new_session ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
   posix_spawnattr_setpgroup (attr, 0);
-  return posix_spawnattr_setflags (attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
-                                             | POSIX_SPAWN_SETPGROUP);
+  return posix_spawnattr_setflags (attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | group);
 }
 
 child_t *

@@ -5,9 +5,9 @@
  * which the child's process group is SIGKILLed.  The completion callback
  * runs once both the exit status and the end of its output are in.
  *
- * The daemon is a child subreaper, so it also inherits orphans (the shims
- * after their double fork): children_reap reaps every child until ECHILD
- * (conmon's habit) and just counts those nobody registered. */
+ * The daemon is a child subreaper, so it also inherits orphans (a shim's
+ * delete helper once the shim is gone): children_reap reaps every child
+ * until ECHILD (conmon's habit) and just counts those nobody registered. */
 #ifndef ZCD_CHILD_H
 #define ZCD_CHILD_H
 
@@ -41,6 +41,7 @@ typedef struct child_opts
   const char *cwd;       /* NULL = inherit */
   bool capture;          /* capture stdout/stderr (else /dev/null) */
   int pass_fd;           /* -1, or an fd to hand to the child as fd 3 */
+  bool new_session;      /* lead a new session (setsid), not only a process group */
   size_t max_output;     /* per stream; 0 = 64 KiB */
 } child_opts_t;
 

@@ -59,11 +59,28 @@ s_standard_fds (shim_args_t *args)
   return 0;
 }
 
-/* Double fork and setsid: the shim is nobody's child but the subreaper's
- * (the daemon), a session leader of nothing, and survives the daemon. */
+/* Detached: in its own session, the shim survives its caller and the
+ * caller's terminal, and it is nobody's child but the subreaper's (the
+ * daemon).  Started by anyone else (tests, a shell), it forks once: the
+ * process the caller started exits at once, and the child (no group
+ * leader, so setsid is allowed) carries on.
+ *
+ * A second fork would only keep the shim from leading its session, which
+ * matters for one thing: a session leader without a controlling terminal
+ * acquires the first terminal it opens without O_NOCTTY.  The shim opens
+ * terminals only as client stdio paths, with O_NOCTTY (stdio.c); the pty
+ * master comes over the console socket, and receiving an fd never makes a
+ * terminal controlling.  The runtime and the delete helper are not
+ * session leaders, so they cannot acquire one either. */
 static int
 s_detach (zcd_error_t **err)
 {
+  /* The daemon spawns the shim leading its own session already (setsid in
+   * posix_spawn) and never waits for it: then there is nothing to do, and
+   * no process made on the way to the runtime's create (under load a new
+   * process waits a scheduling period for its first turn). */
+  if (getsid (0) == getpid ())
+    return 0;
   pid_t pid = fork ();
   if (pid < 0)
     return zcd_fail_errno (err, errno, "fork");
@@ -71,16 +88,11 @@ s_detach (zcd_error_t **err)
     _exit (0);
   if (setsid () < 0)
     return zcd_fail_errno (err, errno, "setsid");
-  pid = fork ();
-  if (pid < 0)
-    return zcd_fail_errno (err, errno, "fork");
-  if (pid > 0)
-    _exit (0);
   return 0;
 }
 
 static int
-s_open_fifos (shim_t *self, zcd_error_t **err)
+s_open_exit (shim_t *self, zcd_error_t **err)
 {
   /* The daemon holds the read end already; O_RDWR covers a reader that
    * went away (ENXIO) and still hangs up when the shim exits. */
@@ -89,6 +101,14 @@ s_open_fifos (shim_t *self, zcd_error_t **err)
     self->exit_fd = open ("exit", O_RDWR | O_CLOEXEC);
   if (self->exit_fd < 0)
     return zcd_fail_errno (err, errno, "open the exit FIFO");
+  return 0;
+}
+
+static int
+s_open_fifos (shim_t *self, zcd_error_t **err)
+{
+  if (s_open_exit (self, err) < 0)
+    return -1;
   self->control_fd = open ("control", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (self->control_fd < 0)
     return zcd_fail_errno (err, errno, "open the control FIFO");
@@ -100,6 +120,7 @@ s_prepare (shim_t *self, zcd_error_t **err)
 {
   if (getcwd (self->dir, sizeof self->dir) == NULL)
     return zcd_fail_errno (err, errno, "getcwd");
+  shim_runtime_prepare (self);
   if (prctl (PR_SET_CHILD_SUBREAPER, 1) < 0)
     return zcd_fail_errno (err, errno, "become a child subreaper");
   /* The daemon signals containers through the runtime, never the shim:
@@ -108,24 +129,44 @@ s_prepare (shim_t *self, zcd_error_t **err)
   signal (SIGHUP, SIG_IGN);
   signal (SIGPIPE, SIG_IGN);
   signal (SIGTERM, SIG_IGN);
-  if (shim_write_number ("shim.pid", (unsigned long long) getpid (), err) < 0
-      || shim_reserve_exit_status (self, err) < 0)
-    return -1;
-  if (s_open_fifos (self, err) < 0 || shim_stdio_open (self, err) < 0)
+  if (shim_stdio_open (self, err) < 0)
     return -1;
   return self->args.terminal ? shim_console_listen (self, err) : 0;
 }
 
-/* Everything between a running container and the report: the delete
- * helper, SIGCHLD on a signalfd, then the sandbox. */
+/* What needs no container (shim.pid, the FIFOs, the delete helper, the
+ * reserved exitStatus, SIGCHLD on a signalfd, the compiled filter), done
+ * while the runtime creates the container instead of before or after it:
+ * the shim would only wait.  A failure here still fails the start (after
+ * the runtime's call ended), as it did when this ran in sequence.
+ *
+ * shim.pid comes first: a daemon restarted before it exists takes the shim
+ * for dead.  Written here, it exists as early after the spawn as it did
+ * when the shim forked twice before writing it, and what would delay the
+ * runtime is out of its way: each file creation is a journal transaction
+ * on ext4 (a millisecond when the disk is busy), and opening `exit` wakes
+ * the daemon, which waits on its read end, and may take this CPU. */
+static int
+s_meanwhile (shim_t *self, zcd_error_t **err)
+{
+  if (shim_write_number ("shim.pid", (unsigned long long) getpid (), err) < 0
+      || s_open_fifos (self, err) < 0)
+    return -1;
+  if (self->args.mode != SHIM_MODE_EXEC && shim_delete_helper_fork (self, err) < 0)
+    return -1;
+  if (shim_reserve_exit_status (self, err) < 0 || shim_signals_block_child (self, err) < 0)
+    return -1;
+  return shim_sandbox_prepare (err);
+}
+
+/* Between a running container and the report: the sandbox is in force
+ * before the daemon hears "started" (a shim that cannot confine itself
+ * fails the start), and before the reap loop reads anything the container
+ * controls. */
 static int
 s_after_start (shim_t *self, zcd_error_t **err)
 {
   shim_stdio_after_start (self);
-  if (self->args.mode != SHIM_MODE_EXEC && shim_delete_helper_fork (self, err) < 0)
-    return -1;
-  if (shim_signals_block_child (self, err) < 0)
-    return -1;
   return shim_sandbox_install (err);
 }
 
@@ -134,6 +175,11 @@ s_fail (shim_t *self, zcd_error_t **err, bool started)
 {
   if (started)
     shim_runtime_cleanup_failed_start (self);
+  /* A shim in its state directory ends with a hang-up of `exit`, also when
+   * it failed before it opened it (the runtime could not be started). */
+  zcd_error_t *ignored = NULL;
+  if (self->dir[0] && self->exit_fd < 0 && s_open_exit (self, &ignored) < 0)
+    zcd_error_free (&ignored);
   /* Reported after the cleanup: once the daemon hears of the failure, the
    * runtime no longer knows the container, so the id can be reused. */
   shim_report_error (self, *err);
@@ -154,7 +200,7 @@ main (int argc, char **argv)
     return s_fail (self, &err, false);
   if (s_detach (&err) < 0 || s_prepare (self, &err) < 0)
     return s_fail (self, &err, false);
-  if (shim_runtime_start (self, &err) < 0 || s_after_start (self, &err) < 0)
+  if (shim_runtime_start (self, s_meanwhile, &err) < 0 || s_after_start (self, &err) < 0)
     return s_fail (self, &err, true);
   shim_report_started (self);
   return shim_reap_loop (self);

@@ -20,8 +20,11 @@
 #define DRAIN_TIMEOUT_MS 500
 
 /* The helper's life: wait for the go byte, then `delete`, falling back to
- * `delete --force`; the error text goes back on report_fd.  EOF instead of
- * the byte means the shim died: the daemon cleans up then. */
+ * `delete --force`; the outcome goes back on report_fd as one write, a
+ * status byte ('0' done, '1' failed) and the error text, so the shim
+ * carries on as soon as the runtime is through, not once this process has
+ * been torn down.  EOF instead of the byte means the shim died: the daemon
+ * cleans up then. */
 static void __attribute__ ((noreturn))
 s_delete_helper_main (shim_t *self, int go_fd, int report_fd)
 {
@@ -37,12 +40,16 @@ s_delete_helper_main (shim_t *self, int go_fd, int report_fd)
   const char *plain[] = { "delete", self->args.id, NULL };
   const char *force[] = { "delete", "--force", self->args.id, NULL };
   zcd_error_t *err = NULL;
-  if (shim_runtime_run (self, plain, no_stdio, &err) == 0)
-    _exit (0);
-  zcd_error_free (&err);
-  if (shim_runtime_run (self, force, no_stdio, &err) == 0)
-    _exit (0);
-  dprintf (report_fd, "%s", err->msg);
+  bool deleted = shim_runtime_run (self, plain, no_stdio, &err) == 0;
+  if (!deleted)
+    {
+      zcd_error_free (&err);
+      deleted = shim_runtime_run (self, force, no_stdio, &err) == 0;
+    }
+  if (deleted)
+    _exit (write (report_fd, "0", 1) == 1 ? 0 : 1);
+  /* Less than PIPE_BUF bytes: one write, read whole by one read. */
+  dprintf (report_fd, "1%.2040s", err->msg);
   _exit (1);
 }
 
@@ -231,10 +238,9 @@ s_poll_once (shim_t *self)
     }
 }
 
-/* Tell the helper to delete the container and wait for it, still reaping
- * whatever else ends meanwhile. */
+/* Tell the helper to delete the container. */
 static void
-s_run_delete_helper (shim_t *self)
+s_start_delete_helper (shim_t *self)
 {
   if (self->delete_helper_pid <= 0)
     return;
@@ -242,21 +248,27 @@ s_run_delete_helper (shim_t *self)
     shim_log (self, "cannot signal the delete helper: %s", strerror (errno));
   close (self->delete_helper_fd);
   self->delete_helper_fd = -1;
-  int status = 0;
-  for (;;)
-    {
-      pid_t pid = waitpid (-1, &status, 0);
-      if (pid < 0 && errno == EINTR)
-        continue;
-      if (pid < 0 || pid == self->delete_helper_pid)
-        break;
-    }
+}
+
+/* Wait for the helper's report (EOF if it died without one).  The helper
+ * itself is not waited for: it exits right after its report, and once the
+ * shim is gone the daemon (the subreaper) reaps it. */
+static void
+s_finish_delete_helper (shim_t *self)
+{
+  if (self->delete_report_fd < 0)
+    return;
   char text[2048];
-  ssize_t n = read (self->delete_report_fd, text, sizeof text - 1);
-  if (n > 0)
+  ssize_t n;
+  do
+    n = read (self->delete_report_fd, text, sizeof text - 1);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0 && self->delete_helper_pid > 0)
+    shim_log (self, "the delete helper ended without a report");
+  else if (n > 0 && text[0] != '0')
     {
       text[n] = '\0';
-      shim_log (self, "delete failed: %s", text);
+      shim_log (self, "delete failed: %s", text + 1);
     }
   close (self->delete_report_fd);
   self->delete_report_fd = -1;
@@ -272,13 +284,18 @@ shim_reap_loop (shim_t *self)
   while (!self->exited)
     s_poll_once (self);
   shim_relay_drain (&self->output_relay, DRAIN_TIMEOUT_MS);
+  /* The delete runs while exitStatus is written: the daemon hears of
+   * neither before the shim exits (the exit FIFO), and a shim killed in
+   * between leaves no exitStatus, which the daemon answers with its own
+   * `delete --force` as for any killed shim. */
+  s_start_delete_helper (self);
   zcd_error_t *err = NULL;
   if (shim_commit_exit_status (self, &err) < 0)
     {
       shim_log (self, "write exitStatus: %s", err->msg);
       zcd_error_free (&err);
     }
-  s_run_delete_helper (self);
+  s_finish_delete_helper (self);
   s_reap_ready (self);
   return 0;
 }

@@ -11,19 +11,34 @@
  * version that reaches a path differently) then fails like any other
  * error the shim already handles, instead of killing the one process that
  * knows the container's exit status; an attacker in control of the shim
- * gains nothing from an EPERM they would not gain from a kill. */
+ * gains nothing from an EPERM they would not gain from a kill.
+ *
+ * The filter is compiled (libseccomp's rules turned into BPF) while the
+ * runtime creates the container, when the shim only waits; after the start
+ * only the kernel load is left, and it still comes before the report, so a
+ * shim that cannot sandbox itself fails the start instead of running
+ * unconfined. */
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <termios.h>
+#include <unistd.h>
 
+#include "core/cleanup.h"
 #include "shim/shim.h"
 
 static const int s_allowed[] = {
   /* waiting and relaying */
   SCMP_SYS (read), SCMP_SYS (write), SCMP_SYS (poll), SCMP_SYS (ppoll), SCMP_SYS (wait4),
   SCMP_SYS (waitid), SCMP_SYS (close), SCMP_SYS (fcntl), SCMP_SYS (lseek),
-  /* atomic files: zcd_write_file_atomic, and reading runtime.log */
+  /* atomic files: zcd_write_file_atomic; shim.log */
   SCMP_SYS (openat), SCMP_SYS (open), SCMP_SYS (fsync), SCMP_SYS (fdatasync),
   SCMP_SYS (rename), SCMP_SYS (renameat), SCMP_SYS (renameat2), SCMP_SYS (unlinkat),
   SCMP_SYS (unlink), SCMP_SYS (fstat), SCMP_SYS (newfstatat), SCMP_SYS (statx),
@@ -52,14 +67,45 @@ s_filter_release (s_filter_t *ctx)
 #include <sanitizer/lsan_interface.h>
 #endif
 
-int
-shim_sandbox_install (zcd_error_t **err)
+/* The compiled program, from shim_sandbox_prepare to the load. */
+static struct sock_filter *s_program;
+static size_t s_program_len;
+
+/* libseccomp writes the program to an fd only (2.5 has no in-memory
+ * export): a memfd holds it until it is read back. */
+static int
+s_export (scmp_filter_ctx ctx, zcd_error_t **err)
 {
-#if defined(__SANITIZE_ADDRESS__)
-  /* LeakSanitizer stops the world with clone and ptrace, which the filter
-   * forbids: check now, and the check at exit is skipped. */
-  __lsan_do_leak_check ();
-#endif
+  cleanup_close int fd = memfd_create ("shim-filter", MFD_CLOEXEC);
+  if (fd < 0)
+    return zcd_fail_errno (err, errno, "memfd for the seccomp filter");
+  int rc = seccomp_export_bpf (ctx, fd);
+  if (rc < 0)
+    return zcd_fail_errno (err, -rc, "seccomp_export_bpf");
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return zcd_fail_errno (err, errno, "stat the seccomp filter");
+  size_t len = (size_t) st.st_size;
+  if (len == 0 || len % sizeof *s_program != 0 || len / sizeof *s_program > BPF_MAXINSNS)
+    return zcd_fail (err, ZCD_E_INTERNAL, "seccomp filter of %zu bytes", len);
+  struct sock_filter *program = malloc (len);
+  if (program == NULL)
+    return zcd_fail_errno (err, ENOMEM, "seccomp filter");
+  if (pread (fd, program, len, 0) != (ssize_t) len)
+    {
+      free (program);
+      return zcd_fail_errno (err, errno, "read back the seccomp filter");
+    }
+  s_program = program;
+  s_program_len = len / sizeof *s_program;
+  return 0;
+}
+
+int
+shim_sandbox_prepare (zcd_error_t **err)
+{
+  if (s_program)
+    return 0;
   __attribute__ ((cleanup (s_filter_release))) s_filter_t ctx
       = seccomp_init (SCMP_ACT_ERRNO (EPERM));
   if (ctx == NULL)
@@ -77,8 +123,29 @@ shim_sandbox_install (zcd_error_t **err)
                              SCMP_A1 (SCMP_CMP_EQ, (scmp_datum_t) TIOCSWINSZ));
   if (rc < 0)
     return zcd_fail_errno (err, -rc, "seccomp rule for ioctl");
-  rc = seccomp_load (ctx);
-  if (rc < 0)
-    return zcd_fail_errno (err, -rc, "seccomp_load");
+  return s_export (ctx, err);
+}
+
+int
+shim_sandbox_install (zcd_error_t **err)
+{
+#if defined(__SANITIZE_ADDRESS__)
+  /* LeakSanitizer stops the world with clone and ptrace, which the filter
+   * forbids: check now, and the check at exit is skipped. */
+  __lsan_do_leak_check ();
+#endif
+  if (shim_sandbox_prepare (err) < 0)
+    return -1;
+  /* What seccomp_load does with the default attributes: no_new_privs (a
+   * filter needs it without CAP_SYS_ADMIN), then the program, no flags. */
+  if (prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+    return zcd_fail_errno (err, errno, "set no_new_privs");
+  struct sock_fprog prog = { .len = (unsigned short) s_program_len, .filter = s_program };
+  if (syscall (SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+    return zcd_fail_errno (err, errno, "load the seccomp filter");
+  /* The kernel keeps its own copy. */
+  free (s_program);
+  s_program = NULL;
+  s_program_len = 0;
   return 0;
 }

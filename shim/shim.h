@@ -60,6 +60,12 @@ typedef struct
 {
   shim_args_t args;
   char dir[PATH_MAX]; /* absolute path of the state directory (the cwd) */
+  /* args.runtime found in PATH once (execvp would search it on every
+   * call); "" when not found, and each call searches as execvp does. */
+  char runtime_path[PATH_MAX];
+  /* The runtimes' --log: the shim's memfd as /proc/<shim>/fd/<n> (valid
+   * while the shim lives, also for the delete helper), else a file. */
+  char runtime_log[PATH_MAX + 16];
   int exit_fd;        /* write end of `exit`, held until the shim exits */
   int control_fd;
   /* What the runtime hands to the container as fds 0, 1, 2. */
@@ -85,20 +91,27 @@ typedef struct
 /* args.c: parse argv into *self; the strings stay owned by argv. */
 int shim_args_parse (shim_args_t *self, int argc, char **argv, zcd_error_t **err);
 
-/* runtime.c: run `<runtime> [runtime args] --log <dir>/runtime.log
+/* runtime.c */
+/* What every runtime call needs, made once (self->dir set): the log, and
+ * runtime_path, args.runtime itself if it names a path, else the first
+ * executable regular file of that name in PATH. */
+void shim_runtime_prepare (shim_t *self);
+/* Run `<runtime> [runtime args] --log <runtime_log>
  * --log-format json <sub_argv...>` with fds 0..2 = stdio (an entry of -1 is
  * replaced by /dev/null for 0 and 1, and captured for 2), and wait for it.
  * A non-zero exit is a ZCD_E_RUNTIME_ERROR whose text is the runtime's own
  * error output. */
 int shim_runtime_run (shim_t *self, const char *const *sub_argv, const int stdio[3],
                       zcd_error_t **err);
-/* The start for the shim's mode: create+start, exec or restore. */
-int shim_runtime_start (shim_t *self, zcd_error_t **err);
+/* Work that needs no container, done while the mode's first runtime call
+ * (create, exec or restore) runs instead of after it. */
+typedef int (*shim_work_fn) (shim_t *self, zcd_error_t **err);
+/* The start for the shim's mode: create+start, exec or restore; `meanwhile`
+ * runs while the first runtime call does, and its failure fails the start
+ * once that call has ended. */
+int shim_runtime_start (shim_t *self, shim_work_fn meanwhile, zcd_error_t **err);
 /* Best effort `delete --force` after a failed start of an init process. */
 void shim_runtime_cleanup_failed_start (shim_t *self);
-/* Reset what a runtime child must not inherit (ignored signals, the blocked
- * mask); called in a forked child before execve. */
-void shim_child_reset_signals (void);
 
 /* runtime_log.c: append to out (NUL-terminated, at most cap bytes in all)
  * the "msg" of every error-level line of a JSON-lines runtime log, joined
@@ -137,7 +150,10 @@ int shim_write_number (const char *name, unsigned long long value, zcd_error_t *
 int shim_reserve_exit_status (shim_t *self, zcd_error_t **err);
 int shim_commit_exit_status (shim_t *self, zcd_error_t **err);
 
-/* sandbox.c: only what the reap loop still needs; see the file for the list. */
+/* sandbox.c: only what the reap loop still needs; see the file for the list.
+ * prepare compiles the filter (no effect on the shim yet); install loads
+ * it, compiling first if prepare was not called. */
+int shim_sandbox_prepare (zcd_error_t **err);
 int shim_sandbox_install (zcd_error_t **err);
 
 /* reap.c */

@@ -16,7 +16,9 @@
 
 /* FIFOs are opened read-write: open never blocks waiting for a peer, a
  * writer's close never reads as EOF (for stdin only close_stdin ends the
- * stream), and a reader's absence never raises SIGPIPE. */
+ * stream), and a reader's absence never raises SIGPIPE.  O_NOCTTY: a path
+ * may name a terminal, and the shim leads its session (main.c), so an open
+ * without it would make that terminal the shim's controlling one. */
 static int
 s_open_output (const char *path, zcd_error_t **err)
 {
@@ -26,9 +28,9 @@ s_open_output (const char *path, zcd_error_t **err)
   /* A client's path is used as named: a symlink in its last component is
    * refused (the daemon already said so at admission; this closes the
    * window between its check and this open). */
-  int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
+  int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
   if (lstat (path, &st) == 0 && S_ISFIFO (st.st_mode))
-    flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    flags = O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
   int fd = open (path, flags, 0644);
   if (fd < 0)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "open `%s`: %s", path,
@@ -40,9 +42,9 @@ static int
 s_open_input (const char *path, zcd_error_t **err)
 {
   struct stat st;
-  int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+  int flags = O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
   if (lstat (path, &st) == 0 && S_ISFIFO (st.st_mode))
-    flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    flags = O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
   int fd = open (path, flags);
   if (fd < 0)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "open `%s`: %s", path,

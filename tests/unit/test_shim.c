@@ -10,7 +10,9 @@
  * missing executable reported as ZCD_SYNC_ERROR in the runtime's own words;
  * close_stdin making `cat` see EOF; an exec into a running init with its
  * own exit status; a terminal with output relay and resize, and ^D for
- * close_stdin.
+ * close_stdin; spawned as the daemon spawns it, a shim that runs in place,
+ * with no controlling terminal though it opened one, sandboxed when it
+ * reports; a runtime that is not there.
  *
  * Run from the repository root; BUILD names the build directory. */
 #include <setjmp.h>
@@ -255,36 +257,54 @@ s_read_with_deadline (int fd, char *buf, size_t cap)
   return got;
 }
 
-/* Spawn the shim as the daemon does and read its one sync record. */
+#define SHIM_ARGV_MAX 48
+
+/* The shim's command line for a run; stdout and stderr go to out and err
+ * in its directory unless extra says otherwise (the last option wins). */
 static void
-s_start_shim (shim_run_t *run, const runtime_t *rt, const char *mode, const char *id,
-              const char *bundle, const char *const *extra)
+s_shim_argv (shim_run_t *run, const runtime_t *rt, const char *mode, const char *id,
+             const char *bundle, const char *const *extra, const char **argv)
 {
-  char out[PATH_MAX + 16], err[PATH_MAX + 16];
+  static char out[PATH_MAX + 16], err[PATH_MAX + 16];
   s_format (out, sizeof out, "%s/out", run->dir);
   s_format (err, sizeof err, "%s/err", run->dir);
-  const char *argv[48] = { s_shim, "--mode", mode, "--id", id, "--bundle", bundle,
-                           "--runtime", rt->runtime, "--runtime-arg", "--root",
-                           "--runtime-arg", rt->root, "--sync-fd", "3",
-                           "--stdout", out, "--stderr", err };
-  size_t n = 19;
-  for (size_t i = 0; extra && extra[i]; i++)
+  const char *fixed[] = { s_shim, "--mode", mode, "--id", id, "--bundle", bundle,
+                          "--runtime", rt->runtime, "--runtime-arg", "--root",
+                          "--runtime-arg", rt->root, "--sync-fd", "3",
+                          "--stdout", out, "--stderr", err };
+  size_t n = 0;
+  for (; n < sizeof fixed / sizeof fixed[0]; n++)
+    argv[n] = fixed[n];
+  for (size_t i = 0; extra && extra[i] && n < SHIM_ARGV_MAX - 1; i++)
     argv[n++] = extra[i];
+  argv[n] = NULL;
+}
+
+/* Spawn the shim and read its one sync record; returns the spawned pid.
+ * detached: as the daemon spawns it, leading a session of its own and
+ * waited for by nobody.  Otherwise from this process's session: the shim
+ * then forks, and the spawned process exits at once. */
+static pid_t
+s_spawn_shim (shim_run_t *run, const char *const *argv, bool detached)
+{
   int sync[2];
   assert_int_equal (pipe2 (sync, O_CLOEXEC), 0);
   pid_t pid = fork ();
   assert_true (pid >= 0);
   if (pid == 0)
     {
-      if (chdir (run->dir) < 0 || dup2 (sync[1], 3) < 0)
+      if ((detached && setsid () < 0) || chdir (run->dir) < 0 || dup2 (sync[1], 3) < 0)
         _exit (126);
       execv (argv[0], (char *const *) argv);
       _exit (127);
     }
   close (sync[1]);
-  int status = 0;
-  assert_int_equal (waitpid (pid, &status, 0), pid);
-  assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  if (!detached)
+    {
+      int status = 0;
+      assert_int_equal (waitpid (pid, &status, 0), pid);
+      assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    }
   size_t got = s_read_with_deadline (sync[0], (char *) &run->rec, sizeof run->rec);
   assert_int_equal (got, sizeof run->rec);
   assert_int_equal (run->rec.magic, ZCD_SYNC_MAGIC);
@@ -296,6 +316,16 @@ s_start_shim (shim_run_t *run, const runtime_t *rt, const char *mode, const char
   char extra_byte;
   assert_int_equal (read (sync[0], &extra_byte, 1), 0);
   close (sync[0]);
+  return pid;
+}
+
+static void
+s_start_shim (shim_run_t *run, const runtime_t *rt, const char *mode, const char *id,
+              const char *bundle, const char *const *extra)
+{
+  const char *argv[SHIM_ARGV_MAX];
+  s_shim_argv (run, rt, mode, id, bundle, extra, argv);
+  s_spawn_shim (run, argv, false);
 }
 
 static void
@@ -497,6 +527,106 @@ test_missing_executable_is_runtime_error (void **state)
   assert_false (s_runtime_knows (rt, id));
 }
 
+/* Field 7 of /proc/<pid>/stat: the controlling terminal, 0 for none. */
+static long
+s_proc_tty (pid_t pid)
+{
+  char path[64], buf[1024];
+  s_format (path, sizeof path, "/proc/%d/stat", (int) pid);
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  assert_true (fd >= 0);
+  ssize_t n = read (fd, buf, sizeof buf - 1);
+  close (fd);
+  assert_true (n > 0);
+  buf[n] = '\0';
+  /* After the command name: state ppid pgrp session tty_nr. */
+  const char *p = strrchr (buf, ')');
+  assert_non_null (p);
+  char state;
+  long ppid, pgrp, session, tty;
+  assert_int_equal (sscanf (p + 1, " %c %ld %ld %ld %ld", &state, &ppid, &pgrp, &session, &tty),
+                    5);
+  return tty;
+}
+
+static bool
+s_proc_status_has (pid_t pid, const char *line)
+{
+  char path[64];
+  s_format (path, sizeof path, "/proc/%d/status", (int) pid);
+  char *text = NULL;
+  assert_int_equal (zcd_read_file (path, 1 << 16, &text, NULL, NULL), 0);
+  bool found = strstr (text, line) != NULL;
+  free (text);
+  return found;
+}
+
+/* Spawned the way the daemon spawns it (leading a session of its own
+ * already), the shim runs in place: no fork, the spawned pid is the one
+ * in shim.pid.  Leading its session, it must not take a terminal it opens
+ * for the container (a client's stdout may be one) as its controlling
+ * terminal.  And when it reports the start, its seccomp filter is in force
+ * (a shim that could not confine itself would have failed the start). */
+static void
+test_detached_shim_runs_in_place (void **state)
+{
+  const runtime_t *rt = *state;
+  s_require (rt);
+  char id[96], bundle[PATH_MAX], tty[64];
+  s_unique_id (id, sizeof id, "lead");
+  const char *args[] = { "sleep", "1000", NULL };
+  s_make_bundle (id, args, false, bundle, sizeof bundle);
+  int master = posix_openpt (O_RDWR | O_NOCTTY | O_CLOEXEC);
+  assert_true (master >= 0);
+  assert_int_equal (grantpt (master), 0);
+  assert_int_equal (unlockpt (master), 0);
+  assert_int_equal (ptsname_r (master, tty, sizeof tty), 0);
+  shim_run_t run;
+  s_prepare_dir (&run, id, "init");
+  /* Read access matters: a write-only open never makes a terminal
+   * controlling. */
+  const char *extra[] = { "--stdin", tty, "--stdout", tty, NULL };
+  const char *argv[SHIM_ARGV_MAX];
+  s_shim_argv (&run, rt, "init", id, bundle, extra, argv);
+  pid_t shim = s_spawn_shim (&run, argv, true);
+  assert_int_equal (run.rec.type, ZCD_SYNC_STARTED);
+  char *text = s_read_file (&run, "shim.pid");
+  assert_non_null (text);
+  assert_int_equal (atoi (text), shim);
+  free (text);
+  assert_int_equal (getsid (shim), shim);
+  assert_int_equal (s_proc_tty (shim), 0);
+  assert_true (s_proc_status_has (shim, "\nSeccomp:\t2\n"));
+  assert_true (s_proc_status_has (shim, "\nNoNewPrivs:\t1\n"));
+  assert_int_equal (kill (run.rec.pid, SIGKILL), 0);
+  s_wait_hangup (&run);
+  assert_int_equal (s_exit_status (&run), 137);
+  assert_false (s_runtime_knows (rt, id));
+  close (master);
+}
+
+/* A runtime that cannot be executed fails the start as the runtime's
+ * failure, naming it; the shim still hangs up. */
+static void
+test_missing_runtime_is_runtime_error (void **state)
+{
+  const runtime_t *rt = *state;
+  s_require (rt);
+  runtime_t missing = { .runtime = "no-such-runtime-zcd" };
+  s_format (missing.root, sizeof missing.root, "%s", rt->root);
+  char id[96];
+  s_unique_id (id, sizeof id, "noruntime");
+  shim_run_t run;
+  const char *args[] = { "true", NULL };
+  s_start_init (&run, &missing, id, args, NULL, false);
+  assert_int_equal (run.rec.type, ZCD_SYNC_ERROR);
+  assert_int_equal (run.rec.code, ZCD_E_RUNTIME_ERROR);
+  assert_non_null (strstr (run.text, "no-such-runtime-zcd"));
+  s_wait_hangup (&run);
+  char *status = s_read_file (&run, "exitStatus");
+  assert_null (status);
+}
+
 static void
 test_close_stdin_ends_cat (void **state)
 {
@@ -677,6 +807,9 @@ main (void)
     FOR_RUNTIME (test_sigterm_to_trapping_init_is_143, s_crun),
     FOR_RUNTIME (test_missing_executable_is_runtime_error, s_runc),
     FOR_RUNTIME (test_missing_executable_is_runtime_error, s_crun),
+    FOR_RUNTIME (test_detached_shim_runs_in_place, s_runc),
+    FOR_RUNTIME (test_detached_shim_runs_in_place, s_crun),
+    FOR_RUNTIME (test_missing_runtime_is_runtime_error, s_runc),
     FOR_RUNTIME (test_close_stdin_ends_cat, s_runc),
     FOR_RUNTIME (test_close_stdin_ends_cat, s_crun),
     FOR_RUNTIME (test_exec_into_running_init, s_runc),
