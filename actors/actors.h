@@ -53,6 +53,7 @@ typedef struct zcd_daemon
   children_t *children;
   loop_t *loop;
   void *zmq_ctx;
+  struct container_dirs *dirs; /* the supervisor's (container_dirs_new); NULL: none */
 } zcd_daemon_t;
 
 /* Actor names: "c/<id>#<serial>" for a container.  The serial keeps an
@@ -90,6 +91,28 @@ typedef struct restore_hints
 } restore_hints_t;
 actor_t *container_actor_restore (zcd_daemon_t *daemon, const char *id,
                                   const restore_hints_t *hints, zcd_error_t **err);
+
+/* container_dirs.c: the state dir's .trash (removed by a forked child,
+ * off the loop) and .spare (fresh container skeletons the same child makes
+ * ahead: <n>/procs/init with its FIFOs, and the file for state.json). */
+typedef struct container_dirs container_dirs_t;
+/* A skeleton's empty file for the container's first state.json. */
+#define CONTAINER_DIRS_STATE_FILE "state.json.spare"
+/* Makes .trash and .spare (an earlier run's spares go to .trash) and starts
+ * the child that empties .trash.  NULL when they cannot be made: containers
+ * then make and remove their directories themselves. */
+container_dirs_t *container_dirs_new (zcd_daemon_t *daemon);
+/* A running child finishes on its own. */
+void container_dirs_destroy (container_dirs_t **self);
+/* Rename a fresh skeleton to dest (which must not exist): 1 when done
+ * (dest holds procs/init with its `exit` and `control` FIFOs, and an empty
+ * CONTAINER_DIRS_STATE_FILE), 0 when there is none (the caller makes dest
+ * itself), -1 with ZCD_E_ALREADY_EXISTS when dest exists.  self may be
+ * NULL. */
+int container_dirs_take (container_dirs_t *self, const char *dest, zcd_error_t **err);
+/* Rename dir into .trash (tag names it there) for the child to remove; when
+ * that fails (or self is NULL) remove it here. */
+void container_dirs_discard (container_dirs_t *self, const char *dir, const char *tag);
 
 /* stats.c: the "stats" actor.  It keeps each container's cgroup
  * directories as the container reported them (`cgroup`, `uncgroup`) and

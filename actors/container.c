@@ -204,7 +204,7 @@ s_process_failed (void *owner, process_t *p, zcd_code_t code, const char *messag
   cleanup_free char *dir = p->dir ? strdup (p->dir) : NULL;
   container_remove_process (self, p);
   if (dir)
-    zcd_rm_rf (dir, NULL);
+    container_discard_dir (self, dir);
   if (current)
     container_op_finish (self, err, NULL);
 }
@@ -385,11 +385,15 @@ container_spec_destroy (container_spec_t **pspec)
 
 /* The container's directories, made fresh, never reused: an existing one
  * is an earlier container's (the supervisor holds a create until that one
- * is gone). */
+ * is gone).  A spare skeleton (actors/container_dirs.c) is as fresh, and
+ * its init directory has the FIFOs already: 1 then, else 0; -1 on error. */
 static int
 s_make_dirs (container_t *self, zcd_error_t **err)
 {
-  if (zcd_mkdir (self->dir, 0700, err) < 0)
+  int taken = container_dirs_take (self->daemon->dirs, self->dir, err);
+  if (taken == 0 && zcd_mkdir (self->dir, 0700, err) < 0)
+    taken = -1;
+  if (taken < 0)
     {
       if (*err && (*err)->code == ZCD_E_ALREADY_EXISTS)
         {
@@ -398,6 +402,11 @@ s_make_dirs (container_t *self, zcd_error_t **err)
                     "the state directory of an earlier container `%s` is still there", self->id);
         }
       return -1;
+    }
+  if (taken)
+    {
+      self->spare_state = true;
+      return 1;
     }
   cleanup_free char *procs = NULL;
   cleanup_free char *init_dir = zcd_process_dir (self->daemon->config, self->id, "init");
@@ -412,12 +421,13 @@ s_make_dirs (container_t *self, zcd_error_t **err)
 }
 
 static int
-s_start_init (container_t *self, process_t *init, zcd_error_t **err)
+s_start_init (container_t *self, process_t *init, bool fifos_made, zcd_error_t **err)
 {
   if (container_save_state (self, err) < 0)
     return -1;
   process_launch_t launch = container_process_launch (self);
   launch.checkpoint_dir = self->restoring_from;
+  launch.fifos_made = fifos_made;
   if (process_spawn (init, &launch, err) < 0)
     {
       zcd_state_dir_error (err);
@@ -437,7 +447,8 @@ container_actor_create (zcd_daemon_t *daemon, const container_spec_t *spec, uint
   process_t *init = process_new_init (spec->bundle_info, spec->stdin_path, spec->stdout_path,
                                       spec->stderr_path);
   container_add_process (self, init);
-  if (s_make_dirs (self, err) < 0)
+  int made = s_make_dirs (self, err);
+  if (made < 0)
     {
       container_free (self);
       return NULL;
@@ -451,7 +462,7 @@ container_actor_create (zcd_daemon_t *daemon, const container_spec_t *spec, uint
       container_free (self);
       return NULL;
     }
-  if (s_start_init (self, init, err) < 0)
+  if (s_start_init (self, init, made == 1, err) < 0)
     {
       /* The directory is this request's own: it was made above. */
       zcd_rm_rf (self->dir, NULL);

@@ -128,6 +128,7 @@ typedef struct container
   char *view; /* the packed view (map of 7) while it holds; NULL when stale */
   size_t view_len;
   char *saved_state;          /* state.json as last written */
+  bool spare_state;           /* made from a skeleton: state.json's file is there, empty */
   char *checkpoint_meta_path; /* written when the dump succeeds */
   char *checkpoint_meta;
   bool init_exit_logged; /* restart: the event log has the init's exit */
@@ -245,8 +246,9 @@ void container_send_gone (container_t *self);
 void container_reply (container_t *self, uint64_t token, const zcd_error_t *err,
                       const msgpack_sbuffer *result, bool after_events);
 /* Remove a container's or process's directory: renamed into
- * <state-dir>/.trash first (atomic), so a shim still writing into it never
- * leaves a half-deleted directory where the restore would look. */
+ * <state-dir>/.trash (atomic), so a shim still writing into it never leaves
+ * a half-deleted directory where the restore would look; a forked child
+ * removes it from there (container_dirs.c), off the loop. */
 void container_discard_dir (container_t *self, const char *dir);
 typedef struct json_t json_t;
 json_t *container_json_strv (char *const *v);

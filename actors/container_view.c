@@ -297,6 +297,22 @@ s_state_json (container_t *self)
   return text;
 }
 
+/* The first state.json of a container made from a skeleton goes into the
+ * empty file the skeleton has for it: no inode is made on the loop. */
+static int
+s_write_state (container_t *self, const char *path, const char *text, zcd_error_t **err)
+{
+  if (self->spare_state)
+    {
+      self->spare_state = false;
+      cleanup_free char *made = NULL;
+      if (asprintf (&made, "%s/" CONTAINER_DIRS_STATE_FILE, self->dir) >= 0
+          && zcd_write_file_replace_into (made, path, text, strlen (text), NULL) == 0)
+        return 0;
+    }
+  return zcd_write_file_replace (path, text, strlen (text), 0600, err);
+}
+
 int
 container_save_state (container_t *self, zcd_error_t **err_out)
 {
@@ -311,7 +327,7 @@ container_save_state (container_t *self, zcd_error_t **err_out)
     zcd_fail (&err, ZCD_E_INTERNAL, "state.json of `%s` cannot be encoded", self->id);
   else if (asprintf (&path, "%s/state.json", self->dir) < 0)
     zcd_fail_errno (&err, ENOMEM, "state.json");
-  else if (zcd_write_file_replace (path, text, strlen (text), 0600, &err) == 0)
+  else if (s_write_state (self, path, text, &err) == 0)
     {
       free (self->saved_state);
       self->saved_state = steal_pointer (&text);
@@ -327,17 +343,7 @@ container_save_state (container_t *self, zcd_error_t **err_out)
 void
 container_discard_dir (container_t *self, const char *dir)
 {
-  char trash[4096], target[4200];
-  snprintf (trash, sizeof trash, "%s/.trash", self->daemon->config->state_dir);
-  snprintf (target, sizeof target, "%s/%s.%lld", trash, self->id, (long long)zcd_now_ns ());
-  const char *doomed = dir;
-  if (zcd_mkdir_p (trash, 0700, NULL) == 0 && rename (dir, target) == 0)
-    doomed = target;
-  cleanup_error zcd_error_t *err = NULL;
-  /* A shim that is still ending may write one more file into it: what
-   * remains is swept from .trash at the next start. */
-  if (zcd_rm_rf (doomed, &err) < 0)
-    log_warn ("container %s: %s (left for the next sweep)", self->id, err->msg);
+  container_dirs_discard (self->daemon->dirs, dir, self->id);
 }
 
 /* ------------------------------------------------------------------ */

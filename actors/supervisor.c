@@ -209,6 +209,10 @@ s_commit_done (eventlog_t *log, const zcd_error_t *err, void *arg)
     log_info ("event log: writable again after %llu failed flushes",
               (unsigned long long)self->flush_failures);
   self->flush_failures = 0;
+  /* What the commit made publishable leaves now, before the actors it
+   * acknowledges clean up after their exits: a client waiting for an exit
+   * (to create the next container) hears of it a few steps earlier. */
+  edge_flush (self->edge, eventlog_durable_seq (self->log));
   s_send_committed_acks (self);
 }
 
@@ -380,6 +384,9 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
       supervisor_destroy (&self);
       return NULL;
     }
+  /* .trash and .spare first: the restore moves what it cannot use aside,
+   * and what an earlier run left in .trash goes off the loop. */
+  daemon->dirs = container_dirs_new (daemon);
   /* Rebuild every container before the first request can be read. */
   supervisor_restore_all (daemon, self->log);
   edge_config_t edge_cfg = {
@@ -449,6 +456,7 @@ supervisor_destroy (supervisor_t **pself)
     }
   edge_destroy (&self->edge);
   eventlog_destroy (&self->log);
+  container_dirs_destroy (&self->daemon->dirs);
   zhashx_destroy (&self->containers);
   zhashx_destroy (&self->reserved);
   zhashx_destroy (&self->draining);

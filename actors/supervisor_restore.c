@@ -149,9 +149,6 @@ void
 supervisor_restore_all (zcd_daemon_t *daemon, eventlog_t *log)
 {
   const char *state_dir = daemon->config->state_dir;
-  char trash[4096];
-  snprintf (trash, sizeof trash, "%s/.trash", state_dir);
-  zcd_rm_rf (trash, NULL);
   /* Where client-chosen names live: made once, never a client's path. */
   cleanup_free char *root = zcd_containers_root (daemon->config);
   if (root && mkdir (root, 0700) < 0 && errno != EEXIST)

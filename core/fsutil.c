@@ -136,6 +136,28 @@ zcd_write_file_replace (const char *path, const void *data, size_t len, mode_t m
 }
 
 int
+zcd_write_file_replace_into (const char *made, const char *path, const void *data, size_t len,
+                             zcd_error_t **err)
+{
+  cleanup_close int fd = open (made, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return zcd_fail_errno (err, errno, "open `%s`", made);
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return zcd_fail_errno (err, errno, "stat `%s`", made);
+  /* Only what was made for this: an empty regular file. */
+  if (!S_ISREG (st.st_mode) || st.st_size != 0)
+    return zcd_fail (err, ZCD_E_INTERNAL, "`%s` is not an empty regular file", made);
+  if (s_write_all (fd, data, len) < 0 || rename (made, path) < 0)
+    {
+      int saved = errno;
+      unlink (made);
+      return zcd_fail_errno (err, saved, "write `%s`", path);
+    }
+  return 0;
+}
+
+int
 zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *len_out,
                  zcd_error_t **err)
 {

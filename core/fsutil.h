@@ -25,6 +25,12 @@ int zcd_write_fileat_atomic (int dirfd, const char *name, const void *data, size
  * the disk, so the loop thread may call it. */
 int zcd_write_file_replace (const char *path, const void *data, size_t len, mode_t mode,
                             zcd_error_t **err);
+/* The same into `made`, an empty regular file made ahead in path's
+ * directory (a container skeleton's, actors/container_dirs.c) instead of a
+ * new temp: no inode is allocated on the caller's thread.  Fails (errno's
+ * code; ENOENT: there is none) when `made` is not such a file. */
+int zcd_write_file_replace_into (const char *made, const char *path, const void *data, size_t len,
+                                 zcd_error_t **err);
 /* Read a whole file of at most `max` bytes into a NUL-terminated buffer the
  * caller frees.  A larger file is ZCD_E_TOO_LARGE. */
 int zcd_read_file (const char *path, size_t max, char **out, size_t *len, zcd_error_t **err);

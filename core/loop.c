@@ -18,6 +18,7 @@ struct loop_watch
   loop_zsock_fn zsock_fn;
   void *arg;
   bool dead;
+  bool pending; /* a zsock found readable before the last sleep: handled this turn */
   loop_watch_t *next; /* in the zsock list or the graveyard */
   loop_watch_t *all_prev, *all_next; /* every live watch, so none outlives the loop */
 };
@@ -341,22 +342,33 @@ s_zsock_readable (void *zsock)
   return (events & ZMQ_POLLIN) != 0;
 }
 
+/* A ZeroMQ socket's fd signals only a change: input that arrived while
+ * the socket was busy sending (its commands processed then) leaves no
+ * signal.  So before every sleep each socket is asked (ZMQ_EVENTS, which
+ * costs libzmq a poll and a getpid); one with input is marked and served
+ * here, in the turn the sleep (of 0 ms) ends, rather than asked twice per
+ * turn. */
 static void
-s_recheck_zsocks (loop_t *self)
+s_serve_pending_zsocks (loop_t *self)
 {
   for (loop_watch_t *w = self->zsocks; w; w = w->next)
-    if (!w->dead && s_zsock_readable (w->zsock))
-      w->zsock_fn (self, w->zsock, w->arg);
+    if (w->pending)
+      {
+        w->pending = false;
+        if (!w->dead && s_zsock_readable (w->zsock))
+          w->zsock_fn (self, w->zsock, w->arg);
+      }
 }
 
 static int
 s_next_timeout (loop_t *self)
 {
-  if (self->deferred_len > 0)
-    return 0;
+  bool zsock_input = false;
   for (loop_watch_t *w = self->zsocks; w; w = w->next)
-    if (!w->dead && s_zsock_readable (w->zsock))
-      return 0;
+    if (w->pending || (!w->dead && s_zsock_readable (w->zsock)))
+      w->pending = zsock_input = true;
+  if (zsock_input || self->deferred_len > 0)
+    return 0;
   if (self->heap_len == 0)
     return 1000;
   uint64_t now = zcd_mono_ms ();
@@ -403,7 +415,7 @@ loop_run (loop_t *self)
         s_dispatch (self, events, n);
       s_fire_timers (self);
       s_run_deferred (self);
-      s_recheck_zsocks (self);
+      s_serve_pending_zsocks (self);
       if (self->before_sleep)
         self->before_sleep (self, self->before_sleep_arg);
       s_bury_dead (self);

@@ -248,6 +248,52 @@ test_replace_write_never_fsyncs (void **state)
   assert_int_equal (temps, 0);
 }
 
+/* A container skeleton's file made ahead becomes state.json: written and
+ * renamed over the name, never created; anything but an empty regular
+ * file is refused and left as it is. */
+static void
+test_replace_into_made_file (void **state)
+{
+  fixture_t *f = *state;
+  char made[128], path[128], link[128];
+  s_path (made, sizeof made, f, "state.json.spare");
+  s_path (path, sizeof path, f, "state.json");
+  s_path (link, sizeof link, f, "link");
+  zcd_error_t *err = NULL;
+  /* none made: ENOENT, and nothing is created */
+  assert_int_equal (zcd_write_file_replace_into (made, path, "x", 1, &err), -1);
+  assert_int_equal (err->sys_errno, ENOENT);
+  zcd_error_free (&err);
+  assert_int_equal (s_count_entries (f->dir, NULL, NULL), 0);
+  /* an empty file: its inode becomes state.json */
+  cleanup_close int fd = open (made, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  assert_true (fd >= 0);
+  struct stat before, after;
+  assert_int_equal (fstat (fd, &before), 0);
+  assert_int_equal (zcd_write_file_replace_into (made, path, "{}", 2, &err), 0);
+  assert_int_equal (stat (path, &after), 0);
+  assert_true (after.st_ino == before.st_ino);
+  size_t len;
+  cleanup_free char *text = s_read (path, 16, &len);
+  assert_string_equal (text, "{}");
+  assert_int_equal (access (made, F_OK), -1);
+  /* not empty, or a link: refused, left alone */
+  s_write (made, "old", 3, 0600);
+  assert_int_equal (zcd_write_file_replace_into (made, path, "new", 3, &err), -1);
+  zcd_error_free (&err);
+  cleanup_free char *kept = s_read (made, 16, &len);
+  assert_string_equal (kept, "old");
+  cleanup_free char *same = s_read (path, 16, &len);
+  assert_string_equal (same, "{}");
+  assert_int_equal (unlink (made), 0);
+  assert_int_equal (symlink (path, made), 0);
+  assert_int_equal (zcd_write_file_replace_into (made, link, "new", 3, &err), -1);
+  assert_int_equal (err->sys_errno, ELOOP);
+  zcd_error_free (&err);
+  cleanup_free char *still = s_read (path, 16, &len);
+  assert_string_equal (still, "{}");
+}
+
 static void
 test_atomic_writeat_relative (void **state)
 {
@@ -486,6 +532,7 @@ main (void)
                                      s_teardown),
     cmocka_unit_test_setup_teardown (test_atomic_writeat_relative, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_replace_write_never_fsyncs, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_replace_into_made_file, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_read_respects_max, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_read_missing_and_proc, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_mkdir_p, s_setup, s_teardown),
