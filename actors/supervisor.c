@@ -257,18 +257,15 @@ s_before_sleep (loop_t *loop, void *arg)
 static void
 s_answer_unstarted (supervisor_t *self, const char *message)
 {
-  queued_create_t **lists[] = { &self->queue_head, &self->held_head };
+  zlistx_t *lists[] = { self->start_queue, self->held };
   for (size_t i = 0; i < 2; i++)
-    while (*lists[i])
+    for (queued_create_t *q = zlistx_detach (lists[i], NULL); q; q = zlistx_detach (lists[i], NULL))
       {
-        queued_create_t *q = *lists[i];
-        *lists[i] = q->next;
         zhashx_delete (self->reserved, q->id);
         zhashx_delete (self->start_times, (void *) (uintptr_t) q->token);
         edge_reply_error (self->edge, q->token, ZCD_E_UNAVAILABLE, message);
         supervisor_queued_create_free (q);
       }
-  self->queue_tail = self->held_tail = NULL;
   self->queued = 0;
   supervisor_replays_stop (self, message);
 }
@@ -355,6 +352,8 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   self->containers = zhashx_new ();
   zhashx_set_destructor (self->containers, supervisor_entry_destroy);
   self->reserved = zhashx_new ();
+  self->start_queue = zlistx_new ();
+  self->held = zlistx_new ();
   self->draining = zhashx_new ();
   zhashx_set_destructor (self->draining, edge_free_item);
   self->last_event_seq = zhashx_new ();
@@ -448,24 +447,19 @@ supervisor_destroy (supervisor_t **pself)
         free (a);
       }
   supervisor_replays_free (self);
-  while (self->queue_head)
-    {
-      queued_create_t *q = self->queue_head;
-      self->queue_head = q->next;
+  zlistx_t *creates[] = { self->start_queue, self->held };
+  for (size_t i = 0; i < 2 && creates[i]; i++)
+    for (queued_create_t *q = zlistx_detach (creates[i], NULL); q;
+         q = zlistx_detach (creates[i], NULL))
       supervisor_queued_create_free (q);
-    }
+  zlistx_destroy (&self->start_queue);
+  zlistx_destroy (&self->held);
   edge_destroy (&self->edge);
   eventlog_destroy (&self->log);
   container_dirs_destroy (&self->daemon->dirs);
   zhashx_destroy (&self->containers);
   zhashx_destroy (&self->reserved);
   zhashx_destroy (&self->draining);
-  while (self->held_head)
-    {
-      queued_create_t *q = self->held_head;
-      self->held_head = q->next;
-      supervisor_queued_create_free (q);
-    }
   zhashx_destroy (&self->start_times);
   zhashx_destroy (&self->last_event_seq);
   /* The actor's state is this struct: detach it before the actor goes. */

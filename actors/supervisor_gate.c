@@ -131,33 +131,13 @@ s_launch_create (supervisor_t *self, queued_create_t *q)
                     err ? err->msg : "create failed without a reason (a bug: see the log)");
 }
 
-static void
-s_enqueue (queued_create_t **head, queued_create_t **tail, queued_create_t *q)
-{
-  q->next = NULL;
-  if (*tail)
-    (*tail)->next = q;
-  else
-    *head = q;
-  *tail = q;
-}
-
 /* The earlier container of `id` is gone: its held creates join the queue. */
 void
 supervisor_release_held (supervisor_t *self, const char *id)
 {
-  queued_create_t *keep_head = NULL, *keep_tail = NULL;
-  while (self->held_head)
-    {
-      queued_create_t *q = self->held_head;
-      self->held_head = q->next;
-      if (strcmp (q->id, id) == 0)
-        s_enqueue (&self->queue_head, &self->queue_tail, q);
-      else
-        s_enqueue (&keep_head, &keep_tail, q);
-    }
-  self->held_head = keep_head;
-  self->held_tail = keep_tail;
+  for (queued_create_t *q = zlistx_first (self->held); q; q = zlistx_next (self->held))
+    if (strcmp (q->id, id) == 0)
+      zlistx_add_end (self->start_queue, zlistx_detach_cur (self->held));
   s_start_next (self);
 }
 
@@ -165,12 +145,9 @@ static void
 s_start_next (supervisor_t *self)
 {
   int max = self->daemon->config->max_concurrent_starts;
-  while (self->queue_head && self->starting < max)
+  while (zlistx_size (self->start_queue) && self->starting < max)
     {
-      queued_create_t *q = self->queue_head;
-      self->queue_head = q->next;
-      if (self->queue_head == NULL)
-        self->queue_tail = NULL;
+      queued_create_t *q = zlistx_detach (self->start_queue, NULL);
       self->queued--;
       s_launch_create (self, q);
       supervisor_queued_create_free (q);
@@ -231,10 +208,10 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
   if (zhashx_lookup (self->draining, id))
     {
       q->id = steal_pointer (&id);
-      s_enqueue (&self->held_head, &self->held_tail, q);
+      zlistx_add_end (self->held, q);
       return;
     }
   q->id = steal_pointer (&id);
-  s_enqueue (&self->queue_head, &self->queue_tail, q);
+  zlistx_add_end (self->start_queue, q);
   s_start_next (self);
 }

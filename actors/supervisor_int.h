@@ -41,7 +41,6 @@ typedef struct queued_create
   uint64_t token;
   char *id;
   container_spec_t *spec; /* the request, decoded once at admission */
-  struct queued_create *next;
 } queued_create_t;
 
 typedef struct ack
@@ -74,8 +73,8 @@ struct supervisor
   zhashx_t *containers; /* id -> container_entry_t */
   zhashx_t *reserved;   /* ids admitted but not started yet -> token */
   zhashx_t *draining;   /* id -> actor whose exit is out but which is not gone yet */
-  queued_create_t *held_head, *held_tail; /* creates waiting for a draining id */
-  queued_create_t *queue_head, *queue_tail;
+  zlistx_t *held;        /* queued_create_t waiting for a draining id, in order */
+  zlistx_t *start_queue; /* queued_create_t waiting for a start slot, in order */
   int starting;
   size_t queued;
   replay_t *replays;
