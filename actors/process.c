@@ -42,6 +42,7 @@ s_new (const char *name, bool is_init)
   p->name = s_strdup0 (name);
   p->is_init = is_init;
   p->state = PROCESS_NEW;
+  p->pidfd = -1;
   return p;
 }
 
@@ -168,6 +169,8 @@ process_destroy (process_t **pp)
   if (p == NULL)
     return;
   process_shim_stop (p);
+  if (p->pidfd >= 0)
+    close (p->pidfd);
   free (p->name);
   free (p->dir);
   mp_strv_free (p->args);
@@ -246,17 +249,39 @@ process_gone (const process_t *p)
   return zcd_proc_is_zombie (pid);
 }
 
+void
+process_pin (process_t *p)
+{
+  if (p->pidfd >= 0)
+    close (p->pidfd);
+  p->pidfd = -1;
+  pid_t pid = (pid_t)p->system_pid;
+  if (pid <= 0 || p->starttime == 0)
+    return;
+  int fd = (int)syscall (SYS_pidfd_open, pid, 0);
+  /* Checked after opening: the fd then holds the process the starttime
+   * names, or the pid was someone else's already and nothing is pinned. */
+  if (fd >= 0 && zcd_proc_starttime (pid) != p->starttime)
+    {
+      close (fd);
+      fd = -1;
+    }
+  if (fd >= 0)
+    fcntl (fd, F_SETFD, FD_CLOEXEC);
+  p->pidfd = fd;
+}
+
 int
 process_signal (const process_t *p, int sig)
 {
   pid_t pid = (pid_t)p->system_pid;
   if (p->state != PROCESS_RUNNING || pid <= 0)
     return -ESRCH;
-  cleanup_close int pidfd = (int)syscall (SYS_pidfd_open, pid, 0);
-  /* Gone, or a stranger holds the pid now: the exit is on its way. */
-  if (pidfd < 0 || p->starttime == 0 || zcd_proc_starttime (pid) != p->starttime)
+  /* The pidfd taken when the process became known: gone means ESRCH,
+   * never a stranger that got the pid since (the exit is on its way). */
+  if (p->pidfd < 0)
     return -ESRCH;
-  if (syscall (SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0)
+  if (syscall (SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) < 0)
     return -errno;
   return 0;
 }

@@ -55,6 +55,11 @@ struct process
   process_state_t state;
   uint32_t system_pid;
   uint64_t starttime; /* of system_pid (/proc/<pid>/stat): a recycled pid is not it */
+  /* A pidfd of system_pid, opened as soon as it is known and checked
+   * against starttime then: a signal through it reaches this process or
+   * none, even when a recycled pid started in the same clock tick (the
+   * starttime's 10 ms).  -1 when there is none (gone before we looked). */
+  int pidfd;
   int status;         /* the exit status, once PROCESS_EXITED */
   char *dir;          /* its state directory, once spawned or restored */
 
@@ -105,9 +110,12 @@ void process_pack_view (const process_t *p, msgpack_packer *pk);
 /* Whether the started process has exited or is exiting (a zombie), even if
  * its shim has not said so yet; a recycled pid counts as exited. */
 bool process_gone (const process_t *p);
-/* Signal through a pidfd taken while the pid still names the process that
- * started (same start time), so a recycled pid is never hit.  0, or a
- * negative errno: -ESRCH when the process has exited. */
+/* Open p's pidfd (process_t.pidfd) for system_pid, if it still is the
+ * process starttime names; called once the pid is known. */
+void process_pin (process_t *p);
+/* Signal through the pidfd taken when the pid became known (same start
+ * time then), so a recycled pid is never hit.  0, or a negative errno:
+ * -ESRCH when the process has exited (or was gone before it was pinned). */
 int process_signal (const process_t *p, int sig);
 /* Write a control record to the shim's FIFO.  0, or a negative errno:
  * -ENXIO / -ENOENT / -EPIPE when the shim is gone (the process exited),

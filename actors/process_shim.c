@@ -157,6 +157,7 @@ s_report_record (process_shim_t *self, sync_outcome_t outcome)
       p->state = PROCESS_RUNNING;
       p->system_pid = (uint32_t)rec->pid;
       p->starttime = zcd_proc_starttime (rec->pid);
+      process_pin (p);
       self->cb->started (self->owner, p);
       return;
     }
@@ -546,6 +547,7 @@ process_restore (process_t *p, const process_launch_t *launch, bool *alive)
   pid_t pid = s_read_pid_file (p->dir, "pid");
   p->system_pid = pid > 0 ? (uint32_t)pid : 0;
   p->starttime = pid > 0 ? s_read_starttime (p->dir) : 0;
+  process_pin (p);
   *alive = false;
   /* The FIFO is opened before the liveness check: a shim alive at the
    * check holds its write end, so its hang-up cannot be missed.  Without
