@@ -118,7 +118,7 @@ shim_console_receive (shim_t *self, zcd_error_t **err)
   fcntl (master, F_SETFL, fcntl (master, F_GETFL) | O_NONBLOCK);
   /* Each relay owns its own descriptor, so ending one never closes the
    * master the other (and resize) still use. */
-  self->output_relay.src = fcntl (master, F_DUPFD_CLOEXEC, 3);
+  self->stdout_relay.src = fcntl (master, F_DUPFD_CLOEXEC, 3);
   if (self->stdin_relay.src >= 0)
     self->stdin_relay.dst = fcntl (master, F_DUPFD_CLOEXEC, 3);
   return 0;

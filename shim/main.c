@@ -24,7 +24,8 @@ s_init (shim_t *self)
   self->delete_helper_fd = self->delete_report_fd = -1;
   self->exit_status_fd = -1;
   shim_relay_init (&self->stdin_relay, -1, -1, false);
-  shim_relay_init (&self->output_relay, -1, -1, false);
+  shim_relay_init (&self->stdout_relay, -1, -1, false);
+  shim_relay_init (&self->stderr_relay, -1, -1, false);
 }
 
 /* fds 0-2 become /dev/null: the shim must not hold the daemon's pipes or

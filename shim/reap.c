@@ -190,11 +190,9 @@ enum
 {
   SLOT_SIGNAL,
   SLOT_CONTROL,
-  SLOT_STDIN_SRC,
-  SLOT_STDIN_DST,
-  SLOT_OUTPUT_SRC,
-  SLOT_OUTPUT_DST,
-  SLOT_COUNT
+  SLOT_RELAYS, /* then a source and a destination slot per relay */
+  RELAY_COUNT = 3,
+  SLOT_COUNT = SLOT_RELAYS + 2 * RELAY_COUNT
 };
 
 /* A relay reads only while its buffer is empty and writes only while it is
@@ -211,26 +209,27 @@ s_watch_relay (const shim_relay_t *relay, struct pollfd *src, struct pollfd *dst
 static void
 s_poll_once (shim_t *self)
 {
+  shim_relay_t *relays[RELAY_COUNT] = { &self->stdout_relay, &self->stderr_relay,
+                                        &self->stdin_relay };
   struct pollfd fds[SLOT_COUNT] = {
     [SLOT_SIGNAL] = { .fd = self->signal_fd, .events = POLLIN },
     [SLOT_CONTROL] = { .fd = self->control_fd, .events = POLLIN },
   };
-  s_watch_relay (&self->stdin_relay, &fds[SLOT_STDIN_SRC], &fds[SLOT_STDIN_DST]);
-  s_watch_relay (&self->output_relay, &fds[SLOT_OUTPUT_SRC], &fds[SLOT_OUTPUT_DST]);
+  for (int i = 0; i < RELAY_COUNT; i++)
+    s_watch_relay (relays[i], &fds[SLOT_RELAYS + 2 * i], &fds[SLOT_RELAYS + 2 * i + 1]);
   if (poll (fds, SLOT_COUNT, -1) < 0)
     return;
   /* Control first: a resize sent before some input is in effect by the
    * time the container reads that input. */
   if (fds[SLOT_CONTROL].revents)
     s_read_control (self);
-  if (fds[SLOT_OUTPUT_SRC].revents)
-    shim_relay_on_readable (&self->output_relay);
-  if (fds[SLOT_OUTPUT_DST].revents)
-    shim_relay_on_writable (&self->output_relay);
-  if (fds[SLOT_STDIN_SRC].revents)
-    shim_relay_on_readable (&self->stdin_relay);
-  if (fds[SLOT_STDIN_DST].revents)
-    shim_relay_on_writable (&self->stdin_relay);
+  for (int i = 0; i < RELAY_COUNT; i++)
+    {
+      if (fds[SLOT_RELAYS + 2 * i].revents)
+        shim_relay_on_readable (relays[i]);
+      if (fds[SLOT_RELAYS + 2 * i + 1].revents)
+        shim_relay_on_writable (relays[i]);
+    }
   if (fds[SLOT_SIGNAL].revents)
     {
       s_drain_signal_fd (self);
@@ -283,7 +282,10 @@ shim_reap_loop (shim_t *self)
   s_reap_ready (self);
   while (!self->exited)
     s_poll_once (self);
-  shim_relay_drain (&self->output_relay, DRAIN_TIMEOUT_MS);
+  /* What the process wrote before it exited reaches the client's paths
+   * before its exit is reported. */
+  shim_relay_drain (&self->stdout_relay, DRAIN_TIMEOUT_MS);
+  shim_relay_drain (&self->stderr_relay, DRAIN_TIMEOUT_MS);
   /* The delete runs while exitStatus is written: the daemon hears of
    * neither before the shim exits (the exit FIFO), and a shim killed in
    * between leaves no exitStatus, which the daemon answers with its own

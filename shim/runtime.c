@@ -108,59 +108,64 @@ s_file_size (const char *path)
 }
 
 /* Where the runtime's stderr text can be read back afterwards: our
- * capture, or the container's stderr when that is a regular file (a
- * runtime that fails before it sets up logging, like crun without CRIU
- * saying "unknown command restore", writes only there). */
+ * capture, or the container's stderr pipe (a runtime that fails before it
+ * sets up logging, like crun without CRIU saying "unknown command
+ * restore", writes only there). */
 typedef struct
 {
   int fd;
-  off_t from;
-  bool owned; /* a read-only reopening, closed after use */
+  bool is_pipe;               /* the container's stderr pipe: read, then pass on */
+  shim_relay_t *relay;        /* whose destination gets what was read */
 } s_stderr_mark_t;
 
 static s_stderr_mark_t
-s_stderr_mark (int capture, int container_stderr)
+s_stderr_mark (shim_t *self, int capture, int container_stderr)
 {
   if (capture >= 0)
-    return (s_stderr_mark_t) { capture, 0, false };
-  struct stat st;
-  if (container_stderr < 0 || fstat (container_stderr, &st) < 0 || !S_ISREG (st.st_mode))
-    return (s_stderr_mark_t) { -1, 0, false };
-  /* The container's fd is write-only: read the same file through a new
-   * read-only open of it. */
-  char path[64];
-  snprintf (path, sizeof path, "/proc/self/fd/%d", container_stderr);
-  return (s_stderr_mark_t) { open (path, O_RDONLY | O_CLOEXEC), st.st_size, true };
+    return (s_stderr_mark_t) { capture, false, NULL };
+  if (container_stderr >= 0 && container_stderr == self->container_stdio[2]
+      && self->stderr_relay.src >= 0)
+    return (s_stderr_mark_t) { self->stderr_relay.src, true, &self->stderr_relay };
+  return (s_stderr_mark_t) { -1, false, NULL };
 }
 
-static void
-s_stderr_mark_release (s_stderr_mark_t *mark)
+/* Read what the runtime left in the container's stderr pipe (the relay is
+ * not running yet), and pass it on to the client's stderr as the relay
+ * would have. */
+static ssize_t
+s_stderr_mark_read (shim_t *self, s_stderr_mark_t mark, char *out, size_t cap)
 {
-  if (mark->owned && mark->fd >= 0)
-    close (mark->fd);
-  mark->fd = -1;
+  if (!mark.is_pipe)
+    return pread (mark.fd, out, cap, 0);
+  ssize_t n = read (mark.fd, out, cap);
+  /* A failed write loses the text for the client's file only: it is
+   * still in the error reported. */
+  if (n > 0 && mark.relay->dst >= 0 && write (mark.relay->dst, out, (size_t) n) < 0)
+    shim_log (self, "the runtime's stderr text did not reach the client's stderr: %s",
+              strerror (errno));
+  return n;
 }
 
 /* The messages the runtime wrote to its log since `from`, else the text it
  * wrote to stderr, else a note that it said nothing. */
 static void
-s_collect_error_text (const char *log_path, off_t from, s_stderr_mark_t mark, char *out,
+s_collect_error_text (shim_t *self, off_t from, s_stderr_mark_t mark, char *out,
                       size_t cap)
 {
   out[0] = '\0';
   cleanup_free char *log = NULL;
   size_t len = 0;
-  if (zcd_read_file (log_path, 1 << 20, &log, &len, NULL) == 0 && (off_t) len > from)
+  if (zcd_read_file (self->runtime_log, 1 << 20, &log, &len, NULL) == 0 && (off_t) len > from)
     shim_runtime_log_errors (log + from, len - (size_t) from, out, cap);
-  if (out[0] == '\0' && mark.fd >= 0)
-    {
-      ssize_t n = pread (mark.fd, out, cap - 1, mark.from);
-      if (n < 0)
-        n = 0;
-      while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
-        n--;
-      out[n] = '\0';
-    }
+  /* Read (and passed on) even when the log said it all: a pipe's bytes
+   * reach the client's file only this way once the start failed. */
+  char stderr_text[ERROR_TEXT_MAX];
+  ssize_t n = mark.fd >= 0 ? s_stderr_mark_read (self, mark, stderr_text, sizeof stderr_text - 1)
+                           : 0;
+  while (n > 0 && (stderr_text[n - 1] == '\n' || stderr_text[n - 1] == ' '))
+    n--;
+  if (out[0] == '\0' && n > 0)
+    snprintf (out, cap, "%.*s", (int) n, stderr_text);
   if (out[0] == '\0')
     snprintf (out, cap, "no error output");
 }
@@ -240,7 +245,7 @@ typedef struct
 static void
 s_call_release (s_call_t *call)
 {
-  s_stderr_mark_release (&call->stderr_mark);
+  call->stderr_mark.fd = -1;
   if (call->capture >= 0)
     close (call->capture);
   if (call->devnull >= 0)
@@ -255,7 +260,7 @@ s_call_begin (shim_t *self, s_call_t *call, const char *const *sub_argv, const i
 {
   call->what = sub_argv[0];
   call->pid = -1;
-  call->stderr_mark = (s_stderr_mark_t) { -1, 0, false };
+  call->stderr_mark = (s_stderr_mark_t) { -1, false, NULL };
   s_build_argv (self, sub_argv, call->argv);
   call->devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
   call->capture = stdio[2] < 0 ? memfd_create ("runtime-stderr", MFD_CLOEXEC) : -1;
@@ -269,7 +274,7 @@ s_call_begin (shim_t *self, s_call_t *call, const char *const *sub_argv, const i
       return zcd_fail_errno (err, saved, "open /dev/null");
     }
   call->log_from = s_file_size (self->runtime_log);
-  call->stderr_mark = s_stderr_mark (capture, stdio[2]);
+  call->stderr_mark = s_stderr_mark (self, capture, stdio[2]);
   int rc = s_spawn (self, call->argv, fds, &call->pid);
   if (rc == 0)
     return 0;
@@ -303,7 +308,7 @@ s_call_end (shim_t *self, s_call_t *call, zcd_error_t **err)
     }
   char how[64], text[ERROR_TEXT_MAX];
   s_describe_status (status, how, sizeof how);
-  s_collect_error_text (self->runtime_log, call->log_from, call->stderr_mark, text, sizeof text);
+  s_collect_error_text (self, call->log_from, call->stderr_mark, text, sizeof text);
   s_call_release (call);
   shim_log (self, "%s %s: %s: %s", call->argv[0], call->what, how, text);
   return zcd_fail (err, ZCD_E_RUNTIME_ERROR, "%s %s: %s: %s", self->args.runtime, call->what,

@@ -73,7 +73,8 @@ typedef struct
   int console_listen_fd; /* -1 without a terminal */
   int master_fd;         /* pty master, -1 without a terminal */
   shim_relay_t stdin_relay;  /* stdin path -> pipe or master */
-  shim_relay_t output_relay; /* master -> stdout path (terminal only) */
+  shim_relay_t stdout_relay; /* pipe or master -> stdout path */
+  shim_relay_t stderr_relay; /* pipe -> stderr path (no terminal) */
   pid_t pid;                 /* the container process */
   pid_t delete_helper_pid;   /* init: forked before the sandbox, -1 if none */
   int delete_helper_fd;      /* write end of its go-pipe */

@@ -1,8 +1,7 @@
-/* The container's stdio.  Without a terminal, stdout and stderr go straight
- * to the runtime (and from it to the container): no copying, no buffer.
- * stdin, when given, goes through a pipe the shim feeds, so that a
- * close_stdin record can close the write end and the container sees EOF
- * even though the client's FIFO never ends.  With a terminal, the shim
+/* The container's stdio.  Without a terminal, fds 0-2 are pipes the shim
+ * relays to and from the client's paths: pipes are what CRIU can
+ * checkpoint and restore, and stdin's lets a close_stdin record end the
+ * input although the client's FIFO never ends.  With a terminal, the shim
  * copies pty master -> stdout path and stdin path -> master. */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,33 +58,67 @@ s_set_nonblock (int fd)
   return flags < 0 ? -1 : fcntl (fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+/* The container writes into a pipe the shim copies to the client's path
+ * (a missing path is /dev/null, copied all the same): CRIU can dump a pipe
+ * and reconnect it on restore, not a host file opened outside the
+ * container's mounts (checkpoint.c, DESIGN.md).  The destination is
+ * non-blocking, so a client FIFO nobody reads stops the copying, and then
+ * the container, never the shim. */
 static int
-s_open_plain (shim_t *self, zcd_error_t **err)
+s_output_pipe (shim_relay_t *relay, const char *path, int *container_end, zcd_error_t **err)
 {
-  self->container_stdio[1] = s_open_output (self->args.stdout_path, err);
-  if (self->container_stdio[1] < 0)
-    return -1;
-  self->container_stdio[2] = s_open_output (self->args.stderr_path, err);
-  if (self->container_stdio[2] < 0)
-    return -1;
-  if (self->args.stdin_path == NULL)
-    {
-      self->container_stdio[0] = open ("/dev/null", O_RDONLY | O_CLOEXEC);
-      return self->container_stdio[0] < 0 ? zcd_fail_errno (err, errno, "open /dev/null") : 0;
-    }
-  int source = s_open_input (self->args.stdin_path, err);
-  if (source < 0)
+  int dst = s_open_output (path, err);
+  if (dst < 0)
     return -1;
   int pipe_fds[2];
   if (pipe2 (pipe_fds, O_CLOEXEC) < 0)
     {
-      close (source);
+      close (dst);
+      return zcd_fail_errno (err, errno, "pipe for output");
+    }
+  s_set_nonblock (pipe_fds[0]);
+  s_set_nonblock (dst);
+  *container_end = pipe_fds[1];
+  shim_relay_init (relay, pipe_fds[0], dst, false);
+  return 0;
+}
+
+/* stdin is a pipe too, for the same reason; without a path its write end
+ * is closed at once, which reads as EOF, as /dev/null would. */
+static int
+s_input_pipe (shim_t *self, zcd_error_t **err)
+{
+  int source = -1;
+  if (self->args.stdin_path && (source = s_open_input (self->args.stdin_path, err)) < 0)
+    return -1;
+  int pipe_fds[2];
+  if (pipe2 (pipe_fds, O_CLOEXEC) < 0)
+    {
+      if (source >= 0)
+        close (source);
       return zcd_fail_errno (err, errno, "pipe for stdin");
     }
   self->container_stdio[0] = pipe_fds[0];
+  if (source < 0)
+    {
+      close (pipe_fds[1]);
+      return 0;
+    }
   s_set_nonblock (pipe_fds[1]);
   shim_relay_init (&self->stdin_relay, source, pipe_fds[1], false);
   return 0;
+}
+
+static int
+s_open_plain (shim_t *self, zcd_error_t **err)
+{
+  if (s_output_pipe (&self->stdout_relay, self->args.stdout_path, &self->container_stdio[1], err)
+          < 0
+      || s_output_pipe (&self->stderr_relay, self->args.stderr_path, &self->container_stdio[2],
+                        err)
+             < 0)
+    return -1;
+  return s_input_pipe (self, err);
 }
 
 int
@@ -98,7 +131,7 @@ shim_stdio_open (shim_t *self, zcd_error_t **err)
   if (out < 0)
     return -1;
   s_set_nonblock (out);
-  shim_relay_init (&self->output_relay, -1, out, false);
+  shim_relay_init (&self->stdout_relay, -1, out, false);
   if (self->args.stdin_path)
     {
       int source = s_open_input (self->args.stdin_path, err);
