@@ -38,8 +38,8 @@ typedef struct removal
   struct checkpointer *self;
   child_t *child;
   uint64_t token;
-  char *what; /* "delete checkpoint `x` (what is left is DIR/.zcd-deleting.N)" */
-  struct removal *next;
+  char *what;   /* "delete checkpoint `x` (what is left is DIR/.zcd-deleting.N)" */
+  void *handle; /* in the checkpointer's `removals` */
 } removal_t;
 
 typedef struct checkpointer
@@ -49,8 +49,8 @@ typedef struct checkpointer
   bool checked;
   bool available;
   char *reason;
-  zlistx_t *waiting; /* amsg_req_t copies: creations waiting for `criu check`, in order */
-  removal_t *removals;
+  zlistx_t *waiting;  /* amsg_req_t copies: creations waiting for `criu check`, in order */
+  zlistx_t *removals; /* removal_t: deletions whose child runs */
 } checkpointer_t;
 
 static void
@@ -396,12 +396,7 @@ s_delete_done (const child_result_t *res, void *arg)
 {
   removal_t *r = arg;
   checkpointer_t *self = r->self;
-  for (removal_t **p = &self->removals; *p; p = &(*p)->next)
-    if (*p == r)
-      {
-        *p = r->next;
-        break;
-      }
+  zlistx_detach (self->removals, r->handle);
   cleanup_error zcd_error_t *err = s_rm_result (res, r->what);
   if (err)
     s_reply_error (self, r->token, err->code, err->msg);
@@ -510,8 +505,7 @@ s_delete_checkpoint (checkpointer_t *self, uint64_t token, const char *dir, cons
       s_removal_free (r);
       return -1;
     }
-  r->next = self->removals;
-  self->removals = r;
+  r->handle = zlistx_add_start (self->removals, r);
   return 0;
 }
 
@@ -617,13 +611,12 @@ s_destroy_state (actor_t *actor)
   checkpointer_t *self = actor_state (actor);
   zlistx_destroy (&self->waiting);
   /* Removals still running finish unobserved; nobody is left to answer. */
-  while (self->removals)
+  for (removal_t *r; (r = zlistx_detach (self->removals, NULL));)
     {
-      removal_t *r = self->removals;
-      self->removals = r->next;
       child_forget (self->daemon->children, r->child);
       s_removal_free (r);
     }
+  zlistx_destroy (&self->removals);
   free (self->reason);
   free (self);
 }
@@ -651,10 +644,12 @@ checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   self->daemon = daemon;
   self->waiting = zlistx_new ();
   zlistx_set_destructor (self->waiting, s_free_req);
+  self->removals = zlistx_new ();
   self->actor = actor_new (daemon->actors, &s_class, CHECKPOINT_ACTOR, self, err);
   if (self->actor == NULL)
     {
       zlistx_destroy (&self->waiting);
+      zlistx_destroy (&self->removals);
       free (self);
       return NULL;
     }

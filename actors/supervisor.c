@@ -165,19 +165,20 @@ s_flush_failed (supervisor_t *self, const zcd_error_t *err)
         = loop_timer_add (self->daemon->loop, delay > 1000 ? 1000 : delay, s_flush_retry, self);
 }
 
-/* The "logged" notices of the commit that just ended.  supervisor_send_acks
- * sends the queue `acks`: it is lent the committing ones, while those
- * queued since (events of the next batch) wait aside. */
+/* `back`'s acks join the end of `front`, in order; `back` is left empty.
+ * Mostly `front` is empty and the lists just trade places. */
 static void
-s_send_committed_acks (supervisor_t *self)
+s_acks_join (zlistx_t **front, zlistx_t **back)
 {
-  ack_t *later = self->acks, *later_tail = self->acks_tail;
-  self->acks = self->acks_committing;
-  self->acks_tail = NULL;
-  self->acks_committing = NULL;
-  supervisor_send_acks (self);
-  self->acks = later;
-  self->acks_tail = later_tail;
+  if (zlistx_size (*front) == 0)
+    {
+      zlistx_t *empty = *front;
+      *front = *back;
+      *back = empty;
+      return;
+    }
+  for (void *a; (a = zlistx_detach (*back, NULL));)
+    zlistx_add_end (*front, a);
 }
 
 /* A commit ended (eventlog_commit_start: from the loop, or at once).  Its
@@ -189,19 +190,12 @@ s_commit_done (eventlog_t *log, const zcd_error_t *err, void *arg)
   supervisor_t *self = arg;
   if (err)
     {
-      /* The notices go back in front, in order: their events are in the
-       * next batch again. */
-      if (self->acks_committing)
-        {
-          ack_t *last = self->acks_committing;
-          while (last->next)
-            last = last->next;
-          last->next = self->acks;
-          if (self->acks == NULL)
-            self->acks_tail = last;
-          self->acks = self->acks_committing;
-          self->acks_committing = NULL;
-        }
+      /* The notices go back in front of those queued since, in order:
+       * their events are in the next batch again. */
+      s_acks_join (&self->acks_committing, &self->acks);
+      zlistx_t *all = self->acks_committing;
+      self->acks_committing = self->acks;
+      self->acks = all;
       s_flush_failed (self, err);
       return;
     }
@@ -213,7 +207,8 @@ s_commit_done (eventlog_t *log, const zcd_error_t *err, void *arg)
    * acknowledges clean up after their exits: a client waiting for an exit
    * (to create the next container) hears of it a few steps earlier. */
   edge_flush (self->edge, eventlog_durable_seq (self->log));
-  s_send_committed_acks (self);
+  /* Those queued since (events of the next batch) wait in `acks`. */
+  supervisor_send_acks (self, self->acks_committing);
 }
 
 /* Start a commit of what this turn (and the turns while the last commit
@@ -228,14 +223,7 @@ s_commit_kick (supervisor_t *self)
     return;
   /* Every notice queued now belongs to an event of this batch (or an
    * older, durable one): they travel with the commit. */
-  if (self->acks)
-    {
-      ack_t **end = &self->acks_committing;
-      while (*end)
-        end = &(*end)->next;
-      *end = self->acks;
-      self->acks = self->acks_tail = NULL;
-    }
+  s_acks_join (&self->acks_committing, &self->acks);
   eventlog_commit_start (self->log);
 }
 
@@ -244,7 +232,7 @@ s_before_sleep (loop_t *loop, void *arg)
 {
   supervisor_t *self = arg;
   s_commit_kick (self);
-  if (self->replays)
+  if (zlistx_size (self->replays))
     supervisor_run_replays (self);
   /* Replies that follow no unlogged event leave whatever the disk does. */
   edge_flush (self->edge, eventlog_durable_seq (self->log));
@@ -354,6 +342,11 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   self->reserved = zhashx_new ();
   self->start_queue = zlistx_new ();
   self->held = zlistx_new ();
+  self->replays = zlistx_new ();
+  self->acks = zlistx_new ();
+  zlistx_set_destructor (self->acks, supervisor_ack_destroy);
+  self->acks_committing = zlistx_new ();
+  zlistx_set_destructor (self->acks_committing, supervisor_ack_destroy);
   self->draining = zhashx_new ();
   zhashx_set_destructor (self->draining, edge_free_item);
   self->last_event_seq = zhashx_new ();
@@ -436,17 +429,10 @@ supervisor_destroy (supervisor_t **pself)
   loop_timer_cancel (self->daemon->loop, self->heartbeat);
   loop_timer_cancel (self->daemon->loop, self->replay_timer);
   loop_timer_cancel (self->daemon->loop, self->flush_timer);
-  ack_t **lists[] = { &self->acks, &self->acks_committing };
-  for (size_t i = 0; i < 2; i++)
-    while (*lists[i])
-      {
-        ack_t *a = *lists[i];
-        *lists[i] = a->next;
-        free (a->to);
-        free (a->tag);
-        free (a);
-      }
+  zlistx_destroy (&self->acks);
+  zlistx_destroy (&self->acks_committing);
   supervisor_replays_free (self);
+  zlistx_destroy (&self->replays);
   zlistx_t *creates[] = { self->start_queue, self->held };
   for (size_t i = 0; i < 2 && creates[i]; i++)
     for (queued_create_t *q = zlistx_detach (creates[i], NULL); q;

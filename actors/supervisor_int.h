@@ -47,7 +47,6 @@ typedef struct ack
 {
   char *to;
   char *tag;
-  struct ack *next;
 } ack_t;
 
 typedef struct replay
@@ -61,7 +60,6 @@ typedef struct replay
   uint64_t next_try_ms;      /* monotonic; 0 = at once */
   uint64_t backoff_ms;       /* 0 while the replay moves */
   uint64_t last_progress_ms; /* an event sent, or the start */
-  struct replay *next;
 } replay_t;
 
 struct supervisor
@@ -77,9 +75,11 @@ struct supervisor
   zlistx_t *start_queue; /* queued_create_t waiting for a start slot, in order */
   int starting;
   size_t queued;
-  replay_t *replays;
-  ack_t *acks, *acks_tail; /* "logged" notices owed once the log is flushed */
-  ack_t *acks_committing;  /* ... for the events of the commit in flight */
+  zlistx_t *replays; /* replay_t, newest first */
+  /* ack_t: "logged" notices owed once the log is flushed, in order; the
+   * ones for the events of the commit in flight wait in acks_committing. */
+  zlistx_t *acks;
+  zlistx_t *acks_committing;
   loop_timer_t *replay_timer;
   uint64_t replay_timer_due_ms;
   size_t n_replays;
@@ -116,8 +116,10 @@ void supervisor_on_view (actor_t *actor, const char *from, const amsg_view_t *m)
 void supervisor_on_gone (actor_t *actor, const char *from, const amsg_gone_t *m);
 /* The Container map of PROTOCOL.md: the cached view and the current pids. */
 void supervisor_pack_container (container_entry_t *e, msgpack_packer *pk);
-/* After a flush: tell each actor that its event is durable. */
-void supervisor_send_acks (supervisor_t *self);
+void supervisor_ack_destroy (void **item); /* zlistx destructor of the ack lists */
+/* After a flush: tell each actor in `acks` that its event is durable, in
+ * order; the list is left empty. */
+void supervisor_send_acks (supervisor_t *self, zlistx_t *acks);
 
 /* supervisor_gate.c */
 void supervisor_op_create (supervisor_t *self, edge_request_t *req);

@@ -180,18 +180,18 @@ supervisor_run_replays (supervisor_t *self)
 {
   uint64_t now = zcd_mono_ms ();
   uint64_t next = UINT64_MAX;
-  for (replay_t **p = &self->replays; *p;)
+  /* Nothing a step calls adds or removes replays: the list's cursor
+   * holds (detaching at it leaves it on the previous one). */
+  for (replay_t *rp = zlistx_first (self->replays); rp; rp = zlistx_next (self->replays))
     {
-      replay_t *rp = *p;
       if (rp->next_try_ms <= now && s_advance (self, rp, now))
         {
-          *p = rp->next;
+          zlistx_detach_cur (self->replays);
           s_replay_free (self, rp);
           continue;
         }
       if (rp->next_try_ms < next)
         next = rp->next_try_ms;
-      p = &rp->next;
     }
   loop_t *loop = self->daemon->loop;
   if (next == UINT64_MAX)
@@ -242,29 +242,22 @@ supervisor_op_events (supervisor_t *self, edge_request_t *req)
   rp->oldest_seq = eventlog_oldest_seq (self->log);
   rp->last_progress_ms = zcd_mono_ms ();
   rp->req = edge_request_keep (self->edge, req);
-  rp->next = self->replays;
-  self->replays = rp;
+  zlistx_add_start (self->replays, rp);
   self->n_replays++;
 }
 
 void
 supervisor_replays_free (supervisor_t *self)
 {
-  while (self->replays)
-    {
-      replay_t *rp = self->replays;
-      self->replays = rp->next;
-      s_replay_free (self, rp);
-    }
+  for (replay_t *rp; (rp = zlistx_detach (self->replays, NULL));)
+    s_replay_free (self, rp);
 }
 
 void
 supervisor_replays_stop (supervisor_t *self, const char *message)
 {
-  while (self->replays)
+  for (replay_t *rp; (rp = zlistx_detach (self->replays, NULL));)
     {
-      replay_t *rp = self->replays;
-      self->replays = rp->next;
       edge_fail (self->edge, rp->req, ZCD_E_UNAVAILABLE, "%s; ask again with since_seq %" PRIu64,
                  message, rp->after_seq);
       s_replay_free (self, rp);

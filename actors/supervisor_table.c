@@ -156,30 +156,31 @@ s_queue_ack (supervisor_t *self, const char *to, const char *tag)
   ack_t *a = calloc (1, sizeof *a);
   a->to = strdup (to);
   a->tag = strdup (tag);
-  if (self->acks_tail)
-    self->acks_tail->next = a;
-  else
-    self->acks = a;
-  self->acks_tail = a;
+  zlistx_add_end (self->acks, a);
 }
 
-/* After a flush: tell each actor that its event is durable. */
 void
-supervisor_send_acks (supervisor_t *self)
+supervisor_ack_destroy (void **item)
 {
-  while (self->acks)
+  ack_t *a = *item;
+  free (a->to);
+  free (a->tag);
+  free (a);
+  *item = NULL;
+}
+
+void
+supervisor_send_acks (supervisor_t *self, zlistx_t *acks)
+{
+  for (void *item; (item = zlistx_detach (acks, NULL));)
     {
-      ack_t *a = self->acks;
-      self->acks = a->next;
+      ack_t *a = item;
       /* A container that left meanwhile needs no notice: the runtime logs
        * that not_found (info) and counts it. */
       amsg_logged_send (self->daemon->actors, SUPERVISOR_NAME, a->to,
                         &(amsg_logged_t){ .tag = a->tag }, NULL);
-      free (a->to);
-      free (a->tag);
-      free (a);
+      supervisor_ack_destroy (&item);
     }
-  self->acks_tail = NULL;
 }
 
 uint64_t

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+#include <czmq.h>
 #include <zmq.h>
 
 #include "core/fsutil.h"
@@ -18,9 +19,9 @@ struct loop_watch
   loop_zsock_fn zsock_fn;
   void *arg;
   bool dead;
-  bool pending; /* a zsock found readable before the last sleep: handled this turn */
-  loop_watch_t *next; /* in the zsock list or the graveyard */
-  loop_watch_t *all_prev, *all_next; /* every live watch, so none outlives the loop */
+  bool pending;       /* a zsock found readable before the last sleep: handled this turn */
+  void *all_handle;   /* in `all` while live */
+  void *zsock_handle; /* in `zsocks` while live (a zsock watch) */
 };
 
 struct loop_timer
@@ -43,9 +44,9 @@ struct loop
   int epfd;
   bool stopping;
   uint64_t turns;
-  loop_watch_t *zsocks;    /* live zsock watches, re-checked every turn */
-  loop_watch_t *all;      /* every live watch */
-  loop_watch_t *graveyard; /* removed this turn, freed when it ends */
+  zlistx_t *zsocks;    /* live zsock watches, newest first, re-checked every turn */
+  zlistx_t *all;       /* every live watch, so none outlives the loop */
+  zlistx_t *graveyard; /* removed this turn, freed when it ends */
   loop_timer_t **heap;
   size_t heap_len, heap_cap;
   uint64_t timer_order;
@@ -55,30 +56,35 @@ struct loop
   void *before_sleep_arg;
 };
 
+static void
+s_watch_free (void **item)
+{
+  free (*item);
+  *item = NULL;
+}
+
 loop_t *
 loop_new (void)
 {
   loop_t *self = calloc (1, sizeof *self);
   if (self == NULL)
     return NULL;
+  self->zsocks = zlistx_new ();
+  self->all = zlistx_new ();
+  self->graveyard = zlistx_new ();
   self->epfd = epoll_create1 (EPOLL_CLOEXEC);
-  if (self->epfd < 0)
+  if (self->epfd < 0 || !self->zsocks || !self->all || !self->graveyard)
     {
+      if (self->epfd >= 0)
+        close (self->epfd);
+      zlistx_destroy (&self->zsocks);
+      zlistx_destroy (&self->all);
+      zlistx_destroy (&self->graveyard);
       free (self);
       return NULL;
     }
+  zlistx_set_destructor (self->graveyard, s_watch_free);
   return self;
-}
-
-static void
-s_bury_dead (loop_t *self)
-{
-  while (self->graveyard)
-    {
-      loop_watch_t *w = self->graveyard;
-      self->graveyard = w->next;
-      free (w);
-    }
 }
 
 void
@@ -87,9 +93,11 @@ loop_destroy (loop_t **loop)
   if (loop == NULL || *loop == NULL)
     return;
   loop_t *self = *loop;
-  while (self->all)
-    loop_remove (self, self->all);
-  s_bury_dead (self);
+  for (loop_watch_t *w; (w = zlistx_first (self->all));)
+    loop_remove (self, w);
+  zlistx_destroy (&self->zsocks);
+  zlistx_destroy (&self->all);
+  zlistx_destroy (&self->graveyard);
   for (size_t i = 0; i < self->heap_len; i++)
     free (self->heap[i]);
   free (self->heap);
@@ -115,10 +123,7 @@ s_watch_new (loop_t *self, int fd, uint32_t events, void *arg)
       errno = saved;
       return NULL;
     }
-  w->all_next = self->all;
-  if (self->all)
-    self->all->all_prev = w;
-  self->all = w;
+  w->all_handle = zlistx_add_start (self->all, w);
   return w;
 }
 
@@ -143,8 +148,7 @@ loop_add_zsock (loop_t *self, void *zsock, loop_zsock_fn fn, void *arg)
     return NULL;
   w->zsock = zsock;
   w->zsock_fn = fn;
-  w->next = self->zsocks;
-  self->zsocks = w;
+  w->zsock_handle = zlistx_add_start (self->zsocks, w);
   return w;
 }
 
@@ -155,23 +159,11 @@ loop_remove (loop_t *self, loop_watch_t *watch)
     return;
   watch->dead = true;
   epoll_ctl (self->epfd, EPOLL_CTL_DEL, watch->fd, NULL);
-  if (watch->all_prev)
-    watch->all_prev->all_next = watch->all_next;
-  else
-    self->all = watch->all_next;
-  if (watch->all_next)
-    watch->all_next->all_prev = watch->all_prev;
+  zlistx_detach (self->all, watch->all_handle);
   if (watch->zsock)
-    {
-      for (loop_watch_t **p = &self->zsocks; *p; p = &(*p)->next)
-        if (*p == watch)
-          {
-            *p = watch->next;
-            break;
-          }
-    }
-  watch->next = self->graveyard;
-  self->graveyard = watch;
+    zlistx_detach (self->zsocks, watch->zsock_handle);
+  /* An epoll event of this turn may still point at it (s_dispatch). */
+  zlistx_add_end (self->graveyard, watch);
 }
 
 /* ---- timers: a binary min-heap on (due, order) ---- */
@@ -351,11 +343,14 @@ s_zsock_readable (void *zsock)
 static void
 s_serve_pending_zsocks (loop_t *self)
 {
-  for (loop_watch_t *w = self->zsocks; w; w = w->next)
+  /* A handler may remove watches (detaching at the cursor leaves it on the
+   * previous one) or add some (the cursor goes back to the head: the ones
+   * served already are no longer pending). */
+  for (loop_watch_t *w = zlistx_first (self->zsocks); w; w = zlistx_next (self->zsocks))
     if (w->pending)
       {
         w->pending = false;
-        if (!w->dead && s_zsock_readable (w->zsock))
+        if (s_zsock_readable (w->zsock))
           w->zsock_fn (self, w->zsock, w->arg);
       }
 }
@@ -364,8 +359,8 @@ static int
 s_next_timeout (loop_t *self)
 {
   bool zsock_input = false;
-  for (loop_watch_t *w = self->zsocks; w; w = w->next)
-    if (w->pending || (!w->dead && s_zsock_readable (w->zsock)))
+  for (loop_watch_t *w = zlistx_first (self->zsocks); w; w = zlistx_next (self->zsocks))
+    if (w->pending || s_zsock_readable (w->zsock))
       w->pending = zsock_input = true;
   if (zsock_input || self->deferred_len > 0)
     return 0;
@@ -418,7 +413,7 @@ loop_run (loop_t *self)
       s_serve_pending_zsocks (self);
       if (self->before_sleep)
         self->before_sleep (self, self->before_sleep_arg);
-      s_bury_dead (self);
+      zlistx_purge (self->graveyard);
     }
   return 0;
 }
