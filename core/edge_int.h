@@ -137,7 +137,8 @@ struct edge
   int client_queue;            /* cfg or its default */
   uint64_t client_queue_bytes; /* cfg or its default */
   zhashx_t *peers;             /* name -> edge_peer_t (edge_peer.c) */
-  edge_peer_t *waiting;        /* those with a backlog or held requests */
+  zlistx_t *waiting;           /* edge_peer_t with a backlog or held requests */
+  zlistx_t *waiting_due;       /* the same, taken off while the timer serves them */
   size_t n_waiting;
   loop_timer_t *peer_timer; /* one for every client's retry and the sweep */
   uint64_t peer_timer_due_ms, peer_sweep_ms;

@@ -50,7 +50,6 @@ struct edge_peer
   zlistx_t *held;    /* edge_held_t: its requests, not served yet, in order */
   size_t held_n, held_bytes;
   bool waiting; /* has a backlog or held requests: on self->waiting */
-  struct edge_peer *wait_next;
   uint64_t next_try_ms, backoff_ms, last_progress_ms, last_released;
   uint64_t dropped; /* requests and replies dropped since it last caught up */
 };
@@ -247,8 +246,7 @@ s_start_waiting (edge_t *self, edge_peer_t *peer)
     return;
   uint64_t now = zcd_mono_ms ();
   peer->waiting = true;
-  peer->wait_next = self->waiting;
-  self->waiting = peer;
+  zlistx_add_end (self->waiting, peer);
   self->n_waiting++;
   peer->backoff_ms = EDGE_PEER_BACKOFF_MIN_MS;
   peer->next_try_ms = now + peer->backoff_ms;
@@ -433,12 +431,11 @@ s_on_timer (loop_t *loop, void *arg)
       self->peer_sweep_ms = now + EDGE_PEER_SWEEP_MS;
     }
   /* Taken off first: serving a held request may make others wait. */
-  edge_peer_t *due = self->waiting;
-  self->waiting = NULL;
-  while (due)
+  zlistx_t *due = self->waiting;
+  self->waiting = self->waiting_due;
+  self->waiting_due = due;
+  for (edge_peer_t *p = zlistx_first (due); p; p = zlistx_next (due))
     {
-      edge_peer_t *p = due;
-      due = p->wait_next;
       if (p->next_try_ms <= now)
         s_retry (self, p, now);
       if (!p->waiting)
@@ -446,11 +443,11 @@ s_on_timer (loop_t *loop, void *arg)
           self->n_waiting--;
           continue;
         }
-      p->wait_next = self->waiting;
-      self->waiting = p;
+      zlistx_add_end (self->waiting, p);
     }
+  zlistx_purge (due);
   uint64_t next = zhashx_size (self->peers) ? self->peer_sweep_ms : UINT64_MAX;
-  for (edge_peer_t *p = self->waiting; p; p = p->wait_next)
+  for (edge_peer_t *p = zlistx_first (self->waiting); p; p = zlistx_next (self->waiting))
     if (p->next_try_ms < next)
       next = p->next_try_ms;
   if (next != UINT64_MAX)
@@ -481,6 +478,8 @@ edge_peers_init (edge_t *self)
                                                               : EDGE_CLIENT_QUEUE_BYTES_DEFAULT;
   self->peers = zhashx_new ();
   zhashx_set_destructor (self->peers, s_table_unref);
+  self->waiting = zlistx_new ();
+  self->waiting_due = zlistx_new ();
 }
 
 /* Held requests and backlogs go unanswered; a body libzmq still holds
@@ -490,6 +489,8 @@ edge_peers_fini (edge_t *self)
 {
   loop_timer_cancel (self->loop, self->peer_timer);
   self->peer_timer = NULL;
+  zlistx_destroy (&self->waiting);
+  zlistx_destroy (&self->waiting_due);
   if (self->peers == NULL)
     return;
   for (edge_peer_t *p = zhashx_first (self->peers); p; p = zhashx_next (self->peers))
