@@ -58,7 +58,7 @@ $(BUILD)/zcd: $(call obj,tools/zcd.c tools/zcd_statedir.c) $(BUILD)/libzcdcore.a
 
 # The shim links libc and libseccomp only: it is multiplied by the number of
 # processes, so it carries no ZeroMQ, msgpack or JSON.
-SHIM_CORE_OBJ := $(call obj,core/fsutil.c core/err.c)
+SHIM_CORE_OBJ := $(call obj,core/fsutil.c core/err.c core/logtail.c)
 $(BUILD)/zcd-shim: $(SHIM_OBJ) $(SHIM_CORE_OBJ)
 	$(CC) $(ALL_LDFLAGS) $(SHIM_STATIC) -o $@ $^ $(SHIM_LIBS)
 
@@ -101,6 +101,12 @@ $(BUILD)/tests/test_actors: $(call obj,tests/unit/test_actors.c) $(HARNESS_OBJ) 
 $(BUILD)/bench/%: $(call obj,bench/%.c) $(BUILD)/libzcdcore.a $(BUILD)/libzcd.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+# memhold runs inside the bench's busybox rootfs (no libc there): static,
+# without the sanitizers (they cannot link statically) or the zcd libraries.
+$(BUILD)/bench/memhold: bench/memhold.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -static -o $@ $<
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

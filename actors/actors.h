@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/actor.h"
 #include "core/child.h"
@@ -31,6 +32,7 @@ typedef struct zcd_config
   char *runtime;
   char **runtime_args; /* global args for every runtime call */
   char *shim_path;
+  char *criu; /* --criu: this CRIU for both runtimes, NULL = PATH's */
   uint64_t start_timeout_ms;
   int max_concurrent_starts;
   uint64_t events_retain;
@@ -68,7 +70,8 @@ typedef struct container_spec container_spec_t;
 struct bundle_info;
 /* From a validated `create` request; takes `info` (the bundle admission
  * parsed).  Free with container_spec_destroy. */
-container_spec_t *container_spec_new (const msgpack_object *body, struct bundle_info *info);
+container_spec_t *container_spec_new (const msgpack_object *body, struct bundle_info *info,
+                                      char **restore_args);
 void container_spec_destroy (container_spec_t **spec);
 /* A fresh actor name for container `id` (CONTAINER_ACTOR_PREFIX, id, serial). */
 void zcd_container_actor_name (const char *id, char *out, size_t size);
@@ -127,10 +130,29 @@ actor_t *stats_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
  * `bundle` when known. */
 #define CHECKPOINT_ACTOR "checkpoint"
 actor_t *checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err);
+/* What a restore takes from a checkpoint's marker: the runtime's restore
+ * flags matching those of the dump (CRIU wants them again), and where the
+ * dumped container's cgroups were (crun's restore re-creates them and
+ * leaves them behind; supervisor_gate.c removes them when empty). */
+typedef struct checkpoint_source
+{
+  char **restore_args;   /* NULL-terminated */
+  char *dumped_id;       /* NULL when the marker predates it */
+  char **dumped_cgroups; /* NULL-terminated directories */
+} checkpoint_source_t;
+void checkpoint_source_clear (checkpoint_source_t *src);
+
 /* 0 when `dir` holds zcd's checkpoint `name` (with its marker); else -1
  * with not_found (no such checkpoint, or not zcd's) or invalid_argument
- * (dir is a symlink or no directory).  Only opens and reads the marker. */
-int checkpoint_find (const char *dir, const char *name, zcd_error_t **err);
+ * (dir is a symlink or no directory).  Only opens and reads the marker;
+ * src (may be NULL) gets what a restore needs from it. */
+int checkpoint_find (const char *dir, const char *name, checkpoint_source_t *src,
+                     zcd_error_t **err);
+/* In a forked child: the tasks of dirs (the dumped container's cgroups,
+ * which a crun restore re-creates and leaves tasks in) join the cgroups of
+ * restored_init (0: none, a failed restore), then each directory is
+ * removed with rmdir (an empty cgroup only). */
+void checkpoint_remove_cgroups (zcd_daemon_t *daemon, char **dirs, pid_t restored_init);
 /* Remove the directory `name` of dfd, open as fd (zcd_rm_tree_fd), in a
  * forked child; a failure is logged, prefixed with `what`.  The fds stay
  * the caller's. */

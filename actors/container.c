@@ -72,6 +72,10 @@ s_maybe_finish (container_t *self)
 {
   if (self->state != CONTAINER_EXITING)
     return true; /* running, or the init's exit is out already, waiting to be logged */
+  /* A dump with `exit` ends the container: its checkpoint event and reply
+   * come first, then the exit (container_checkpoint_ended). */
+  if (self->current.step == STEP_CHECKPOINT && self->current.child)
+    return true;
   for (process_t *p = zlistx_first (self->procs); p; p = zlistx_next (self->procs))
     if (!p->is_init && p->state == PROCESS_RUNNING)
       return true;
@@ -85,6 +89,12 @@ s_maybe_finish (container_t *self)
    * log ("logged"): a crash before that finds them and reports it. */
   s_emit_exit (self, container_init_process (self));
   return true;
+}
+
+void
+container_checkpoint_ended (container_t *self)
+{
+  s_maybe_finish (self);
 }
 
 static void
@@ -340,7 +350,7 @@ const actor_class_t container_actor_class = {
 /* The create                                                          */
 
 container_spec_t *
-container_spec_new (const msgpack_object *body, bundle_info_t *info)
+container_spec_new (const msgpack_object *body, bundle_info_t *info, char **restore_args)
 {
   container_spec_t *spec = calloc (1, sizeof *spec);
   spec->id = mp_get_strdup (body, "id");
@@ -360,6 +370,7 @@ container_spec_new (const msgpack_object *body, bundle_info_t *info)
            && asprintf (&spec->restoring_from, "%s/checkpoints/%s", spec->bundle, checkpoint) < 0)
     spec->restoring_from = NULL;
   spec->bundle_info = info;
+  spec->restore_args = restore_args;
   return spec;
 }
 
@@ -378,6 +389,7 @@ container_spec_destroy (container_spec_t **pspec)
   free (spec->stdout_path);
   free (spec->stderr_path);
   free (spec->restoring_from);
+  mp_strv_free (spec->restore_args);
   bundle_info_destroy (&spec->bundle_info);
   free (spec);
   *pspec = NULL;
@@ -427,6 +439,7 @@ s_start_init (container_t *self, process_t *init, bool fifos_made, zcd_error_t *
     return -1;
   process_launch_t launch = container_process_launch (self);
   launch.checkpoint_dir = self->restoring_from;
+  launch.restore_args = self->restore_args;
   launch.fifos_made = fifos_made;
   if (process_spawn (init, &launch, err) < 0)
     {

@@ -101,6 +101,7 @@ struct container_spec
   bool no_pivot;
   char *stdin_path, *stdout_path, *stderr_path;
   char *restoring_from; /* the checkpoint image of a restore */
+  char **restore_args;  /* its runtime restore flags (checkpoint_source_t) */
   struct bundle_info *bundle_info;
 };
 
@@ -117,6 +118,7 @@ typedef struct container
   bool no_pivot;
   char *stdin_path, *stdout_path, *stderr_path;
   char *restoring_from;
+  char **restore_args;
   int64_t created;
   container_state_t state;
   container_current_t current;
@@ -130,6 +132,7 @@ typedef struct container
   char *saved_state;          /* state.json as last written */
   bool spare_state;           /* made from a skeleton: state.json's file is there, empty */
   char *checkpoint_meta_path; /* written when the dump succeeds */
+  char *checkpoint_log;       /* CRIU's dump.log (its work dir is ours: a failed dump's image goes) */
   char *checkpoint_meta;
   bool init_exit_logged; /* restart: the event log has the init's exit */
   bool oom_seen;         /* the oom event is out */
@@ -184,6 +187,16 @@ void container_plan_checkpoint (container_t *self, const msgpack_object *body,
 bool container_exec_must_wait (container_t *self, const msgpack_object *body);
 /* The dump succeeded: the marker makes the image zcd's. */
 void container_checkpoint_done (container_t *self);
+/* The runtime failed after CRIU said it dumped the container: crun's
+ * delete of a checkpointed (exited) container races the shim's own delete
+ * of it ("cannot rm state directory").  The image is whole: a success. */
+bool container_checkpoint_dumped (container_t *self);
+/* The dump's runtime call ended: an exit that came meanwhile goes on now.
+ * Nothing may touch self after this (the container may be gone). */
+void container_checkpoint_ended (container_t *self);
+/* A failed dump's text, with the path and the last lines of CRIU's log;
+ * the caller frees it. */
+char *container_checkpoint_failure_text (container_t *self, const char *runtime_text);
 /* The dump failed (or never ran): its image directory goes, in a forked
  * child (the loop never waits on the disk).  The child, whose `done` runs
  * once the directory is gone, or NULL when there is nothing to wait for. */

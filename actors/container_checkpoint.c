@@ -12,9 +12,11 @@
 #include <jansson.h>
 
 #include "actors/container.h"
+#include "core/cgroup.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "core/logtail.h"
 #include "core/mp.h"
 
 /* What checkpoint_list and checkpoint_delete recognise as zcd's. */
@@ -50,14 +52,40 @@ s_make_image_dir (const char *dir, const char *name, zcd_error_t **err)
   return zcd_fail_errno (err, errno, "checkpoint `%s`: mkdir in %s", name, dir);
 }
 
+/* Where the dumped container's cgroups are: a restore by crun re-creates
+ * them (CRIU puts the process back there first) and leaves them empty. */
 static json_t *
-s_metadata (const char *name, const msgpack_object *cp, char **empty_ns)
+s_cgroup_dirs (const container_t *self)
+{
+  json_t *dirs = json_array ();
+  if (self->cgroup == NULL)
+    return dirs;
+  char **entries = cgroup_paths_controller_dirs (self->cgroup);
+  for (char **e = entries; e && *e; e++)
+    {
+      const char *eq = strchr (*e, '=');
+      if (eq)
+        json_array_append_new (dirs, json_string (eq + 1));
+      free (*e);
+    }
+  free (entries);
+  const char *unified = cgroup_paths_unified (self->cgroup);
+  if (unified)
+    json_array_append_new (dirs, json_string (unified));
+  return dirs;
+}
+
+static json_t *
+s_metadata (const container_t *self, const char *name, const msgpack_object *cp,
+            char **empty_ns)
 {
   json_t *meta = json_pack (
       "{s:s,s:I,s:b,s:b,s:b,s:b}", "name", name, "created", (json_int_t)zcd_now_ns (), "exit",
       mp_get_bool (cp, "exit", false), "tcp", mp_get_bool (cp, "tcp", false), "unix_sockets",
       mp_get_bool (cp, "unix_sockets", false), "shell", mp_get_bool (cp, "shell", false));
   json_object_set_new (meta, "empty_ns", container_json_strv (empty_ns));
+  json_object_set_new (meta, "id", json_string (self->id));
+  json_object_set_new (meta, "cgroups", s_cgroup_dirs (self));
   return meta;
 }
 
@@ -69,7 +97,7 @@ static void
 s_keep_metadata (container_t *self, const char *name, const char *image, const msgpack_object *cp,
                  char **empty_ns)
 {
-  json_t *meta = s_metadata (name, cp, empty_ns);
+  json_t *meta = s_metadata (self, name, cp, empty_ns);
   free (self->checkpoint_meta);
   free (self->checkpoint_meta_path);
   self->checkpoint_meta = json_dumps (meta, JSON_COMPACT);
@@ -78,14 +106,38 @@ s_keep_metadata (container_t *self, const char *name, const char *image, const m
     self->checkpoint_meta_path = NULL;
 }
 
+/* CRIU's work directory (its dump.log) is in the container's state
+ * directory, not in the image: the image of a failed dump is removed, and
+ * the log is what says why it failed. */
+static const char *
+s_work_dir (container_t *self)
+{
+  cleanup_free char *work = NULL;
+  if (asprintf (&work, "%s/criu", self->dir) < 0)
+    return NULL;
+  if (mkdir (work, 0700) < 0 && errno != EEXIST)
+    return NULL;
+  free (self->checkpoint_log);
+  if (asprintf (&self->checkpoint_log, "%s/dump.log", work) < 0)
+    self->checkpoint_log = NULL;
+  return self->checkpoint_log ? self->checkpoint_log : NULL;
+}
+
 static char **
 s_words (container_t *self, const char *image, const msgpack_object *cp, char **empty_ns)
 {
-  const char *words[24];
+  const char *words[28];
   size_t n = 0;
   words[n++] = "checkpoint";
   words[n++] = "--image-path";
   words[n++] = image ? image : "";
+  cleanup_free char *work = s_work_dir (self) ? strdup (self->checkpoint_log) : NULL;
+  if (work && strrchr (work, '/'))
+    {
+      *strrchr (work, '/') = '\0';
+      words[n++] = "--work-path";
+      words[n++] = work;
+    }
   if (!mp_get_bool (cp, "exit", false))
     words[n++] = "--leave-running";
   if (mp_get_bool (cp, "tcp", false))
@@ -135,6 +187,29 @@ container_plan_checkpoint (container_t *self, const msgpack_object *body, contai
   plan->step = STEP_CHECKPOINT;
   plan->words = s_words (self, image, cp, empty_ns);
   mp_strv_free (empty_ns);
+}
+
+bool
+container_checkpoint_dumped (container_t *self)
+{
+  char tail[256];
+  return self->checkpoint_log
+         && zcd_log_tail (self->checkpoint_log, 1, tail, sizeof tail) > 0
+         && strstr (tail, "Dumping finished successfully") != NULL;
+}
+
+char *
+container_checkpoint_failure_text (container_t *self, const char *runtime_text)
+{
+  char tail[1536];
+  char *text = NULL;
+  if (self->checkpoint_log && zcd_log_tail (self->checkpoint_log, 8, tail, sizeof tail) > 0)
+    {
+      if (asprintf (&text, "%s; CRIU log %s ends:\n%s", runtime_text, self->checkpoint_log, tail)
+          < 0)
+        text = NULL;
+    }
+  return text ? text : strdup (runtime_text);
 }
 
 void

@@ -338,6 +338,11 @@ s_step_failed (container_t *self, container_step_t step, zcd_code_t code, const 
      * "container not running", crun: "No such process"): a race with its
      * exit, not a runtime failure (issue 14). */
     zcd_fail (&err, ZCD_E_NOT_FOUND, "container `%s` has exited (%s)", self->id, text ? text : "");
+  else if (step == STEP_CHECKPOINT && code == ZCD_E_RUNTIME_ERROR)
+    {
+      cleanup_free char *full = container_checkpoint_failure_text (self, text ? text : "");
+      zcd_fail (&err, code, "%s", full);
+    }
   else
     zcd_fail (&err, code, "%s", text ? text : "");
   s_fail (self, step, &err);
@@ -412,7 +417,7 @@ s_runtime_done (const child_result_t *res, void *arg)
       zcd_fail (&err, ZCD_E_RUNTIME_ERROR, "the runtime did not answer in time");
       s_fail (self, step, &err);
     }
-  else if (failed)
+  else if (failed && !(step == STEP_CHECKPOINT && container_checkpoint_dumped (self)))
     {
       cleanup_free char *text = zcd_runtime_error_text (res->out, res->err);
       s_step_failed (self, step, ZCD_E_RUNTIME_ERROR, text);
@@ -423,4 +428,6 @@ s_runtime_done (const child_result_t *res, void *arg)
       s_step_next (self);
     }
   container_run_queue (self);
+  if (step == STEP_CHECKPOINT)
+    container_checkpoint_ended (self);
 }

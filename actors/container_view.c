@@ -77,6 +77,8 @@ container_apply_spec (container_t *self, const container_spec_t *spec)
   self->stdout_path = s_strdup0 (spec->stdout_path);
   self->stderr_path = s_strdup0 (spec->stderr_path);
   self->restoring_from = s_strdup0 (spec->restoring_from);
+  self->restore_args
+      = spec->restore_args ? container_strv_dup ((const char *const *) spec->restore_args) : NULL;
 }
 
 void
@@ -119,10 +121,12 @@ container_free (container_t *self)
   free (self->stdout_path);
   free (self->stderr_path);
   free (self->restoring_from);
+  mp_strv_free (self->restore_args);
   free (self->view);
   free (self->saved_state);
   free (self->checkpoint_meta);
   free (self->checkpoint_meta_path);
+  free (self->checkpoint_log);
   free (self);
 }
 

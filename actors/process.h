@@ -91,6 +91,7 @@ typedef struct process_launch
   char *const *runtime_args;
   bool no_pivot;
   const char *checkpoint_dir; /* restore the init from this image */
+  char *const *restore_args;  /* ... with these runtime restore flags */
   bool fifos_made;            /* the process's directory has its FIFOs (a spare skeleton) */
   const process_callbacks_t *cb;
   void *owner;

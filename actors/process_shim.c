@@ -411,7 +411,7 @@ static char **
 s_shim_argv (const zcd_config_t *cfg, const process_t *p, const process_launch_t *launch)
 {
   const char *mode = launch->checkpoint_dir ? "restore" : p->is_init ? "init" : "exec";
-  size_t n = 32 + 2 * mp_strv_len (launch->runtime_args);
+  size_t n = 32 + 2 * mp_strv_len (launch->runtime_args) + 2 * mp_strv_len (launch->restore_args);
   char **argv = calloc (n, sizeof *argv);
   size_t i = 0;
 #define ARG(x) argv[i++] = strdup (x)
@@ -434,6 +434,8 @@ s_shim_argv (const zcd_config_t *cfg, const process_t *p, const process_launch_t
     ARG ("--stderr"), ARG (p->stderr_path);
   if (launch->checkpoint_dir)
     ARG ("--checkpoint"), ARG (launch->checkpoint_dir);
+  for (char *const *a = launch->restore_args; a && *a; a++)
+    ARG ("--restore-arg"), ARG (*a);
   ARG ("--sync-fd"), ARG ("3");
 #undef ARG
   argv[i] = NULL;

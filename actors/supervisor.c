@@ -357,6 +357,12 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   zhashx_set_key_hasher (self->start_times, edge_token_hash);
   zhashx_set_key_comparator (self->start_times, edge_token_compare);
   zhashx_set_destructor (self->start_times, edge_free_item);
+  self->restore_leftovers = zhashx_new ();
+  zhashx_set_key_duplicator (self->restore_leftovers, NULL);
+  zhashx_set_key_destructor (self->restore_leftovers, NULL);
+  zhashx_set_key_hasher (self->restore_leftovers, edge_token_hash);
+  zhashx_set_key_comparator (self->restore_leftovers, edge_token_compare);
+  zhashx_set_destructor (self->restore_leftovers, supervisor_free_source);
   cleanup_free char *log_path = NULL;
   if (asprintf (&log_path, "%s/events.log", cfg->state_dir) < 0
       || eventlog_open (log_path, cfg->events_retain, &self->log, err) < 0)
@@ -447,6 +453,7 @@ supervisor_destroy (supervisor_t **pself)
   zhashx_destroy (&self->reserved);
   zhashx_destroy (&self->draining);
   zhashx_destroy (&self->start_times);
+  zhashx_destroy (&self->restore_leftovers);
   zhashx_destroy (&self->last_event_seq);
   /* The actor's state is this struct: detach it before the actor goes. */
   free (self);

@@ -32,11 +32,39 @@ s_record_latency (supervisor_t *self, uint64_t token)
   zhashx_delete (self->start_times, (void *)(uintptr_t)token);
 }
 
+void
+supervisor_free_source (void **item)
+{
+  if (item == NULL || *item == NULL)
+    return;
+  checkpoint_source_clear (*item);
+  free (*item);
+  *item = NULL;
+}
+
+/* A restore by crun re-creates the dumped container's cgroups (CRIU puts
+ * the process back there before crun moves it) and leaves them behind,
+ * restored or not.  Removed with rmdir, which takes only an empty cgroup:
+ * a container of that id that runs keeps its own.  Not while a create of
+ * that id is in flight: its cgroup may be made and still empty. */
+static void
+s_remove_restore_leftovers (supervisor_t *self, const char *id, uint64_t token, pid_t init)
+{
+  checkpoint_source_t *src = zhashx_lookup (self->restore_leftovers, (void *) (uintptr_t) token);
+  if (src == NULL)
+    return;
+  const char *dumped = src->dumped_id;
+  if (dumped && strcmp (dumped, id) != 0 && zhashx_lookup (self->reserved, dumped) == NULL)
+    checkpoint_remove_cgroups (self->daemon, src->dumped_cgroups, init);
+  zhashx_delete (self->restore_leftovers, (void *) (uintptr_t) token);
+}
+
 /* A start slot is free again. */
 static void
-s_start_ended (supervisor_t *self, const char *id, uint64_t token, bool ok)
+s_start_ended (supervisor_t *self, const char *id, uint64_t token, bool ok, pid_t init)
 {
   zhashx_delete (self->reserved, id);
+  s_remove_restore_leftovers (self, id, token, init);
   if (ok)
     s_record_latency (self, token);
   else
@@ -99,7 +127,8 @@ supervisor_on_started (actor_t *actor, const char *from, const amsg_started_t *m
   else
     edge_reply_error (self->edge, m->token, m->has_code ? m->code : ZCD_E_INTERNAL,
                       m->message ? m->message : "the start failed without a reason");
-  s_start_ended (self, m->id, m->token, m->ok);
+  s_start_ended (self, m->id, m->token, m->ok,
+                 m->ok && m->has_init_pid ? (pid_t) m->init_pid : 0);
 }
 
 void
@@ -125,6 +154,7 @@ s_launch_create (supervisor_t *self, queued_create_t *q)
     }
   zhashx_delete (self->reserved, q->id);
   zhashx_delete (self->start_times, (void *)(uintptr_t)q->token);
+  s_remove_restore_leftovers (self, q->id, q->token, 0);
   if (err == NULL)
     log_error ("bug: create `%s` failed without a reason", q->id);
   edge_reply_error (self->edge, q->token, err ? err->code : ZCD_E_INTERNAL,
@@ -157,7 +187,8 @@ s_start_next (supervisor_t *self)
 /* A restore names a checkpoint zcd made: a missing one is not_found at
  * admission, not the runtime's failure later (PROTOCOL.md `create`). */
 static int
-s_check_restore_source (const msgpack_object *body, const char *bundle, zcd_error_t **err)
+s_check_restore_source (const msgpack_object *body, const char *bundle, checkpoint_source_t *src,
+                        zcd_error_t **err)
 {
   cleanup_free char *name = mp_get_strdup (body, "checkpoint");
   if (name == NULL)
@@ -165,7 +196,7 @@ s_check_restore_source (const msgpack_object *body, const char *bundle, zcd_erro
   cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
   if (dir == NULL && asprintf (&dir, "%s/checkpoints", bundle) < 0)
     return zcd_fail_errno (err, ENOMEM, "checkpoint_dir");
-  return checkpoint_find (dir, name, err);
+  return checkpoint_find (dir, name, src, err);
 }
 
 void
@@ -190,9 +221,12 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
    * the container. */
   cleanup_error zcd_error_t *err = NULL;
   bundle_info_t *info = NULL;
+  checkpoint_source_t *src = calloc (1, sizeof *src);
   if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0
-      || s_check_restore_source (body, bundle, &err) < 0 || bundle_load (bundle, &info, &err) < 0)
+      || s_check_restore_source (body, bundle, src, &err) < 0
+      || bundle_load (bundle, &info, &err) < 0)
     {
+      supervisor_free_source ((void **) &src);
       edge_fail (self->edge, req, err->code, "%s", err->msg);
       return;
     }
@@ -203,7 +237,10 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
   zhashx_insert (self->reserved, id, (void *)(uintptr_t)token);
   queued_create_t *q = calloc (1, sizeof *q);
   q->token = token;
-  q->spec = container_spec_new (body, steal_pointer (&info));
+  q->spec = container_spec_new (body, steal_pointer (&info), steal_pointer (&src->restore_args));
+  if (src->dumped_cgroups && src->dumped_cgroups[0])
+    zhashx_insert (self->restore_leftovers, (void *) (uintptr_t) token, steal_pointer (&src));
+  supervisor_free_source ((void **) &src);
   self->queued++;
   if (zhashx_lookup (self->draining, id))
     {

@@ -96,6 +96,7 @@ struct supervisor
   uint64_t latencies[LATENCY_RING];
   uint64_t latency_count;
   zhashx_t *start_times;    /* token -> mono ns of the create request */
+  zhashx_t *restore_leftovers; /* token of a restore -> checkpoint_source_t (its cgroups) */
   zhashx_t *last_event_seq; /* actor name -> seq of its newest event */
 };
 
@@ -127,6 +128,8 @@ void supervisor_op_create (supervisor_t *self, edge_request_t *req);
  * one message (issue 9 part 3), else the reply's error; a slot is free. */
 void supervisor_on_started (actor_t *actor, const char *from, const amsg_started_t *m);
 void supervisor_queued_create_free (queued_create_t *q);
+/* zhashx destructor of a checkpoint_source_t. */
+void supervisor_free_source (void **item);
 /* The earlier container of `id` is gone: its held creates join the queue. */
 void supervisor_release_held (supervisor_t *self, const char *id);
 

@@ -20,6 +20,7 @@ enum
   OPT_STDOUT,
   OPT_STDERR,
   OPT_CHECKPOINT,
+  OPT_RESTORE_ARG,
   OPT_SYNC_FD,
 };
 
@@ -35,6 +36,7 @@ static const struct option s_options[] = {
   { "stdout", required_argument, NULL, OPT_STDOUT },
   { "stderr", required_argument, NULL, OPT_STDERR },
   { "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
+  { "restore-arg", required_argument, NULL, OPT_RESTORE_ARG },
   { "sync-fd", required_argument, NULL, OPT_SYNC_FD },
   { NULL, 0, NULL, 0 },
 };
@@ -86,6 +88,12 @@ s_parse_one (shim_args_t *self, int opt, const char *value, zcd_error_t **err)
         return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "more than %d --runtime-arg",
                          SHIM_MAX_RUNTIME_ARGS);
       self->runtime_args[self->runtime_args_len++] = value;
+      return 0;
+    case OPT_RESTORE_ARG:
+      if (self->restore_args_len == SHIM_MAX_RESTORE_ARGS)
+        return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "more than %d --restore-arg",
+                         SHIM_MAX_RESTORE_ARGS);
+      self->restore_args[self->restore_args_len++] = value;
       return 0;
     case OPT_NO_PIVOT: self->no_pivot = true; return 0;
     case OPT_TERMINAL: self->terminal = true; return 0;

@@ -28,9 +28,10 @@
 
 #include "core/cleanup.h"
 #include "core/fsutil.h"
+#include "core/logtail.h"
 #include "shim/shim.h"
 
-#define ARGV_MAX (SHIM_MAX_RUNTIME_ARGS + 32)
+#define ARGV_MAX (SHIM_MAX_RUNTIME_ARGS + SHIM_MAX_RESTORE_ARGS + 32)
 #define ERROR_TEXT_MAX 4096
 
 extern char **environ;
@@ -437,14 +438,32 @@ s_exec (shim_t *self, const char *pid_file, shim_work_fn meanwhile, zcd_error_t 
   return self->args.terminal ? shim_console_receive (self, err) : 0;
 }
 
-/* Best effort: CRIU needs kernel features this project cannot count on. */
+/* A failed restore's answer names CRIU's log and quotes its end: the
+ * runtime's own message is rarely more than "criu failed". */
+static void
+s_add_criu_log (shim_t *self, zcd_error_t **err)
+{
+  if (err == NULL || *err == NULL || (*err)->code != ZCD_E_RUNTIME_ERROR)
+    return;
+  char path[PATH_MAX + 16], tail[1536];
+  snprintf (path, sizeof path, "%s/restore.log", self->args.checkpoint);
+  if (zcd_log_tail (path, 8, tail, sizeof tail) == 0)
+    return;
+  zcd_error_t *old = *err;
+  *err = NULL;
+  zcd_fail (err, old->code, "%s; CRIU log %s ends:\n%s", old->msg, path, tail);
+  zcd_error_free (&old);
+}
+
 static int
 s_restore (shim_t *self, const char *pid_file, shim_work_fn meanwhile, zcd_error_t **err)
 {
-  const char *argv[20];
+  const char *argv[20 + SHIM_MAX_RESTORE_ARGS];
   size_t n = 0;
   argv[n++] = "restore";
   argv[n++] = "--detach";
+  for (size_t i = 0; i < self->args.restore_args_len; i++)
+    argv[n++] = self->args.restore_args[i];
   argv[n++] = "--image-path";
   argv[n++] = self->args.checkpoint;
   argv[n++] = "--bundle";
@@ -461,8 +480,47 @@ s_restore (shim_t *self, const char *pid_file, shim_work_fn meanwhile, zcd_error
   argv[n++] = self->args.id;
   argv[n] = NULL;
   if (s_run_meanwhile (self, argv, s_start_stdio (self), meanwhile, err) < 0)
-    return -1;
+    {
+      s_add_criu_log (self, err);
+      return -1;
+    }
   return self->args.terminal ? shim_console_receive (self, err) : 0;
+}
+
+/* Whether the freezer holds process pid: its /proc/<pid>/cgroup names
+ * the cgroup (v1 "N:freezer:/path", v2 "0::/path"), whose freezer.state or
+ * cgroup.freeze says. */
+static bool
+s_frozen (pid_t pid)
+{
+  char path[PATH_MAX + 64];
+  snprintf (path, sizeof path, "/proc/%d/cgroup", (int) pid);
+  cleanup_free char *text = NULL;
+  if (zcd_read_file (path, 1 << 16, &text, NULL, NULL) < 0)
+    return false;
+  char *v1 = strstr (text, ":freezer:");
+  char *v2 = strncmp (text, "0::", 3) == 0 ? text : strstr (text, "\n0::");
+  char *rel = v1 ? v1 + strlen (":freezer:") : v2 ? strstr (v2, "::") + 2 : NULL;
+  if (rel == NULL)
+    return false;
+  rel[strcspn (rel, "\n")] = '\0';
+  snprintf (path, sizeof path, v1 ? "/sys/fs/cgroup/freezer%s/freezer.state"
+                                  : "/sys/fs/cgroup%s/cgroup.freeze", rel);
+  cleanup_free char *state = NULL;
+  if (zcd_read_file (path, 64, &state, NULL, NULL) < 0)
+    return false;
+  return v1 ? strncmp (state, "FROZEN", 6) == 0 : state[0] == '1';
+}
+
+/* A checkpoint of a paused container is restored frozen by crun (runc
+ * thaws it): zcd's restore gives a running container either way. */
+static int
+s_thaw_restored (shim_t *self, zcd_error_t **err)
+{
+  if (!s_frozen (self->pid))
+    return 0;
+  const char *argv[] = { "resume", self->args.id, NULL };
+  return shim_runtime_run (self, argv, s_no_stdio, err);
 }
 
 static int
@@ -519,6 +577,8 @@ shim_runtime_start (shim_t *self, shim_work_fn meanwhile, zcd_error_t **err)
     }
   uint64_t starttime = 0;
   if (s_find_process (self, &starttime, err) < 0)
+    return -1;
+  if (self->args.mode == SHIM_MODE_RESTORE && s_thaw_restored (self, err) < 0)
     return -1;
   return shim_write_number ("starttime", starttime, err);
 }

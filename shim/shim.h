@@ -17,6 +17,7 @@
 #include "core/err.h"
 
 #define SHIM_MAX_RUNTIME_ARGS 32
+#define SHIM_MAX_RESTORE_ARGS 24
 #define SHIM_RELAY_BUF 4096
 
 typedef enum
@@ -38,6 +39,9 @@ typedef struct
   const char *stderr_path;
   const char *runtime_args[SHIM_MAX_RUNTIME_ARGS];
   size_t runtime_args_len;
+  /* restore's own flags, those of the dump (--tcp-established, ...) */
+  const char *restore_args[SHIM_MAX_RESTORE_ARGS];
+  size_t restore_args_len;
   bool no_pivot;
   bool terminal;
   int sync_fd; /* -1: nobody listens */

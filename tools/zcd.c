@@ -37,6 +37,8 @@ static const char s_usage[] =
   "  --runtime NAME             OCI runtime binary (default runc)\n"
   "  --runtime-args ARGS        extra global runtime args, space separated\n"
   "  --shim PATH                zcd-shim binary (default: beside zcd)\n"
+  "  --criu PATH                CRIU binary for checkpoint/restore, for both runtimes\n"
+  "                             (default: the first criu on PATH)\n"
   "  --start-timeout DUR        time a container gets to start (default 30s)\n"
   "  --max-concurrent-starts N  runtime creates at once (default 2 x CPUs)\n"
   "  --events-retain N          events kept in the log (default 100000)\n"
@@ -108,7 +110,7 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
   enum { O_STATE = 256, O_LISTEN, O_PUBLISH, O_RUNTIME, O_RUNTIME_ARGS, O_SHIM, O_START_TIMEOUT,
          O_MAX_STARTS, O_RETAIN, O_MAX_REQ, O_HEARTBEAT, O_LOG_LEVEL, O_LOG_FORMAT, O_GROUP,
          O_CURVE_SECRET, O_CURVE_CLIENTS, O_INSECURE, O_VERSION, O_HELP, O_CLIENT_QUEUE,
-         O_CLIENT_QUEUE_BYTES };
+         O_CLIENT_QUEUE_BYTES, O_CRIU };
   static const struct option opts[] = {
     { "state-dir", 1, 0, O_STATE },         { "listen", 1, 0, O_LISTEN },
     { "publish", 1, 0, O_PUBLISH },         { "runtime", 1, 0, O_RUNTIME },
@@ -120,7 +122,8 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
     { "curve-secret", 1, 0, O_CURVE_SECRET }, { "curve-clients", 1, 0, O_CURVE_CLIENTS },
     { "insecure-tcp", 0, 0, O_INSECURE },   { "version", 0, 0, O_VERSION },
     { "help", 0, 0, O_HELP },               { "client-queue", 1, 0, O_CLIENT_QUEUE },
-    { "client-queue-bytes", 1, 0, O_CLIENT_QUEUE_BYTES }, { 0, 0, 0, 0 },
+    { "client-queue-bytes", 1, 0, O_CLIENT_QUEUE_BYTES }, { "criu", 1, 0, O_CRIU },
+    { 0, 0, 0, 0 },
   };
   int c;
   int64_t v;
@@ -136,6 +139,7 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
           s_strv_push (&cfg->runtime_args, w);
         break;
       case O_SHIM: cfg->shim_path = strdup (optarg); break;
+      case O_CRIU: cfg->criu = strdup (optarg); break;
       case O_START_TIMEOUT:
       case O_HEARTBEAT:
         if ((v = s_parse_duration (optarg)) <= 0)
@@ -245,6 +249,7 @@ s_config_free (zcd_config_t *cfg)
   free (cfg->runtime);
   mp_strv_free (cfg->runtime_args);
   free (cfg->shim_path);
+  free (cfg->criu);
   free (cfg->group);
   free (cfg->curve_secret);
   free (cfg->curve_clients);
@@ -315,6 +320,11 @@ main (int argc, char **argv)
       return 1;
     }
   s_setup_process ();
+  if (cfg.criu && zcd_statedir_use_criu (cfg.state_dir, cfg.criu) < 0)
+    {
+      s_config_free (&cfg);
+      return 2;
+    }
   sigset_t mask;
   sigemptyset (&mask);
   sigaddset (&mask, SIGCHLD);

@@ -200,3 +200,39 @@ zcd_statedir_take (const char *dir, char *const *listen, char *const *publish)
     return -1;
   return steal_fd (&lock_fd);
 }
+
+int
+zcd_statedir_use_criu (const char *dir, const char *criu)
+{
+  struct stat st;
+  if (criu[0] != '/')
+    return s_refuse ("--criu `%s`: an absolute path is needed", criu);
+  if (stat (criu, &st) < 0)
+    return s_refuse ("--criu `%s`: %s", criu, strerror (errno));
+  if (!S_ISREG (st.st_mode) || access (criu, X_OK) < 0)
+    return s_refuse ("--criu `%s`: not an executable file", criu);
+  char bin[PATH_MAX], link_path[PATH_MAX + 8], tmp[PATH_MAX + 24];
+  snprintf (bin, sizeof bin, "%s/bin", dir);
+  snprintf (link_path, sizeof link_path, "%s/criu", bin);
+  snprintf (tmp, sizeof tmp, "%s/.criu.%d", bin, (int) getpid ());
+  /* bin is zcd's own: a symlink or a file in its place is refused, not
+   * followed or replaced. */
+  if (mkdir (bin, 0755) < 0 && errno != EEXIST)
+    return s_refuse ("%s: %s", bin, strerror (errno));
+  if (lstat (bin, &st) < 0 || !S_ISDIR (st.st_mode) || st.st_uid != geteuid ())
+    return s_refuse ("%s is not zcd's own directory (remove it)", bin);
+  unlink (tmp);
+  if (symlink (criu, tmp) < 0 || rename (tmp, link_path) < 0)
+    {
+      int saved = errno;
+      unlink (tmp);
+      return s_refuse ("%s: %s", link_path, strerror (saved));
+    }
+  const char *path = getenv ("PATH");
+  cleanup_free char *new_path = NULL;
+  if (asprintf (&new_path, "%s:%s", bin, path && *path ? path : "/usr/sbin:/usr/bin:/sbin:/bin")
+      < 0)
+    return s_refuse ("out of memory");
+  setenv ("PATH", new_path, 1);
+  return 0;
+}

@@ -18,4 +18,11 @@
  * Returns the lock's fd, to be held for the daemon's life, or -1. */
 int zcd_statedir_take (const char *dir, char *const *listen, char *const *publish);
 
+/* --criu: runc finds `criu` through PATH, and so does crun's libcriu (it
+ * has no option for it), so the one way to give both the same CRIU is a
+ * `criu` link to it in <dir>/bin, first on the PATH every child inherits.
+ * The path must be absolute and name an executable file.  0, or -1 with
+ * the reason on stderr. */
+int zcd_statedir_use_criu (const char *dir, const char *criu);
+
 #endif
