@@ -6,6 +6,7 @@
 #include "lib/zcd_private.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +38,9 @@ struct _zcd_client_t
   /* rids whose call timed out: their late replies are dropped */
   uint64_t *abandoned;
   size_t n_abandoned, cap_abandoned;
-  char last_error[512];
+  /* heap, whole: a runtime_error carries the runtime's text and CRIU's
+   * log tail, several KiB that a fixed buffer would cut short */
+  char *last_error;
 };
 
 int64_t
@@ -64,8 +67,13 @@ zcd_client_set_error (zcd_client_t *self, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  vsnprintf (self->last_error, sizeof self->last_error, fmt, ap);
+  char *text = NULL;
+  /* Formatted before the old text is freed: an argument may point into it. */
+  if (vasprintf (&text, fmt, ap) < 0)
+    text = NULL;
   va_end (ap);
+  free (self->last_error);
+  self->last_error = text;
 }
 
 void *
@@ -126,6 +134,7 @@ zcd_client_destroy (zcd_client_t **self_p)
     }
   free (self->abandoned);
   free (self->endpoint);
+  free (self->last_error);
   free (self);
   *self_p = NULL;
 }
@@ -157,7 +166,8 @@ zcd_client_socket (zcd_client_t *self)
 const char *
 zcd_client_last_error (const zcd_client_t *self)
 {
-  return self->last_error;
+  /* NULL also after vasprintf ran out of memory: never hand out NULL */
+  return self->last_error ? self->last_error : "";
 }
 
 /* Element count and header length of the msgpack map at the head of body. */

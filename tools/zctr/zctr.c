@@ -2,12 +2,14 @@
 #include "tools/zctr/zctr.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 static const char s_usage[]
     = "usage: zctr [GLOBAL OPTIONS] COMMAND [ARGS]\n"
@@ -26,6 +28,7 @@ static const char s_usage[]
       "  metrics\n"
       "  containers start ID BUNDLE [--label L]... [--runtime R] [--runtime-arg A]...\n"
       "                   [--no-pivot] [--stdin P] [--stdout P] [--stderr P] [--attach]\n"
+      "                   [--checkpoint NAME [--checkpoint-dir D]]   (restore from NAME)\n"
       "  containers list\n"
       "  containers exec --id ID --pid P [--tty] [--attach] [--cwd D] [--env K=V]...\n"
       "                  [--uid N] [--gid N] [--stdin P] [--stdout P] [--stderr P] -- ARGS...\n"
@@ -41,6 +44,7 @@ static const char s_usage[]
       "                   [--empty-ns NS]... [--checkpoint-dir D]\n"
       "  checkpoints list [ID] [--checkpoint-dir D]\n"
       "  checkpoints delete ID NAME [--checkpoint-dir D]\n"
+      "  checkpoints delete NAME --checkpoint-dir D\n"
       "  spec --bundle DIR [--rootfs NAME] [--terminal] [--memory BYTES] [-- ARGS...]\n"
       "\n"
       "On failure zctr prints the daemon's error code and message on stderr and\n"
@@ -161,6 +165,21 @@ zctr_print_flat (const msgpack_object *obj, const char *prefix)
       zcd_json_print (stdout, obj, false);
       fputc ('\n', stdout);
     }
+}
+
+char *
+zctr_absolute (const char *path)
+{
+  char *abs = realpath (path, NULL);
+  if (abs)
+    return abs;
+  if (path[0] == '/')
+    return strdup (path);
+  char cwd[PATH_MAX];
+  char *joined = NULL;
+  if (getcwd (cwd, sizeof cwd) == NULL || asprintf (&joined, "%s/%s", cwd, path) < 0)
+    return NULL;
+  return joined;
 }
 
 bool

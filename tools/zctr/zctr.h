@@ -61,6 +61,10 @@ void zctr_print_json (const msgpack_object *obj);
 /* Print an object as "path: value" lines (human output of nested maps). */
 void zctr_print_flat (const msgpack_object *obj, const char *prefix);
 
+/* path made absolute against our cwd (the daemon resolves nothing against
+ * it); malloc'd, NULL if that fails. */
+char *zctr_absolute (const char *path);
+
 /* Strict numbers; memory also takes a k/m/g suffix (powers of 1024). */
 bool zctr_parse_u64 (const char *s, uint64_t *out);
 bool zctr_parse_bytes (const char *s, uint64_t *out);

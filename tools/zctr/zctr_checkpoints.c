@@ -21,6 +21,7 @@ typedef struct
   zcd_checkpoint_opts_t opts;
   const char **empty_ns;
   size_t n_empty_ns;
+  char *abs_dir;
 } checkpoint_args_t;
 
 static int
@@ -52,7 +53,9 @@ s_checkpoint_opt (void *ctx, int opt, const char *arg)
         break;
       }
     case OPT_CHECKPOINT_DIR:
-      a->opts.checkpoint_dir = arg;
+      free (a->abs_dir);
+      a->abs_dir = zctr_absolute (arg);
+      a->opts.checkpoint_dir = a->abs_dir;
       break;
     }
   return 0;
@@ -85,14 +88,39 @@ s_print_checkpoints (const zcd_reply_t *reply)
     }
 }
 
+/* list takes [ID], create ID NAME, delete [ID] NAME; ID may only be left
+ * out with --checkpoint-dir (a restored-from container is usually gone). */
+static bool
+s_operands (const char *sub, int argc, char **argv, const checkpoint_args_t *a, const char **id,
+            const char **name)
+{
+  int operands = argc - optind;
+  bool has_dir = a->opts.checkpoint_dir != NULL;
+  *id = *name = NULL;
+  if (strcmp (sub, "list") == 0 || strcmp (sub, "ls") == 0)
+    {
+      *id = operands == 1 ? argv[optind] : NULL;
+      return operands == 1 || (operands == 0 && has_dir);
+    }
+  bool is_delete = strcmp (sub, "delete") == 0 || strcmp (sub, "rm") == 0;
+  if (operands == 1 && is_delete && has_dir)
+    {
+      *name = argv[optind];
+      return true;
+    }
+  if (operands != 2)
+    return false;
+  *id = argv[optind];
+  *name = argv[optind + 1];
+  return true;
+}
+
 static int
 s_run (zctr_t *z, const char *sub, int argc, char **argv, checkpoint_args_t *a)
 {
-  int operands = argc - optind;
-  const char *id = operands > 0 ? argv[optind] : NULL;
-  const char *name = operands > 1 ? argv[optind + 1] : NULL;
+  const char *id, *name;
   bool is_list = strcmp (sub, "list") == 0 || strcmp (sub, "ls") == 0;
-  if (is_list ? (operands > 1 || (id == NULL && a->opts.checkpoint_dir == NULL)) : operands != 2)
+  if (!s_operands (sub, argc, argv, a, &id, &name))
     return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr checkpoints %s (see zctr --help)", sub);
   zcd_client_t *cli = zctr_client (z);
   if (cli == NULL)
@@ -143,5 +171,6 @@ zctr_cmd_checkpoints (zctr_t *z, int argc, char **argv)
   if (rc == 0)
     rc = s_run (z, sub, argc - 1, argv + 1, &a);
   free (a.empty_ns);
+  free (a.abs_dir);
   return rc;
 }

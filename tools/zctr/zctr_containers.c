@@ -2,11 +2,9 @@
 #include "tools/zctr/zctr.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 enum
 {
@@ -18,6 +16,8 @@ enum
   OPT_STDOUT,
   OPT_STDERR,
   OPT_ATTACH,
+  OPT_CHECKPOINT,
+  OPT_CHECKPOINT_DIR,
   OPT_ID,
   OPT_PID,
   OPT_TTY,
@@ -55,22 +55,6 @@ s_strv_push (strv_t *sv, const char *s)
   sv->v[sv->n] = NULL;
 }
 
-/* Paths go to the daemon, which resolves nothing against our cwd. */
-static char *
-s_absolute (const char *path)
-{
-  char *abs = realpath (path, NULL);
-  if (abs)
-    return abs;
-  if (path[0] == '/')
-    return strdup (path);
-  char cwd[PATH_MAX];
-  char *joined = NULL;
-  if (getcwd (cwd, sizeof cwd) == NULL || asprintf (&joined, "%s/%s", cwd, path) < 0)
-    return NULL;
-  return joined;
-}
-
 /* Print the reply as JSON when asked, then release it. */
 static int
 s_done (zctr_t *z, zcd_reply_t *reply)
@@ -87,6 +71,7 @@ typedef struct
   zcd_create_opts_t opts;
   bool attach;
   char *abs_stdio[3];
+  char *abs_checkpoint_dir;
 } start_args_t;
 
 static int
@@ -111,15 +96,21 @@ s_start_opt (void *ctx, int opt, const char *arg)
     case OPT_STDOUT:
     case OPT_STDERR:
       free (a->abs_stdio[opt - OPT_STDIN]);
-      a->abs_stdio[opt - OPT_STDIN] = s_absolute (arg);
+      a->abs_stdio[opt - OPT_STDIN] = zctr_absolute (arg);
       break;
     case OPT_ATTACH:
       a->attach = true;
       break;
+    case OPT_CHECKPOINT:
+      a->opts.checkpoint = arg;
+      break;
+    case OPT_CHECKPOINT_DIR:
+      free (a->abs_checkpoint_dir);
+      a->abs_checkpoint_dir = zctr_absolute (arg);
+      break;
     }
   return 0;
 }
-
 
 /* After a create or exec: print the reply, or stay attached to the
  * process's stdio until it exits (its status becomes ours). */
@@ -143,6 +134,8 @@ s_finish_started (zctr_t *z, int rc, zcd_reply_t *reply, zctr_attach_t *attach, 
 static int
 s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
 {
+  if (a->abs_checkpoint_dir && a->opts.checkpoint == NULL)
+    return zctr_error (ZCTR_EXIT_USAGE, "--checkpoint-dir needs --checkpoint NAME");
   zcd_client_t *cli = zctr_client (z);
   if (cli == NULL)
     return ZCTR_EXIT_FAIL;
@@ -157,6 +150,7 @@ s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
     }
   a->opts.labels = a->labels.v;
   a->opts.runtime_args = a->runtime_args.v;
+  a->opts.checkpoint_dir = a->abs_checkpoint_dir;
   a->opts.stdin_path = attach ? zctr_attach_path (attach, 0) : a->abs_stdio[0];
   a->opts.stdout_path = attach ? zctr_attach_path (attach, 1) : a->abs_stdio[1];
   a->opts.stderr_path = attach ? zctr_attach_path (attach, 2) : a->abs_stdio[2];
@@ -177,13 +171,15 @@ s_start (zctr_t *z, int argc, char **argv)
     { "stdout", required_argument, NULL, OPT_STDOUT },
     { "stderr", required_argument, NULL, OPT_STDERR },
     { "attach", no_argument, NULL, OPT_ATTACH },
+    { "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
+    { "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
     { NULL, 0, NULL, 0 },
   };
   start_args_t a = { 0 };
   int rc = zctr_getopt (z, argc, argv, longopts, s_start_opt, &a);
   if (rc == 0 && argc - optind != 2)
     rc = zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers start ID BUNDLE [options]");
-  char *bundle = rc == 0 ? s_absolute (argv[optind + 1]) : NULL;
+  char *bundle = rc == 0 ? zctr_absolute (argv[optind + 1]) : NULL;
   if (rc == 0)
     rc = s_start_run (z, argv[optind], bundle, &a);
   free (bundle);
@@ -191,6 +187,7 @@ s_start (zctr_t *z, int argc, char **argv)
   free (a.runtime_args.v);
   for (int i = 0; i < 3; i++)
     free (a.abs_stdio[i]);
+  free (a.abs_checkpoint_dir);
   return rc;
 }
 
@@ -242,7 +239,7 @@ s_exec_opt (void *ctx, int opt, const char *arg)
     case OPT_STDOUT:
     case OPT_STDERR:
       free (a->abs_stdio[opt - OPT_STDIN]);
-      a->abs_stdio[opt - OPT_STDIN] = s_absolute (arg);
+      a->abs_stdio[opt - OPT_STDIN] = zctr_absolute (arg);
       break;
     }
   return 0;
