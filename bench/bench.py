@@ -18,7 +18,9 @@ Settings (environment):
   BENCH_UPDATES=200      pause/resume updates generating the events
   BENCH_RTT_N=20000      `version` calls at 1 in flight (x5 at 64)
   BENCH_MAX_STARTS=      --max-concurrent-starts (default: the daemon's, 2 x CPUs)
-  BENCH_SECTIONS=start,control,density   which parts to run
+  BENCH_SECTIONS=start,control,density,checkpoint   which parts to run
+                         (checkpoint: issue 10, its settings are in
+                         bench/bench_checkpoint.py)
   BENCH_FULL=1           the issue's sizes: N=500, COST=10,100,1000
   BENCH_ROUNDS=3         start: each cell runs in rounds of N/ROUNDS, zcd, bare,
                          run, zcd, bare, run...: all three see the same load
@@ -75,7 +77,8 @@ def settings():
         "updates": env_int("BENCH_UPDATES", 200),
         "rtt_n": env_int("BENCH_RTT_N", 20000),
         "max_starts": env_int("BENCH_MAX_STARTS", 2 * (os.cpu_count() or 1)),
-        "sections": env_list("BENCH_SECTIONS", ["start", "control", "density"]),
+        "sections": env_list("BENCH_SECTIONS", ["start", "control", "density",
+                                                "checkpoint"]),
         "rounds": max(1, env_int("BENCH_ROUNDS", 3)),
         "state_fs": os.environ.get("BENCH_STATE_FS", "").strip() or "ext4",
     }
@@ -452,6 +455,10 @@ def main():
             if "density" in s["sections"]:
                 density_section(s, daemon, bundles, res)
                 res["loadavg"].append(benchlib.loadavg("after density"))
+        if "checkpoint" in s["sections"]:
+            import bench_checkpoint  # noqa: E402  (python3-zmq, only here)
+            bench_checkpoint.section(sys.modules[__name__], s, tmp, bundles, res)
+            res["loadavg"].append(benchlib.loadavg("after checkpoint"))
     finally:
         if daemon:
             try:

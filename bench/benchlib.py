@@ -243,6 +243,85 @@ def _peers_table(res, lines):
                      f"| {p['containerd']['failed']} |")
 
 
+def _p(l):
+    return f"{l['p50']:.0f} / {l['p95']:.0f}"
+
+
+def _checkpoint_table(res, lines):
+    cp = res.get("checkpoint")
+    if not cp:
+        return
+    cs = cp["settings"]
+    if cp.get("skipped"):
+        lines += ["", f"## Checkpoint and restore: skipped ({cp['skipped']})"]
+        return
+    lines += [
+        "", f"## Checkpoint and restore (issue 10): {cs['n']} pairs per cell, images on "
+        f"{cp.get('image_fs', '?')}", "",
+        "zcd = `checkpoint_create` (exit=true) request -> reply, then `create` with "
+        "`checkpoint` under a new id, request -> reply; bare = `<runtime> checkpoint "
+        "--image-path D`, then `<runtime> restore -d` under a new id, stdio pipes. "
+        f"small = busybox `sleep`, big = memhold holding {cs['mib']} MiB it touched. "
+        "Rounds alternate the cells (and which of zcd and bare goes first); one warm-up "
+        "round is not counted.", "",
+        "| runtime | container | image MiB | zcd checkpoint ms p50/p95 "
+        "| bare checkpoint ms p50/p95 | zcd/bare p50 | zcd restore ms p50/p95 "
+        "| bare restore ms p50/p95 | zcd/bare p50 | failed zcd/bare |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cp["cells"]:
+        z, b = c["zcd"], c["bare"]
+        lines.append(
+            f"| {c['runtime']} | {c['kind']} | {z['image_mib']:.1f} | {_p(z['checkpoint_ms'])} "
+            f"| {_p(b['checkpoint_ms'])} "
+            f"| {_ratio(z['checkpoint_ms']['p50'], b['checkpoint_ms']['p50']):.2f} "
+            f"| {_p(z['restore_ms'])} | {_p(b['restore_ms'])} "
+            f"| {_ratio(z['restore_ms']['p50'], b['restore_ms']['p50']):.2f} "
+            f"| {z['failed']} / {b['failed']} |")
+        for tag, side in (("zcd", z), ("bare", b)):
+            if side.get("first_error"):
+                lines.append(f"|   | {tag} error: {side['first_error'][:300]} |||||||||")
+    bare_left = [f"{c['runtime']} {c['kind']} {c['bare']['cgroups_left']}/{c['bare']['n']}"
+                 for c in cp["cells"] if c["bare"].get("cgroups_left")]
+    if bare_left:
+        lines.append("\nbare pairs whose old id's cgroup dirs the runtime left behind "
+                     "(removed by the bench): " + ", ".join(bare_left) + ".")
+    _relay_table(cp, lines)
+    for rt, leak in sorted(cp.get("leaks", {}).items()):
+        lines.append(f"\nzcd ({rt}) after the section: {leak['shims_left']} shims left, "
+                     f"{len(leak['cgroup_dirs_left'])} containers' cgroup dirs left "
+                     f"(removed by the bench), daemon RSS {leak['daemon_rss_kib'][0]} -> "
+                     f"{leak['daemon_rss_kib'][1]} KiB, fds {leak['daemon_fds'][0]} -> "
+                     f"{leak['daemon_fds'][1]}.")
+
+
+def _relay_table(cp, lines):
+    relay = cp.get("relay")
+    if not relay:
+        return
+    lines += [
+        "", f"## stdio relay: the container writes {relay[0]['mib']} MiB to stdout "
+        "(a regular file)", "",
+        "zcd: through the shim's pipe relay (4 KiB per read/write); bare: the runtime "
+        "hands the container the file itself. Shim RSS is VmRSS of the relaying "
+        "zcd-shim (with its delete helper: all); CPU is its utime+stime (clock ticks) "
+        "and schedstat run time over the write; write ms = first byte seen in the "
+        "file -> all of it seen (1 ms polls).", "",
+        "| runtime | shim RSS idle KiB | after KiB | VmHWM KiB | with helper idle/after KiB "
+        "| shim CPU ms/MiB (ticks) | (schedstat) | zcd write ms p50 | bare write ms p50 "
+        "| zcd/bare | rounds ok zcd/bare |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in relay:
+        zw, bw = r["zcd_write_ms"]["p50"], r["bare_write_ms"]["p50"]
+        lines.append(
+            f"| {r['runtime']} | {r['idle_rss_kib']['p50']:.0f} | {r['after_rss_kib']['p50']:.0f} "
+            f"| {r['hwm_kib']['max']:.0f} | {r['idle_all_rss_kib']['p50']:.0f} / "
+            f"{r['after_all_rss_kib']['p50']:.0f} | {r['cpu_ms_per_mib']:.2f} "
+            f"| {r['run_ms_per_mib']:.2f} | {zw:.0f} | {bw:.0f} | {_ratio(zw, bw):.2f} "
+            f"| {r['zcd_ok']} / {r['bare_ok']} of {r['n']} |")
+        if r.get("first_error"):
+            lines.append(f"|   | error: {r['first_error'][:300]} ||||||||||")
+
+
 def _anomalies(res, lines):
     """Protocol promises the harness saw broken: every request gets one reply."""
     lost_start = sum(r["zcd"].get("lost", 0) for r in res.get("start", []))
@@ -276,6 +355,7 @@ def table(res):
     _density_table(res, lines)
     _cost_table(res, lines)
     _peers_table(res, lines)
+    _checkpoint_table(res, lines)
     _anomalies(res, lines)
     gl = res.get("goals", [])
     if gl:
