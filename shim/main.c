@@ -5,6 +5,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -164,6 +167,47 @@ s_meanwhile (shim_t *self, zcd_error_t **err)
  * before the daemon hears "started" (a shim that cannot confine itself
  * fails the start), and before the reap loop reads anything the container
  * controls. */
+/* The start ran most of the shim's code, and the kernel mapped its pages
+ * 64 KiB around each fault: the reap loop that follows, for the container's
+ * whole life, needs few of them.  Dropping the mappings of the code and of
+ * the read-only data after it (never written: the pages stay in the page
+ * cache, shared, and come back on use) leaves the shim the RSS it uses.
+ * Those are the executable's first r-xp mapping and the r--p one right
+ * after it (the linker's text and rodata segments); the relocated
+ * read-only data further on is private and dirty, and stays. */
+void
+shim_drop_code_pages (void)
+{
+  char maps[8192];
+  int fd = open ("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read (fd, maps, sizeof maps - 1) : -1;
+  if (fd >= 0)
+    close (fd);
+  if (n <= 0)
+    return;
+  maps[n] = '\0';
+  unsigned long text_end = 0;
+  for (char *line = maps; line && *line; line = strchr (line, '\n') ? strchr (line, '\n') + 1 : NULL)
+    {
+      char *end;
+      unsigned long from = strtoul (line, &end, 16);
+      if (*end != '-')
+        break;
+      unsigned long to = strtoul (end + 1, &end, 16);
+      if (*end != ' ')
+        break;
+      const char *perms = end + 1;
+      bool text = text_end == 0 && strncmp (perms, "r-xp", 4) == 0;
+      bool rodata = text_end != 0 && from == text_end && strncmp (perms, "r--p", 4) == 0;
+      if (text || rodata)
+        madvise ((void *) from, to - from, MADV_DONTNEED);
+      if (text)
+        text_end = to;
+      if (rodata || (text_end && !text))
+        break;
+    }
+}
+
 static int
 s_after_start (shim_t *self, zcd_error_t **err)
 {
@@ -204,5 +248,6 @@ main (int argc, char **argv)
   if (shim_runtime_start (self, s_meanwhile, &err) < 0 || s_after_start (self, &err) < 0)
     return s_fail (self, &err, true);
   shim_report_started (self);
+  shim_drop_code_pages ();
   return shim_reap_loop (self);
 }

@@ -161,6 +161,10 @@ int shim_commit_exit_status (shim_t *self, zcd_error_t **err);
 int shim_sandbox_prepare (zcd_error_t **err);
 int shim_sandbox_install (zcd_error_t **err);
 
+/* main.c: unmap the code and read-only data pages mapped so far (they stay
+ * cached and come back on use): a long wait keeps only what it uses. */
+void shim_drop_code_pages (void);
+
 /* reap.c */
 /* init only: fork the process that will run `runtime delete` once told to,
  * so the sandboxed shim never needs execve. */
