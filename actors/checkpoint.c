@@ -283,8 +283,20 @@ s_init_cgroup (const char *proc_cgroup, const char *h, char *out, size_t cap)
  * in the dumped one (frozen there, if the dump was of a paused container).
  * Moving them next to the init puts them where they belong, and a task
  * moved into a thawed v1 freezer cgroup thaws. */
+static bool
+s_same_pid_ns (pid_t a, pid_t b)
+{
+  char path[64];
+  struct stat sa, sb;
+  snprintf (path, sizeof path, "/proc/%d/ns/pid", (int) a);
+  if (stat (path, &sa) < 0)
+    return false;
+  snprintf (path, sizeof path, "/proc/%d/ns/pid", (int) b);
+  return stat (path, &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev;
+}
+
 static void
-s_adopt (const char *old_dir, const char *h, const char *proc_cgroup)
+s_adopt (const char *old_dir, const char *h, const char *proc_cgroup, pid_t init)
 {
   char new_dir[PATH_MAX], path[PATH_MAX + 16];
   if (!s_init_cgroup (proc_cgroup, h, new_dir, sizeof new_dir) || strcmp (new_dir, old_dir) == 0)
@@ -294,6 +306,11 @@ s_adopt (const char *old_dir, const char *h, const char *proc_cgroup)
   snprintf (path, sizeof path, "%s/cgroup.procs", new_dir);
   for (long pid; procs && fscanf (procs, "%ld", &pid) == 1;)
     {
+      /* Only the restored container's own: a dumped container left running
+       * (`exit` false) may still live in these cgroups, in its own pid
+       * namespace. */
+      if (!s_same_pid_ns ((pid_t) pid, init))
+        continue;
       FILE *to = fopen (path, "we");
       if (to == NULL || fprintf (to, "%ld\n", pid) < 0 || fclose (to) != 0)
         fprintf (stderr, "move %ld to %s: %s\n", pid, new_dir, strerror (errno));
@@ -333,7 +350,7 @@ s_rmdir_in_child (void *arg)
     if (e->d_name[0] != '.'
         && snprintf (path, sizeof path, CGROUP_MOUNTS "%s%s", e->d_name, rel) < (int) sizeof path)
       {
-        s_adopt (path, e->d_name, proc_cgroup);
+        s_adopt (path, e->d_name, proc_cgroup, l->init);
         s_rmdir_patiently (path);
       }
   if (mounts)

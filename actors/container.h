@@ -139,6 +139,7 @@ typedef struct container
   loop_timer_t *drain_timer;
   zlistx_t *restored_exits; /* restart: exits reported on the next turn */
   loop_timer_t *restored_timer;
+  loop_timer_t *pid_timer; /* restart: waiting for a starting shim's pid file */
   cgroup_paths_t *cgroup;
   char *cgroup_procs;
   int oom_fd;
@@ -191,6 +192,10 @@ void container_checkpoint_done (container_t *self);
  * delete of a checkpointed (exited) container races the shim's own delete
  * of it ("cannot rm state directory").  The image is whole: a success. */
 bool container_checkpoint_dumped (container_t *self);
+/* A container restored from a checkpoint, met again at a daemon restart:
+ * what its restore left of the dumped container's cgroups joins init
+ * (0: gone) and goes (checkpoint_remove_cgroups). */
+void container_restore_leftovers (container_t *self, pid_t init);
 /* The dump's runtime call ended: an exit that came meanwhile goes on now.
  * Nothing may touch self after this (the container may be gone). */
 void container_checkpoint_ended (container_t *self);

@@ -189,6 +189,24 @@ container_plan_checkpoint (container_t *self, const msgpack_object *body, contai
   mp_strv_free (empty_ns);
 }
 
+void
+container_restore_leftovers (container_t *self, pid_t init)
+{
+  if (self->restoring_from == NULL)
+    return;
+  cleanup_free char *dir = strdup (self->restoring_from);
+  char *slash = dir ? strrchr (dir, '/') : NULL;
+  if (slash == NULL || slash == dir)
+    return;
+  *slash = '\0';
+  checkpoint_source_t src = { 0 };
+  cleanup_error zcd_error_t *err = NULL;
+  if (checkpoint_find (dir, slash + 1, &src, &err) == 0 && src.dumped_id
+      && strcmp (src.dumped_id, self->id) != 0)
+    checkpoint_remove_cgroups (self->daemon, src.dumped_cgroups, init);
+  checkpoint_source_clear (&src);
+}
+
 bool
 container_checkpoint_dumped (container_t *self)
 {

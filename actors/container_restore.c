@@ -72,6 +72,7 @@ s_load_state (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
   self->stdin_path = s_json_str (j, "stdin");
   self->stdout_path = s_json_str (j, "stdout");
   self->stderr_path = s_json_str (j, "stderr");
+  self->restoring_from = s_json_str (j, "restored_from");
   self->created = (int64_t)json_integer_value (json_object_get (j, "created"));
   container_set_state (self, json_is_true (json_object_get (j, "paused")) ? CONTAINER_PAUSED
                                                                           : CONTAINER_RUNNING);
@@ -202,6 +203,39 @@ s_sync_paused (container_t *self)
   container_save_state (self, NULL);
 }
 
+#define PID_POLL_MS 100
+
+/* A shim still starting when the daemon died writes the process's pid
+ * later, which the daemon that spawned it would have heard on its sync
+ * pipe: looked for until it comes or the process ends.  Then the container
+ * has its pid, its cgroups, and (a restore) what crun left is cleaned. */
+static void
+s_on_pid_poll (loop_t *loop, void *arg)
+{
+  container_t *self = arg;
+  self->pid_timer = NULL;
+  process_t *init = container_init_process (self);
+  if (init == NULL || init->state != PROCESS_RUNNING || init->system_pid)
+    return;
+  cleanup_free char *path = NULL, *text = NULL;
+  pid_t pid = 0;
+  if (asprintf (&path, "%s/pid", init->dir) >= 0 && zcd_read_file (path, 64, &text, NULL, NULL) == 0)
+    pid = (pid_t) strtol (text, NULL, 10);
+  uint64_t starttime = pid > 0 ? zcd_proc_starttime (pid) : 0;
+  if (starttime == 0)
+    {
+      self->pid_timer = loop_timer_add (loop, PID_POLL_MS, s_on_pid_poll, self);
+      return;
+    }
+  init->system_pid = (uint32_t) pid;
+  init->starttime = starttime;
+  process_pin (init);
+  container_attach_cgroup (self, pid);
+  container_view_changed (self);
+  container_send_view (self);
+  container_restore_leftovers (self, pid);
+}
+
 actor_t *
 container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hints_t *hints,
                          zcd_error_t **err)
@@ -226,12 +260,19 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
       /* The daemon died in the middle of the create: it was never
        * acknowledged, and nothing of it runs. */
       log_info ("container %s: never started; removed", id);
+      container_restore_leftovers (self, 0);
       zcd_rm_rf (self->dir, NULL);
       actor_destroy (self->actor);
       return NULL;
     }
-  if (init->system_pid && kill ((pid_t)init->system_pid, 0) == 0)
+  bool init_alive = init->system_pid && kill ((pid_t)init->system_pid, 0) == 0;
+  if (init_alive)
     container_attach_cgroup (self, (pid_t)init->system_pid);
+  /* The daemon may have died before it finished a crun restore's work. */
+  if (init->state == PROCESS_RUNNING && init->system_pid == 0)
+    self->pid_timer = loop_timer_add (daemon->loop, PID_POLL_MS, s_on_pid_poll, self);
+  else
+    container_restore_leftovers (self, init_alive ? (pid_t)init->system_pid : 0);
   s_sync_paused (self);
   container_send_view (self);
   /* The daemon may have died between a pause (or resume) and logging its

@@ -89,6 +89,8 @@ container_stop (container_t *self)
   self->drain_timer = NULL;
   loop_timer_cancel (loop, self->restored_timer);
   self->restored_timer = NULL;
+  loop_timer_cancel (loop, self->pid_timer);
+  self->pid_timer = NULL;
   loop_remove (loop, self->oom_watch);
   self->oom_watch = NULL;
   if (self->oom_fd >= 0)
@@ -294,6 +296,9 @@ s_state_json (container_t *self)
     json_object_set_new (j, "stdout", json_string (self->stdout_path));
   if (self->stderr_path)
     json_object_set_new (j, "stderr", json_string (self->stderr_path));
+  /* A restart finishes what a crun restore left (container_restore.c). */
+  if (self->restoring_from)
+    json_object_set_new (j, "restored_from", json_string (self->restoring_from));
   json_object_set_new (j, "created", json_integer (self->created));
   json_object_set_new (j, "paused", json_boolean (self->state == CONTAINER_PAUSED));
   char *text = json_dumps (j, JSON_COMPACT);

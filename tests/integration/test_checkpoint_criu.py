@@ -275,3 +275,49 @@ def test_checkpoint_survives_a_daemon_restart(cp):
     assert_unbroken(cp.out)
     client.ok("signal", id=c2, signal=9)
     wait_for(lambda: client.call("state", id=c2).get("ok") is False, what="the restored one gone")
+
+
+@pytest.mark.parametrize("delay_ms", [0, 40, 120, 300])
+def test_restore_interrupted_by_a_daemon_crash(cp, delay_ms):
+    """SIGKILL the daemon while a restore runs: restarted, it has either a
+    running restored container or none, and then nothing of it is left."""
+    import time
+    c, c2 = cp.cid("x"), cp.cid("y")
+    b = start_counter(cp, c)
+    checkpoint(cp, c, exit=True)
+    cp.events.wait_exit(c)
+    cp.client.send("create", id=c2, bundle=b, stdout=str(cp.out), checkpoint="cp",
+                   checkpoint_dir=cp.cdir)
+    time.sleep(delay_ms / 1000)
+    restart(cp.zcd, "kill")
+    client = cp.zcd.client()
+    cp.zcd.created_ids.add(c2)
+    reply = client.call("state", id=c2)
+    if reply.get("ok"):
+        container = reply["containers"][0]
+        assert container["status"] == "running", container
+        # a shim still restoring at the crash: its pid is picked up later
+        wait_for(lambda: client.ok("state", id=c2)["containers"][0]["processes"][0]["system_pid"],
+                 what="the restored init's pid")
+        before = len(counted(cp.out))
+        wait_counting(cp.out, before)
+        client.ok("signal", id=c2, signal=9)
+    else:
+        assert reply["error"]["code"] == "not_found", reply
+    wait_for(lambda: client.call("state", id=c2).get("ok") is False, what="the restored one gone")
+    wait_for(lambda: cgroup_dirs_named(c) == [] and cgroup_dirs_named(c2) == [],
+             what="no cgroup of either left")
+
+
+def test_the_loop_serves_while_a_checkpoint_runs(cp):
+    """The dump is a child of the loop: a `version` sent after the
+    checkpoint_create is answered before it."""
+    c = cp.cid("v")
+    start_counter(cp, c)
+    rid = cp.client.send("checkpoint_create", id=c, checkpoint={"name": "slow"},
+                         checkpoint_dir=cp.cdir)
+    vrid = cp.client.send("version")
+    first = cp.client.recv_any(timeout=60)
+    assert first["rid"] == vrid, first
+    assert cp.client.recv(rid, timeout=60)[1]["ok"] is True
+    kill(cp, c)
