@@ -17,6 +17,9 @@
 #include "core/mp.h"
 
 #define RUNTIME_CALL_MS 30000
+/* A dump writes the container's whole memory (CRIU: ~0.5 s for 256 MiB
+ * here): minutes for a big one, and still a deadline. */
+#define CHECKPOINT_CALL_MS (10 * 60 * 1000)
 
 /* A request waiting for the current operation: decoded once, here. */
 typedef struct container_op
@@ -361,7 +364,7 @@ s_run_step (container_t *self, container_step_t step, char **words)
 {
   char **argv = zcd_runtime_argv (self->runtime, self->runtime_args, (const char *const *)words);
   child_opts_t opts = CHILD_OPTS_DEFAULT;
-  opts.deadline_ms = RUNTIME_CALL_MS;
+  opts.deadline_ms = step == STEP_CHECKPOINT ? CHECKPOINT_CALL_MS : RUNTIME_CALL_MS;
   cleanup_error zcd_error_t *err = NULL;
   self->current.step = step;
   self->current.child

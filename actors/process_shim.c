@@ -28,6 +28,7 @@ struct process_shim
   char *container_id;
   char *runtime;
   char **runtime_args;
+  bool restoring; /* from a checkpoint: the longer start deadline */
   int exit_fd;
   loop_watch_t *exit_watch;
   int sync_fd;
@@ -93,6 +94,7 @@ s_shim_new (process_t *p, const process_launch_t *launch)
   self->exit_fd = self->sync_fd = -1;
   self->container_id = strdup (launch->container_id);
   self->runtime = strdup (launch->runtime);
+  self->restoring = launch->checkpoint_dir != NULL;
   size_t n = mp_strv_len (launch->runtime_args);
   self->runtime_args = calloc (n + 1, sizeof (char *));
   for (size_t i = 0; i < n; i++)
@@ -367,12 +369,23 @@ s_on_exit_fifo (loop_t *loop, int fd, uint32_t revents, void *arg)
     s_report_exit (self);
 }
 
+/* A restore reads the whole image back (CRIU: ~1 s per GiB here, more on
+ * a slow disk): it gets what a dump gets, not what a fresh start gets. */
+#define RESTORE_TIMEOUT_MS (10 * 60 * 1000)
+
+static uint64_t
+s_start_timeout_ms (const process_shim_t *self)
+{
+  uint64_t start = self->daemon->config->start_timeout_ms;
+  return self->restoring && start < RESTORE_TIMEOUT_MS ? RESTORE_TIMEOUT_MS : start;
+}
+
 static void
 s_report_timeout (process_shim_t *self)
 {
   char message[128];
   snprintf (message, sizeof message, "`%s` did not start within %llu ms", self->process->name,
-            (unsigned long long)self->daemon->config->start_timeout_ms);
+            (unsigned long long) s_start_timeout_ms (self));
   s_report_failed (self, ZCD_E_TIMEOUT, message);
 }
 
@@ -500,8 +513,8 @@ s_spawn_shim (process_shim_t *self, const process_launch_t *launch, zcd_error_t 
   if (child == NULL)
     return -1;
   self->sync_watch = loop_add_fd (self->daemon->loop, self->sync_fd, EPOLLIN, s_on_sync, self);
-  self->start_timer = loop_timer_add (self->daemon->loop, self->daemon->config->start_timeout_ms,
-                                      s_on_start_timeout, self);
+  self->start_timer
+      = loop_timer_add (self->daemon->loop, s_start_timeout_ms (self), s_on_start_timeout, self);
   return 0;
 }
 
