@@ -56,6 +56,9 @@ typedef struct zcd_daemon
   loop_t *loop;
   void *zmq_ctx;
   struct container_dirs *dirs; /* the supervisor's (container_dirs_new); NULL: none */
+  /* Why checkpoints cannot work here (the checkpoint actor's `criu check`),
+   * owned by that actor; NULL while it works or is still being checked. */
+  const char *criu_unavailable;
 } zcd_daemon_t;
 
 /* Actor names: "c/<id>#<serial>" for a container.  The serial keeps an

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "actors/checkpoint_int.h"
 #include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
@@ -131,6 +132,15 @@ s_read_marker (int fd, const char *name, zcd_error_t **err)
                 (unsigned) st.st_uid);
       return NULL;
     }
+  /* zcd writes it 0600.  A file of zcd's uid that others may read is not
+   * one: a container's output file the shim created at a client's path
+   * (0644) holds whatever the container printed. */
+  if ((st.st_mode & 077) != 0)
+    {
+      zcd_fail (err, ZCD_E_NOT_FOUND, CHECKPOINT_MARKER " has mode %o, not zcd's 0600",
+                (unsigned) (st.st_mode & 0777));
+      return NULL;
+    }
   /* Read to the end: only its owner, zcd's uid, could grow it past the
    * size just checked. */
   json_error_t jerr;
@@ -155,6 +165,12 @@ s_open_checkpoint (int dfd, const char *dir, const char *name, json_t **meta, zc
   cleanup_close int fd = zcd_open_client_dir (dfd, name, "entry", &why);
   if (fd < 0 && why->code == ZCD_E_NOT_FOUND)
     return zcd_fail (err, ZCD_E_NOT_FOUND, "no checkpoint `%s` in %s", name, dir);
+  /* The image directory zcd made: its uid's, 0700 (what CRIU adds in it
+   * cannot widen that). */
+  struct stat st;
+  if (fd >= 0 && (fstat (fd, &st) < 0 || st.st_uid != geteuid () || (st.st_mode & 077) != 0))
+    return zcd_fail (err, ZCD_E_NOT_FOUND, "no checkpoint `%s` in %s (not a directory zcd made)",
+                     name, dir);
   json_t *m = fd < 0 ? NULL : s_read_marker (fd, name, &why);
   if (m == NULL)
     return zcd_fail (err, ZCD_E_NOT_FOUND, "no checkpoint `%s` in %s (%s)", name, dir, why->msg);
@@ -163,54 +179,6 @@ s_open_checkpoint (int dfd, const char *dir, const char *name, json_t **meta, zc
   else
     json_decref (m);
   return steal_fd (&fd);
-}
-
-void
-checkpoint_source_clear (checkpoint_source_t *src)
-{
-  mp_strv_free (src->restore_args);
-  free (src->dumped_id);
-  mp_strv_free (src->dumped_cgroups);
-  memset (src, 0, sizeof *src);
-}
-
-static char **
-s_json_strv (json_t *array)
-{
-  size_t n = json_is_array (array) ? json_array_size (array) : 0;
-  char **v = calloc (n + 1, sizeof *v);
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (json_is_string (json_array_get (array, i)))
-      v[k++] = strdup (json_string_value (json_array_get (array, i)));
-  return v;
-}
-
-/* The restore flags are those of the dump: CRIU restores sockets, a shell
- * job or empty namespaces only when told again. */
-static char **
-s_restore_args (json_t *meta)
-{
-  static const struct { const char *key, *flag; } flags[] = {
-    { "tcp", "--tcp-established" }, { "unix_sockets", "--ext-unix-sk" },
-    { "shell", "--shell-job" },
-  };
-  json_t *ns = json_object_get (meta, "empty_ns");
-  size_t n_ns = json_is_array (ns) ? json_array_size (ns) : 0;
-  if (n_ns > 8) /* there are 8 kinds of namespace; the shim takes 24 flags */
-    n_ns = 8;
-  char **v = calloc (4 + 2 * n_ns, sizeof *v);
-  size_t k = 0;
-  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
-    if (json_is_true (json_object_get (meta, flags[i].key)))
-      v[k++] = strdup (flags[i].flag);
-  for (size_t i = 0; i < n_ns; i++)
-    if (json_is_string (json_array_get (ns, i)))
-      {
-        v[k++] = strdup ("--empty-ns");
-        v[k++] = strdup (json_string_value (json_array_get (ns, i)));
-      }
-  return v;
 }
 
 int
@@ -225,161 +193,9 @@ checkpoint_find (const char *dir, const char *name, checkpoint_source_t *src,
   if (fd < 0)
     return -1;
   if (src)
-    {
-      src->restore_args = s_restore_args (meta);
-      const char *id = json_string_value (json_object_get (meta, "id"));
-      src->dumped_id = id ? strdup (id) : NULL;
-      src->dumped_cgroups = s_json_strv (json_object_get (meta, "cgroups"));
-    }
+    checkpoint_source_fill (src, meta);
   json_decref (meta);
   return 0;
-}
-
-#define CGROUP_MOUNTS "/sys/fs/cgroup/"
-
-/* rmdir that waits out EBUSY a little: the kernel lets go of a cgroup a
- * moment after its last task left (this runs in a forked child). */
-static void
-s_rmdir_patiently (const char *dir)
-{
-  for (int tries = 0; rmdir (dir) < 0; tries++)
-    {
-      if (errno != EBUSY || tries == 50)
-        {
-          if (errno != ENOENT)
-            fprintf (stderr, "rmdir %s: %s\n", dir, strerror (errno));
-          return;
-        }
-      usleep (100 * 1000);
-    }
-}
-
-/* The restored init's cgroup in hierarchy `h` (a directory name under
- * /sys/fs/cgroup: "memory", "systemd" for name=systemd, "unified" for the
- * v2 line of a hybrid host), from its /proc/<pid>/cgroup text. */
-static bool
-s_init_cgroup (const char *proc_cgroup, const char *h, char *out, size_t cap)
-{
-  char copy[4096];
-  snprintf (copy, sizeof copy, "%s", proc_cgroup);
-  for (char *save = NULL, *line = strtok_r (copy, "\n", &save); line;
-       line = strtok_r (NULL, "\n", &save))
-    {
-      char *ctrl = strchr (line, ':');
-      char *path = ctrl ? strchr (ctrl + 1, ':') : NULL;
-      if (path == NULL)
-        continue;
-      *path++ = '\0';
-      ctrl++;
-      bool match = strcmp (ctrl, h) == 0 || (strncmp (ctrl, "name=", 5) == 0 && strcmp (ctrl + 5, h) == 0)
-                   || (ctrl[0] == '\0' && strcmp (h, "unified") == 0);
-      if (match)
-        return snprintf (out, cap, CGROUP_MOUNTS "%s%s", h, path) < (int) cap;
-    }
-  return false;
-}
-
-/* crun moves only the restored init into the new cgroup; its children stay
- * in the dumped one (frozen there, if the dump was of a paused container).
- * Moving them next to the init puts them where they belong, and a task
- * moved into a thawed v1 freezer cgroup thaws. */
-static bool
-s_same_pid_ns (pid_t a, pid_t b)
-{
-  char path[64];
-  struct stat sa, sb;
-  snprintf (path, sizeof path, "/proc/%d/ns/pid", (int) a);
-  if (stat (path, &sa) < 0)
-    return false;
-  snprintf (path, sizeof path, "/proc/%d/ns/pid", (int) b);
-  return stat (path, &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev;
-}
-
-static void
-s_adopt (const char *old_dir, const char *h, const char *proc_cgroup, pid_t init)
-{
-  char new_dir[PATH_MAX], path[PATH_MAX + 16];
-  if (!s_init_cgroup (proc_cgroup, h, new_dir, sizeof new_dir) || strcmp (new_dir, old_dir) == 0)
-    return;
-  snprintf (path, sizeof path, "%s/cgroup.procs", old_dir);
-  FILE *procs = fopen (path, "re");
-  snprintf (path, sizeof path, "%s/cgroup.procs", new_dir);
-  for (long pid; procs && fscanf (procs, "%ld", &pid) == 1;)
-    {
-      /* Only the restored container's own: a dumped container left running
-       * (`exit` false) may still live in these cgroups, in its own pid
-       * namespace. */
-      if (!s_same_pid_ns ((pid_t) pid, init))
-        continue;
-      FILE *to = fopen (path, "we");
-      if (to == NULL || fprintf (to, "%ld\n", pid) < 0 || fclose (to) != 0)
-        fprintf (stderr, "move %ld to %s: %s\n", pid, new_dir, strerror (errno));
-    }
-  if (procs)
-    fclose (procs);
-}
-
-typedef struct
-{
-  char **dirs;
-  pid_t init;
-} leftovers_t;
-
-/* Each v1 hierarchy's copy of the dumped cgroup (crun re-creates it in all
- * of them, named ones included): its tasks join the restored init, then it
- * goes.  A pure v2 host has the one recorded directory. */
-static int
-s_rmdir_in_child (void *arg)
-{
-  leftovers_t *l = arg;
-  char proc_cgroup[4096] = "", path[PATH_MAX];
-  snprintf (path, sizeof path, "/proc/%d/cgroup", (int) l->init);
-  int fd = l->init > 0 ? open (path, O_RDONLY | O_CLOEXEC) : -1;
-  ssize_t n = fd >= 0 ? read (fd, proc_cgroup, sizeof proc_cgroup - 1) : -1;
-  proc_cgroup[n > 0 ? n : 0] = '\0';
-  if (fd >= 0)
-    close (fd);
-  const char *first = l->dirs[0];
-  const char *rel = strncmp (first, CGROUP_MOUNTS, strlen (CGROUP_MOUNTS)) == 0
-                        ? strchr (first + strlen (CGROUP_MOUNTS), '/')
-                        : NULL;
-  DIR *mounts = rel && access (CGROUP_MOUNTS "cgroup.controllers", F_OK) < 0
-                    ? opendir (CGROUP_MOUNTS)
-                    : NULL;
-  for (struct dirent *e; mounts && (e = readdir (mounts));)
-    if (e->d_name[0] != '.'
-        && snprintf (path, sizeof path, CGROUP_MOUNTS "%s%s", e->d_name, rel) < (int) sizeof path)
-      {
-        s_adopt (path, e->d_name, proc_cgroup, l->init);
-        s_rmdir_patiently (path);
-      }
-  if (mounts)
-    closedir (mounts);
-  for (char **d = l->dirs; *d; d++)
-    s_rmdir_patiently (*d);
-  return 0;
-}
-
-static void
-s_cgroups_removed (const child_result_t *res, void *arg)
-{
-  if (res->err_len)
-    log_warn ("cgroups left by a restore: %.*s", (int) res->err_len, res->err);
-}
-
-void
-checkpoint_remove_cgroups (zcd_daemon_t *daemon, char **dirs, pid_t restored_init)
-{
-  if (dirs == NULL || dirs[0] == NULL)
-    return;
-  child_opts_t opts = CHILD_OPTS_DEFAULT;
-  opts.deadline_ms = 10000;
-  cleanup_error zcd_error_t *err = NULL;
-  leftovers_t leftovers = { dirs, restored_init };
-  if (child_fork (daemon->children, s_rmdir_in_child, &leftovers, NULL, 0, &opts, s_cgroups_removed,
-                  NULL, &err)
-      == NULL)
-    log_warn ("cgroups left by a restore: not removed: %s", err->msg);
 }
 
 static void
@@ -805,6 +621,7 @@ s_criu_checked (const child_result_t *res, void *arg)
       if (asprintf (&self->reason, "CRIU does not work on this machine (`criu check`: %s)", text) < 0)
         self->reason = NULL;
       log_info ("checkpoints unavailable: %s", self->reason);
+      self->daemon->criu_unavailable = self->reason;
     }
   /* In the order they came. */
   for (amsg_req_t *m = zlistx_first (self->waiting); m; m = zlistx_next (self->waiting))
@@ -816,6 +633,7 @@ static void
 s_destroy_state (actor_t *actor)
 {
   checkpointer_t *self = actor_state (actor);
+  self->daemon->criu_unavailable = NULL;
   zlistx_destroy (&self->waiting);
   /* Removals still running finish unobserved; nobody is left to answer. */
   for (removal_t *r; (r = zlistx_detach (self->removals, NULL));)
@@ -869,6 +687,7 @@ checkpoint_actor_new (zcd_daemon_t *daemon, zcd_error_t **err)
       self->checked = true;
       if (asprintf (&self->reason, "criu is not installed (%s)", spawn_err->msg) < 0)
         self->reason = NULL;
+      daemon->criu_unavailable = self->reason;
     }
   return self->actor;
 }

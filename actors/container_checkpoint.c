@@ -109,18 +109,26 @@ s_keep_metadata (container_t *self, const char *name, const char *image, const m
 /* CRIU's work directory (its dump.log) is in the container's state
  * directory, not in the image: the image of a failed dump is removed, and
  * the log is what says why it failed. */
-static const char *
+static char *
 s_work_dir (container_t *self)
 {
-  cleanup_free char *work = NULL;
+  char *work = NULL;
+  free (self->checkpoint_log);
+  self->checkpoint_log = NULL;
   if (asprintf (&work, "%s/criu", self->dir) < 0)
     return NULL;
-  if (mkdir (work, 0700) < 0 && errno != EEXIST)
-    return NULL;
-  free (self->checkpoint_log);
-  if (asprintf (&self->checkpoint_log, "%s/dump.log", work) < 0)
-    self->checkpoint_log = NULL;
-  return self->checkpoint_log ? self->checkpoint_log : NULL;
+  if ((mkdir (work, 0700) < 0 && errno != EEXIST)
+      || asprintf (&self->checkpoint_log, "%s/dump.log", work) < 0)
+    {
+      self->checkpoint_log = NULL;
+      free (work);
+      return NULL;
+    }
+  /* An earlier dump's log must not speak for this one (its success, or
+   * its errors) when the runtime fails before CRIU writes. */
+  if (unlink (self->checkpoint_log) < 0 && errno != ENOENT)
+    log_warn ("container %s: %s: %s", self->id, self->checkpoint_log, strerror (errno));
+  return work;
 }
 
 static char **
@@ -131,14 +139,12 @@ s_words (container_t *self, const char *image, const msgpack_object *cp, char **
   words[n++] = "checkpoint";
   words[n++] = "--image-path";
   words[n++] = image ? image : "";
-  cleanup_free char *work = s_work_dir (self) ? strdup (self->checkpoint_log) : NULL;
-  if (work && strrchr (work, '/'))
+  cleanup_free char *work = s_work_dir (self);
+  if (work)
     {
-      *strrchr (work, '/') = '\0';
       words[n++] = "--work-path";
       words[n++] = work;
-    }
-  if (!mp_get_bool (cp, "exit", false))
+    }  if (!mp_get_bool (cp, "exit", false))
     words[n++] = "--leave-running";
   if (mp_get_bool (cp, "tcp", false))
     words[n++] = "--tcp-established";
@@ -146,7 +152,7 @@ s_words (container_t *self, const char *image, const msgpack_object *cp, char **
     words[n++] = "--ext-unix-sk";
   if (mp_get_bool (cp, "shell", false))
     words[n++] = "--shell-job";
-  for (size_t i = 0; empty_ns && empty_ns[i] && n < 20; i++)
+  for (size_t i = 0; empty_ns && empty_ns[i] && n + 4 < sizeof words / sizeof words[0]; i++)
     {
       words[n++] = "--empty-ns";
       words[n++] = empty_ns[i];
@@ -154,6 +160,32 @@ s_words (container_t *self, const char *image, const msgpack_object *cp, char **
   words[n++] = self->id;
   words[n] = NULL;
   return container_strv_dup (words);
+}
+
+/* Namespace kinds, each at most once: what a runtime's --empty-ns can
+ * name (runc takes "network"; crun 1.8 has no such option). */
+static bool
+s_empty_ns_ok (char **empty_ns, zcd_error_t **err)
+{
+  static const char *const kinds[] = { "pid", "network", "mount", "ipc",
+                                       "uts", "user",    "cgroup", "time" };
+  unsigned seen = 0;
+  for (size_t i = 0; empty_ns && empty_ns[i]; i++)
+    {
+      size_t k = 0;
+      while (k < 8 && strcmp (empty_ns[i], kinds[k]) != 0)
+        k++;
+      if (k == 8 || (seen & (1u << k)))
+        {
+          zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                    "key `checkpoint.empty_ns`: `%s` is not a namespace kind (pid, network, "
+                    "mount, ipc, uts, user, cgroup, time), or is named twice",
+                    empty_ns[i]);
+          return false;
+        }
+      seen |= 1u << k;
+    }
+  return true;
 }
 
 void
@@ -173,16 +205,22 @@ container_plan_checkpoint (container_t *self, const msgpack_object *body, contai
    * component despite O_NOFOLLOW. */
   for (size_t len = strlen (dir); len > 1 && dir[len - 1] == '/'; len--)
     dir[len - 1] = '\0';
+  char **empty_ns = mp_get_strv (cp, "empty_ns");
+  if (!s_empty_ns_ok (empty_ns, &plan->err))
+    {
+      mp_strv_free (empty_ns);
+      return;
+    }
   cleanup_error zcd_error_t *err = NULL;
   if (s_make_image_dir (dir, name, &err) < 0)
     {
+      mp_strv_free (empty_ns);
       zcd_fail (&plan->err, err->code, "%s", err->msg);
       return;
     }
   cleanup_free char *image = NULL;
   if (asprintf (&image, "%s%s%s", dir, strcmp (dir, "/") == 0 ? "" : "/", name) < 0)
     image = NULL;
-  char **empty_ns = mp_get_strv (cp, "empty_ns");
   s_keep_metadata (self, name, image, cp, empty_ns);
   plan->step = STEP_CHECKPOINT;
   plan->words = s_words (self, image, cp, empty_ns);
@@ -211,9 +249,18 @@ bool
 container_checkpoint_dumped (container_t *self)
 {
   char tail[256];
-  return self->checkpoint_log
-         && zcd_log_tail (self->checkpoint_log, 1, tail, sizeof tail) > 0
-         && strstr (tail, "Dumping finished successfully") != NULL;
+  if (self->checkpoint_log == NULL || self->checkpoint_meta_path == NULL
+      || zcd_log_tail (self->checkpoint_log, 1, tail, sizeof tail) == 0
+      || strstr (tail, "Dumping finished successfully") == NULL)
+    return false;
+  /* And the image is there: CRIU writes its inventory last. */
+  cleanup_free char *inventory = strdup (self->checkpoint_meta_path);
+  char *slash = inventory ? strrchr (inventory, '/') : NULL;
+  if (slash == NULL)
+    return false;
+  strcpy (slash + 1, "inventory.img");
+  struct stat st;
+  return lstat (inventory, &st) == 0 && S_ISREG (st.st_mode) && st.st_size > 0;
 }
 
 char *

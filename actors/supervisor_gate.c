@@ -187,8 +187,8 @@ s_start_next (supervisor_t *self)
 /* A restore names a checkpoint zcd made: a missing one is not_found at
  * admission, not the runtime's failure later (PROTOCOL.md `create`). */
 static int
-s_check_restore_source (const msgpack_object *body, const char *bundle, checkpoint_source_t *src,
-                        zcd_error_t **err)
+s_check_restore_source (const zcd_daemon_t *daemon, const msgpack_object *body, const char *bundle,
+                        checkpoint_source_t *src, zcd_error_t **err)
 {
   cleanup_free char *name = mp_get_strdup (body, "checkpoint");
   if (name == NULL)
@@ -196,7 +196,12 @@ s_check_restore_source (const msgpack_object *body, const char *bundle, checkpoi
   cleanup_free char *dir = mp_get_strdup (body, "checkpoint_dir");
   if (dir == NULL && asprintf (&dir, "%s/checkpoints", bundle) < 0)
     return zcd_fail_errno (err, ENOMEM, "checkpoint_dir");
-  return checkpoint_find (dir, name, src, err);
+  if (checkpoint_find (dir, name, src, err) < 0)
+    return -1;
+  /* As checkpoint_create answers without a working CRIU. */
+  if (daemon->criu_unavailable)
+    return zcd_fail (err, ZCD_E_UNAVAILABLE, "%s", daemon->criu_unavailable);
+  return 0;
 }
 
 void
@@ -222,8 +227,13 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
   cleanup_error zcd_error_t *err = NULL;
   bundle_info_t *info = NULL;
   checkpoint_source_t *src = calloc (1, sizeof *src);
+  if (src == NULL)
+    {
+      edge_fail (self->edge, req, ZCD_E_UNAVAILABLE, "out of memory");
+      return;
+    }
   if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0
-      || s_check_restore_source (body, bundle, src, &err) < 0
+      || s_check_restore_source (self->daemon, body, bundle, src, &err) < 0
       || bundle_load (bundle, &info, &err) < 0)
     {
       supervisor_free_source ((void **) &src);

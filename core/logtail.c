@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,18 +49,20 @@ zcd_log_tail (const char *path, size_t max_lines, char *out, size_t cap)
   ssize_t n = s_read_end (path, buf, sizeof buf);
   if (n <= 0 || max_lines == 0)
     return 0;
-  /* Line starts; the first may be cut by the window. */
-  size_t starts[TAIL_WINDOW / 2], n_lines = 0;
+  /* Line starts; the first may be cut by the window.  A window of empty
+   * lines has a start per byte. */
+  uint16_t starts[TAIL_WINDOW];
+  size_t n_lines = 0;
   starts[n_lines++] = 0;
-  for (ssize_t i = 0; i < n - 1; i++)
+  for (ssize_t i = 0; i < n - 1 && n_lines < TAIL_WINDOW; i++)
     if (buf[i] == '\n')
-      starts[n_lines++] = (size_t) i + 1;
+      starts[n_lines++] = (uint16_t) (i + 1);
   /* CRIU says why on its "Error (file:line):" lines, often well before its
    * last line: those first (the latest of them), then the last line. */
   size_t picked[MAX_PICKED], n_picked = 0;
   for (size_t l = 0; l < n_lines; l++)
     {
-      size_t end = l + 1 < n_lines ? starts[l + 1] - 1 : (size_t) n;
+      size_t end = l + 1 < n_lines ? (size_t) starts[l + 1] - 1 : (size_t) n;
       bool is_error = memmem (buf + starts[l], end - starts[l], "Error", 5) != NULL;
       if (is_error || l + 1 == n_lines)
         {
@@ -80,7 +83,7 @@ zcd_log_tail (const char *path, size_t max_lines, char *out, size_t cap)
   for (size_t k = first; k < n_picked; k++)
     {
       size_t l = picked[k];
-      size_t end = l + 1 < n_lines ? starts[l + 1] - 1 : (size_t) n;
+      size_t end = l + 1 < n_lines ? (size_t) starts[l + 1] - 1 : (size_t) n;
       len = s_append (out, len, cap, buf + starts[l], end - starts[l]);
     }
   out[len] = '\0';

@@ -247,14 +247,23 @@ def test_restore_errors(cp):
 
 
 def test_empty_ns_passed_to_the_runtime(cp):
-    """runc has --empty-ns; crun 1.8 has not and refuses it."""
+    """runc has --empty-ns; crun 1.8 has not and refuses it.  Only
+    namespace kinds, each once, are accepted."""
     c = cp.cid("s")
     start_counter(cp, c)
+    for bad in (["bogus"], ["network", "network"], ["network"] * 9):
+        assert_error(checkpoint_call(cp, c, "bad", empty_ns=bad), "invalid_argument", "empty_ns")
+    # a dump refused before CRIU ran is a failure, whatever an earlier
+    # dump's log said: leave-running dump first, then one the runtime refuses
+    checkpoint(cp, c, name="first")
     reply = checkpoint_call(cp, c, "ns", empty_ns=["network"])
     if cp.runtime == "runc":
         assert reply["ok"] is True, reply
     else:
         assert_error(reply, "runtime_error", "empty-ns")
+        names = [e["name"] for e in
+                 cp.client.ok("checkpoint_list", checkpoint_dir=cp.cdir)["checkpoints"]]
+        assert names == ["first"]
     kill(cp, c)
 
 

@@ -43,9 +43,11 @@ def make_checkpoint(cdir, name, marker=True, **changes):
     unless marker=False."""
     d = cdir / name
     d.mkdir(parents=True)
+    d.chmod(0o700)  # as zcd makes it
     (d / "pages-1.img").write_bytes(b"\0" * 64)
     if marker:
         (d / MARKER).write_text(marker_json(name, **changes))
+        (d / MARKER).chmod(0o600)
     return d
 
 
@@ -91,7 +93,8 @@ def test_checkpoint_delete_without_marker_is_not_found(zcd, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["invalid-json", "wrong-name", "missing-field", "wrong-type",
-                                 "directory", "fifo", "symlink", "foreign-owner", "too-large"])
+                                 "directory", "fifo", "symlink", "foreign-owner", "too-large",
+                                 "readable-by-others", "open-directory"])
 def test_checkpoint_delete_with_odd_marker_is_not_found(zcd, tmp_path, bad):
     client = zcd.client()
     cdir = tmp_path / "cps"
@@ -120,6 +123,16 @@ def test_checkpoint_delete_with_odd_marker_is_not_found(zcd, tmp_path, bad):
         os.chown(m, 65534, 65534)
     elif bad == "too-large":
         m.write_text(marker_json("x", pad="z" * 70000))
+    elif bad == "readable-by-others":
+        # what a container's output file is, created by the root shim at a
+        # client's path: zcd's uid, but 0644, and any content
+        m.write_text(marker_json("x"))
+        m.chmod(0o644)
+    elif bad == "open-directory":
+        m.write_text(marker_json("x"))
+        d.chmod(0o755)
+    if m.is_file() and not m.is_symlink() and bad != "readable-by-others":
+        m.chmod(0o600)  # only the one flaw under test
     before = snapshot(tmp_path)
     reply = client.call("checkpoint_delete", checkpoint_dir=str(cdir), name="x", timeout=2.0)
     assert_error(reply, "not_found", "no checkpoint `x`")
@@ -258,6 +271,7 @@ def test_checkpoint_list_skips_what_is_not_zcds(zcd, tmp_path):
     (cdir / "badjson" / MARKER).write_text("[1,2")
     make_checkpoint(cdir, "renamed", marker=False)
     (cdir / "renamed" / MARKER).write_text(marker_json("other"))
+    (cdir / "renamed" / MARKER).chmod(0o600)
     (cdir / "plainfile").write_text("x")
     make_checkpoint(cdir, ".hidden")
     before = snapshot(tmp_path)
@@ -300,8 +314,9 @@ def test_checkpoint_list_many_entries(zcd, tmp_path):
     cdir.mkdir()
     want = [f"cp{i:05d}" for i in range(1500)]
     for n in want:
-        (cdir / n).mkdir()
+        (cdir / n).mkdir(mode=0o700)
         (cdir / n / MARKER).write_text(marker_json(n))
+        (cdir / n / MARKER).chmod(0o600)
     assert names(client.call("checkpoint_list", checkpoint_dir=str(cdir))) == want
 
 

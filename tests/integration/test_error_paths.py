@@ -390,7 +390,7 @@ def test_create_error_paths(zcd, events, bundle, cid, tmp_path, short_dir):
 MARKER = "zcd-checkpoint.json"
 
 
-def test_restore_errors(zcd, events, bundle, cid, tmp_path):
+def test_restore_errors(zcd, events, bundle, cid, tmp_path, zcd_factory, runtime):
     """`create` with `checkpoint`: a checkpoint that is not there is
     not_found ("no such container, process or checkpoint"); one that is
     there, with CRIU not working on this machine, unavailable naming CRIU
@@ -412,17 +412,28 @@ def test_restore_errors(zcd, events, bundle, cid, tmp_path):
                    checkpoint_dir="rel/cps")
     # a checkpoint as zcd writes it (marker, an image file), CRIU broken
     cp = cdir / "x"
-    cp.mkdir()
+    cp.mkdir(mode=0o700)
     (cp / "pages-1.img").write_bytes(b"\0" * 64)
     (cp / MARKER).write_text(json.dumps(
         {"name": "x", "created": 1, "exit": False, "tcp": False, "unix_sockets": False,
          "shell": False, "empty_ns": []}, separators=(",", ":")))
-    # Issue 10 (checkpoint/restore for real) makes the restore path say
-    # `unavailable` when CRIU is broken; until then the runtime's own
-    # refusal is the answer.
-    create_refused(x, events, "restore without CRIU", ("unavailable", "runtime_error"), [],
+    (cp / MARKER).chmod(0o600)
+    # a working CRIU: the runtime's refusal of these images (not CRIU's
+    # absence); without one, `unavailable` naming CRIU (as checkpoint_create)
+    create_refused(x, events, "restore of bad images", "runtime_error", [],
                    id=cid("r5"), bundle=good, checkpoint="x", checkpoint_dir=str(cdir))
+    broken = zcd_factory(runtime=runtime, args=["--criu", "/bin/false"])
+    nocriu, nevents = Expect(broken.client(), broken), broken.subscriber("")
+    # a checkpoint_create waits for the daemon's `criu check`: then it is known
+    start(nocriu, nevents, good, cid("r7"))
+    nocriu.call("checkpoint without CRIU", "unavailable", "checkpoint_create", "CRIU",
+                id=cid("r7"), checkpoint={"name": "z"}, checkpoint_dir=str(tmp_path / "z"),
+                timeout=60)
+    create_refused(nocriu, nevents, "restore without CRIU", "unavailable", ["CRIU"],
+                   id=cid("r6"), bundle=good, checkpoint="x", checkpoint_dir=str(cdir))
+    kill_and_wait(nocriu.client, nevents, cid("r7"))
     x.done()
+    nocriu.done()
 
 
 def create_refused(x, events, label, codes, needles, **keys):
