@@ -38,11 +38,15 @@ libnftables-dev libbsd-dev libgnutls28-dev uuid-dev
 libyajl-dev libseccomp-dev libsystemd-dev"
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-LOG=/var/tmp/zcd-install-criu.log
+# Root's own directory: a file another user planted in /var/tmp must not
+# stop the build (the stamp) or receive its log (a link).
+STATE=/var/cache/zcd
+mkdir -p -m 0700 "$STATE" 2>/dev/null || true
+LOG=$STATE/install-criu.log
 # A build that failed or does not pass its check will do so again: without
 # this every `make deps` would spend a minute finding that out. Keyed on the
 # kernel, as that is what `criu check` judges; downloads are not recorded.
-FAILED=/var/tmp/zcd-install-criu.failed
+FAILED=$STATE/install-criu.failed
 STAMP="criu $CRIU_VERSION crun $CRUN_VERSION kernel $(uname -r)"
 
 # Judge what root's PATH will find even when make runs with a trimmed PATH.
