@@ -16,33 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from criu_util import COUNTER, criu_runtime, needs_criu  # noqa: F401 (fixture)
+
 from conftest import assert_error, read_text, wait_for
 from restore_util import restart
 
-COUNTER = ["sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"]
 # A listener and a client connected to it over loopback, inside the
 # container's own network namespace: an established TCP connection.
 TCP_PAIR = ["sh", "-c", "ip link set lo up; sleep 1000 | nc -l -p 7000 >/dev/null & sleep 0.3; "
             "(while true; do echo x; sleep 0.1; done) | nc 127.0.0.1 7000"]
 
 
-def criu_works():
-    try:
-        return subprocess.run(["criu", "check"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not criu_works(), reason="no working CRIU (criu check)")
-
-
-@pytest.fixture
-def criu_runtime(runtime):
-    if runtime == "crun":
-        out = subprocess.run(["crun", "--version"], capture_output=True, text=True).stdout
-        if "+CRIU" not in out:
-            pytest.skip("crun lacks CRIU")
-    return runtime
+pytestmark = needs_criu
 
 
 @pytest.fixture

@@ -10,28 +10,13 @@ import subprocess
 
 import pytest
 
+from criu_util import COUNTER, criu_runtime, needs_criu  # noqa: F401 (fixture)
+
 from conftest import ZCTR, read_text, wait_for
 
-COUNTER = ["sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"]
 
 
-def criu_works():
-    try:
-        return subprocess.run(["criu", "check"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not criu_works(), reason="no working CRIU (criu check)")
-
-
-@pytest.fixture
-def criu_runtime(runtime):
-    if runtime == "crun":
-        out = subprocess.run(["crun", "--version"], capture_output=True, text=True).stdout
-        if "+CRIU" not in out:
-            pytest.skip("crun lacks CRIU")
-    return runtime
+pytestmark = needs_criu
 
 
 def zctr(zcd, *args, cwd=None):
