@@ -1,12 +1,14 @@
 /* zcd-shim: one per container process (DESIGN.md, "The shim"; contract in
  * core/shimproto.h).  main only sequences the phases; each lives in its
  * own file. */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <stdbool.h>
-#include <string.h>
+#include <stdint.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -163,51 +165,88 @@ s_meanwhile (shim_t *self, zcd_error_t **err)
   return shim_sandbox_prepare (err);
 }
 
+/* The start ran most of the shim's code, and the kernel mapped its pages
+ * 64 KiB around each fault: the reap loop that follows, for the container's
+ * whole life, needs few of them.  Dropping the pages of the executable's
+ * read-only segments (never written: they stay in the page cache, shared,
+ * and come back on use) leaves the shim the RSS it uses.
+ *
+ * The segments come from the program headers, not from the order or the
+ * permissions of /proc/self/maps: RELRO (GOT, relocated vtables) shows as
+ * r--p there once it is write-protected, but it is private and dirty, and
+ * dropping it would hand the shim the file's unrelocated bytes.  So: only
+ * PT_LOAD segments without PF_W, less any overlap with PT_GNU_RELRO, whole
+ * pages only; and nothing at all if the text itself was relocated
+ * (DT_TEXTREL) or the load bias does not add up.  getauxval and the
+ * headers in memory: no stdio, whose code would be the RSS saved. */
+static bool
+s_has_textrel (const ElfW (Phdr) *phdr, size_t phnum, uintptr_t bias)
+{
+  for (size_t i = 0; i < phnum; i++)
+    if (phdr[i].p_type == PT_DYNAMIC)
+      for (const ElfW (Dyn) *dyn = (const ElfW (Dyn) *) (bias + phdr[i].p_vaddr);
+           dyn->d_tag != DT_NULL; dyn++)
+        if (dyn->d_tag == DT_TEXTREL
+            || (dyn->d_tag == DT_FLAGS && (dyn->d_un.d_val & DF_TEXTREL)))
+          return true;
+  return false;
+}
+
+/* [from, to) shrunk to the whole pages in it. */
+static void
+s_drop_inward (uintptr_t from, uintptr_t to, uintptr_t page)
+{
+  from = (from + page - 1) & ~(page - 1);
+  to &= ~(page - 1);
+  if (from < to)
+    madvise ((void *) from, to - from, MADV_DONTNEED);
+}
+
+void
+shim_drop_code_pages (void)
+{
+  const ElfW (Phdr) *phdr = (const ElfW (Phdr) *) getauxval (AT_PHDR);
+  size_t phnum = getauxval (AT_PHNUM);
+  uintptr_t page = getauxval (AT_PAGESZ), at = (uintptr_t) phdr;
+  if (phdr == NULL || phnum == 0 || page == 0 || (page & (page - 1)) != 0)
+    return;
+  /* The load bias: where the headers are less where they were linked.  A
+   * static non-PIE executable has no PT_PHDR and runs where it was linked
+   * (the sanitizer builds are dynamic PIEs, with one). */
+  uintptr_t bias = 0, relro_from = 0, relro_to = 0;
+  for (size_t i = 0; i < phnum; i++)
+    if (phdr[i].p_type == PT_PHDR)
+      bias = at - phdr[i].p_vaddr;
+  bool headers_loaded = false;
+  for (size_t i = 0; i < phnum; i++)
+    {
+      uintptr_t from = bias + phdr[i].p_vaddr, to = from + phdr[i].p_memsz;
+      if (phdr[i].p_type == PT_GNU_RELRO)
+        relro_from = from, relro_to = to;
+      if (phdr[i].p_type == PT_LOAD && at >= from && at < to)
+        headers_loaded = true;
+    }
+  if (!headers_loaded || s_has_textrel (phdr, phnum, bias))
+    return;
+  for (size_t i = 0; i < phnum; i++)
+    {
+      if (phdr[i].p_type != PT_LOAD || (phdr[i].p_flags & PF_W))
+        continue;
+      uintptr_t from = bias + phdr[i].p_vaddr, to = from + phdr[i].p_memsz;
+      if (relro_to <= from || relro_from >= to)
+        s_drop_inward (from, to, page);
+      else
+        {
+          s_drop_inward (from, relro_from, page);
+          s_drop_inward (relro_to, to, page);
+        }
+    }
+}
+
 /* Between a running container and the report: the sandbox is in force
  * before the daemon hears "started" (a shim that cannot confine itself
  * fails the start), and before the reap loop reads anything the container
  * controls. */
-/* The start ran most of the shim's code, and the kernel mapped its pages
- * 64 KiB around each fault: the reap loop that follows, for the container's
- * whole life, needs few of them.  Dropping the mappings of the code and of
- * the read-only data after it (never written: the pages stay in the page
- * cache, shared, and come back on use) leaves the shim the RSS it uses.
- * Those are the executable's first r-xp mapping and the r--p one right
- * after it (the linker's text and rodata segments); the relocated
- * read-only data further on is private and dirty, and stays. */
-void
-shim_drop_code_pages (void)
-{
-  char maps[8192];
-  int fd = open ("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  ssize_t n = fd >= 0 ? read (fd, maps, sizeof maps - 1) : -1;
-  if (fd >= 0)
-    close (fd);
-  if (n <= 0)
-    return;
-  maps[n] = '\0';
-  unsigned long text_end = 0;
-  for (char *line = maps; line && *line; line = strchr (line, '\n') ? strchr (line, '\n') + 1 : NULL)
-    {
-      char *end;
-      unsigned long from = strtoul (line, &end, 16);
-      if (*end != '-')
-        break;
-      unsigned long to = strtoul (end + 1, &end, 16);
-      if (*end != ' ')
-        break;
-      const char *perms = end + 1;
-      bool text = text_end == 0 && strncmp (perms, "r-xp", 4) == 0;
-      bool rodata = text_end != 0 && from == text_end && strncmp (perms, "r--p", 4) == 0;
-      if (text || rodata)
-        madvise ((void *) from, to - from, MADV_DONTNEED);
-      if (text)
-        text_end = to;
-      if (rodata || (text_end && !text))
-        break;
-    }
-}
-
 static int
 s_after_start (shim_t *self, zcd_error_t **err)
 {

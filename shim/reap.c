@@ -17,7 +17,11 @@
 #include "core/shimproto.h"
 #include "shim/shim.h"
 
-#define DRAIN_TIMEOUT_MS 500
+/* The exit drain ends when the output pipes read EOF (the writers are
+ * gone: the common case, at once), after DRAIN_IDLE_MS without a byte, or
+ * DRAIN_TOTAL_MS after the exit, whichever comes first. */
+#define DRAIN_IDLE_MS 500
+#define DRAIN_TOTAL_MS 1000
 
 /* The helper's life: wait for the go byte, then `delete`, falling back to
  * `delete --force`; the outcome goes back on report_fd as one write, a
@@ -190,33 +194,53 @@ enum
 {
   SLOT_SIGNAL,
   SLOT_CONTROL,
-  SLOT_RELAYS, /* then a source and a destination slot per relay */
+  SLOT_RELAYS, /* then one per relay */
   RELAY_COUNT = 3,
-  SLOT_COUNT = SLOT_RELAYS + 2 * RELAY_COUNT
+  SLOT_COUNT = SLOT_RELAYS + RELAY_COUNT
 };
 
-/* A relay reads only while its buffer is empty and writes only while it is
- * not: a stalled destination stops the reading, never the shim. */
+static const char *const s_relay_names[RELAY_COUNT] = { "stdout", "stderr", "stdin" };
+
 static void
-s_watch_relay (const shim_relay_t *relay, struct pollfd *src, struct pollfd *dst)
+s_relays (shim_t *self, shim_relay_t *relays[RELAY_COUNT])
 {
-  src->fd = relay->src >= 0 && relay->dst >= 0 && relay->len == 0 ? relay->src : -1;
-  src->events = POLLIN;
-  dst->fd = relay->dst >= 0 && relay->len > 0 ? relay->dst : -1;
-  dst->events = POLLOUT;
+  relays[0] = &self->stdout_relay;
+  relays[1] = &self->stderr_relay;
+  relays[2] = &self->stdin_relay;
+}
+
+/* An output relay that started discarding says so once, when it starts
+ * (the client's file ends there); how much was lost, once, at the exit. */
+static void
+s_log_relay_errors (shim_t *self, bool at_exit)
+{
+  shim_relay_t *relays[RELAY_COUNT];
+  s_relays (self, relays);
+  for (int i = 0; i < RELAY_COUNT; i++)
+    {
+      shim_relay_t *relay = relays[i];
+      if (!relay->discard_on_error || relay->dst_error == 0)
+        continue;
+      if (!relay->error_logged)
+        shim_log (self, "%s: %s; output dropped from now on", s_relay_names[i],
+                  strerror (relay->dst_error));
+      relay->error_logged = true;
+      if (at_exit)
+        shim_log (self, "%s: %llu bytes dropped", s_relay_names[i], relay->dropped);
+    }
 }
 
 static void
 s_poll_once (shim_t *self)
 {
-  shim_relay_t *relays[RELAY_COUNT] = { &self->stdout_relay, &self->stderr_relay,
-                                        &self->stdin_relay };
+  shim_relay_t *relays[RELAY_COUNT];
+  s_relays (self, relays);
   struct pollfd fds[SLOT_COUNT] = {
     [SLOT_SIGNAL] = { .fd = self->signal_fd, .events = POLLIN },
     [SLOT_CONTROL] = { .fd = self->control_fd, .events = POLLIN },
   };
   for (int i = 0; i < RELAY_COUNT; i++)
-    s_watch_relay (relays[i], &fds[SLOT_RELAYS + 2 * i], &fds[SLOT_RELAYS + 2 * i + 1]);
+    shim_relay_watch (relays[i], &fds[SLOT_RELAYS + i]);
   if (poll (fds, SLOT_COUNT, -1) < 0)
     return;
   /* Control first: a resize sent before some input is in effect by the
@@ -224,12 +248,8 @@ s_poll_once (shim_t *self)
   if (fds[SLOT_CONTROL].revents)
     s_read_control (self);
   for (int i = 0; i < RELAY_COUNT; i++)
-    {
-      if (fds[SLOT_RELAYS + 2 * i].revents)
-        shim_relay_on_readable (relays[i]);
-      if (fds[SLOT_RELAYS + 2 * i + 1].revents)
-        shim_relay_on_writable (relays[i]);
-    }
+    shim_relay_on_ready (relays[i], &fds[SLOT_RELAYS + i]);
+  s_log_relay_errors (self, false);
   if (fds[SLOT_SIGNAL].revents)
     {
       s_drain_signal_fd (self);
@@ -283,9 +303,10 @@ shim_reap_loop (shim_t *self)
   while (!self->exited)
     s_poll_once (self);
   /* What the process wrote before it exited reaches the client's paths
-   * before its exit is reported. */
-  shim_relay_drain (&self->stdout_relay, DRAIN_TIMEOUT_MS);
-  shim_relay_drain (&self->stderr_relay, DRAIN_TIMEOUT_MS);
+   * before its exit is reported; what orphans write on is not waited for
+   * (an exec's exit is reported within DRAIN_TOTAL_MS). */
+  shim_stdio_drain (self, DRAIN_IDLE_MS, DRAIN_TOTAL_MS);
+  s_log_relay_errors (self, true);
   /* The delete runs while exitStatus is written: the daemon hears of
    * neither before the shim exits (the exit FIFO), and a shim killed in
    * between leaves no exitStatus, which the daemon answers with its own

@@ -438,16 +438,34 @@ s_exec (shim_t *self, const char *pid_file, shim_work_fn meanwhile, zcd_error_t 
   return self->args.terminal ? shim_console_receive (self, err) : 0;
 }
 
+/* CRIU writes restore.log into the image directory.  One left by an
+ * earlier restore would be quoted as this one's when the runtime fails
+ * before CRIU runs: it is removed first.  The directory is opened once,
+ * without following a symlink, and the log is named relative to it for
+ * both the unlink and the read (zcd_log_tail opens its path O_NOFOLLOW).
+ * Returns the directory's fd, or -1 (then no log is quoted). */
+static int
+s_clear_criu_log (shim_t *self)
+{
+  int dirfd = open (self->args.checkpoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dirfd < 0)
+    return -1;
+  if (unlinkat (dirfd, "restore.log", 0) < 0 && errno != ENOENT)
+    shim_log (self, "remove %s/restore.log: %s", self->args.checkpoint, strerror (errno));
+  return dirfd;
+}
+
 /* A failed restore's answer names CRIU's log and quotes its end: the
  * runtime's own message is rarely more than "criu failed". */
 static void
-s_add_criu_log (shim_t *self, zcd_error_t **err)
+s_add_criu_log (shim_t *self, int dirfd, zcd_error_t **err)
 {
-  if (err == NULL || *err == NULL || (*err)->code != ZCD_E_RUNTIME_ERROR)
+  if (dirfd < 0 || err == NULL || *err == NULL || (*err)->code != ZCD_E_RUNTIME_ERROR)
     return;
-  char path[PATH_MAX + 16], tail[1536];
+  char path[PATH_MAX + 16], via_fd[64], tail[1536];
   snprintf (path, sizeof path, "%s/restore.log", self->args.checkpoint);
-  if (zcd_log_tail (path, 8, tail, sizeof tail) == 0)
+  snprintf (via_fd, sizeof via_fd, "/proc/self/fd/%d/restore.log", dirfd);
+  if (zcd_log_tail (via_fd, 8, tail, sizeof tail) == 0)
     return;
   zcd_error_t *old = *err;
   *err = NULL;
@@ -479,9 +497,10 @@ s_restore (shim_t *self, const char *pid_file, shim_work_fn meanwhile, zcd_error
     argv[n++] = "--no-pivot";
   argv[n++] = self->args.id;
   argv[n] = NULL;
+  cleanup_close int dirfd = s_clear_criu_log (self);
   if (s_run_meanwhile (self, argv, s_start_stdio (self), meanwhile, err) < 0)
     {
-      s_add_criu_log (self, err);
+      s_add_criu_log (self, dirfd, err);
       return -1;
     }
   return self->args.terminal ? shim_console_receive (self, err) : 0;

@@ -10,6 +10,7 @@
 #define ZCD_SHIM_H
 
 #include <limits.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -57,6 +58,12 @@ typedef struct
   bool dst_is_terminal;        /* end of input is ^D, not a close */
   bool close_dst_when_drained; /* close_stdin arrived: EOF after the data */
   bool eot_when_drained;       /* same for a terminal: send ^D */
+  /* Output relays: a destination that failed (ENOSPC, EIO) is replaced by
+   * discarding, so the container never blocks on a full pipe. */
+  bool discard_on_error;
+  bool error_logged;           /* reap.c said so in shim.log */
+  int dst_error;               /* errno that ended the destination, else 0 */
+  unsigned long long dropped;  /* bytes thrown away since */
   char buf[SHIM_RELAY_BUF];
 } shim_relay_t;
 
@@ -128,14 +135,20 @@ int shim_stdio_open (shim_t *self, zcd_error_t **err);
 /* Close the shim's copies of what now belongs to the container. */
 void shim_stdio_after_start (shim_t *self);
 void shim_relay_init (shim_relay_t *self, int src, int dst, bool dst_is_terminal);
-/* Move bytes on readiness; failures end the relay, never the shim. */
-void shim_relay_on_readable (shim_relay_t *self);
-void shim_relay_on_writable (shim_relay_t *self);
+/* The one fd the relay waits on now, and for what (pfd->fd -1: none): its
+ * destination while bytes are pending, else its source. */
+void shim_relay_watch (const shim_relay_t *self, struct pollfd *pfd);
+/* Move bytes on the readiness of the fd from shim_relay_watch; failures
+ * end the relay (an output relay's destination: discarding), never the
+ * shim. */
+void shim_relay_on_ready (shim_relay_t *self, const struct pollfd *pfd);
 /* End of input (close_stdin, or EOF of a regular file): the destination
  * gets EOF once the buffered bytes are through. */
 void shim_relay_close_input (shim_relay_t *self);
-/* After the container exited: copy what is left, within a deadline. */
-void shim_relay_drain (shim_relay_t *self, int timeout_ms);
+/* After the container process exited: copy what is left of stdout and
+ * stderr, together, until their writers are gone, idle_ms pass without a
+ * byte, or total_ms since the call. */
+void shim_stdio_drain (shim_t *self, int idle_ms, int total_ms);
 
 /* console.c */
 int shim_console_listen (shim_t *self, zcd_error_t **err);

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/cleanup.h"
@@ -15,9 +16,13 @@
 
 /* FIFOs are opened read-write: open never blocks waiting for a peer, a
  * writer's close never reads as EOF (for stdin only close_stdin ends the
- * stream), and a reader's absence never raises SIGPIPE.  O_NOCTTY: a path
- * may name a terminal, and the shim leads its session (main.c), so an open
- * without it would make that terminal the shim's controlling one. */
+ * stream), and a reader's absence never raises SIGPIPE.  O_NONBLOCK all
+ * the same: a FIFO put in place between the lstat and the open gets the
+ * other flags, and must not block the shim either (written alone it fails
+ * with ENXIO, read alone it reads as EOF); the relay takes EAGAIN in its
+ * stride.  O_NOCTTY: a path may name a terminal, and the shim leads its
+ * session (main.c), so an open without it would make that terminal the
+ * shim's controlling one. */
 static int
 s_open_output (const char *path, zcd_error_t **err)
 {
@@ -27,9 +32,9 @@ s_open_output (const char *path, zcd_error_t **err)
   /* A client's path is used as named: a symlink in its last component is
    * refused (the daemon already said so at admission; this closes the
    * window between its check and this open). */
-  int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+  int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
   if (lstat (path, &st) == 0 && S_ISFIFO (st.st_mode))
-    flags = O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+    flags = O_RDWR | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
   int fd = open (path, flags, 0644);
   if (fd < 0)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "open `%s`: %s", path,
@@ -41,9 +46,9 @@ static int
 s_open_input (const char *path, zcd_error_t **err)
 {
   struct stat st;
-  int flags = O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+  int flags = O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
   if (lstat (path, &st) == 0 && S_ISFIFO (st.st_mode))
-    flags = O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+    flags = O_RDWR | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
   int fd = open (path, flags);
   if (fd < 0)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "open `%s`: %s", path,
@@ -62,8 +67,8 @@ s_set_nonblock (int fd)
  * (a missing path is /dev/null, copied all the same): CRIU can dump a pipe
  * and reconnect it on restore, not a host file opened outside the
  * container's mounts (checkpoint.c, DESIGN.md).  The destination is
- * non-blocking, so a client FIFO nobody reads stops the copying, and then
- * the container, never the shim. */
+ * non-blocking (s_open_output), so a client FIFO nobody reads stops the
+ * copying, and then the container, never the shim. */
 static int
 s_output_pipe (shim_relay_t *relay, const char *path, int *container_end, zcd_error_t **err)
 {
@@ -77,9 +82,9 @@ s_output_pipe (shim_relay_t *relay, const char *path, int *container_end, zcd_er
       return zcd_fail_errno (err, errno, "pipe for output");
     }
   s_set_nonblock (pipe_fds[0]);
-  s_set_nonblock (dst);
   *container_end = pipe_fds[1];
   shim_relay_init (relay, pipe_fds[0], dst, false);
+  relay->discard_on_error = true;
   return 0;
 }
 
@@ -130,8 +135,8 @@ shim_stdio_open (shim_t *self, zcd_error_t **err)
   int out = s_open_output (self->args.stdout_path, err);
   if (out < 0)
     return -1;
-  s_set_nonblock (out);
   shim_relay_init (&self->stdout_relay, -1, out, false);
+  self->stdout_relay.discard_on_error = true;
   if (self->args.stdin_path)
     {
       int source = s_open_input (self->args.stdin_path, err);
@@ -161,6 +166,9 @@ shim_relay_init (shim_relay_t *self, int src, int dst, bool dst_is_terminal)
   self->dst_is_terminal = dst_is_terminal;
   self->off = self->len = 0;
   self->close_dst_when_drained = self->eot_when_drained = false;
+  self->discard_on_error = self->error_logged = false;
+  self->dst_error = 0;
+  self->dropped = 0;
 }
 
 static void
@@ -169,6 +177,13 @@ s_close (int *fd)
   if (*fd >= 0)
     close (*fd);
   *fd = -1;
+}
+
+/* The destination failed for good; the source still runs dry. */
+static bool
+s_discarding (const shim_relay_t *self)
+{
+  return self->dst < 0 && self->dst_error != 0 && self->discard_on_error;
 }
 
 /* Nothing pending: carry out a deferred close_stdin. */
@@ -191,8 +206,25 @@ s_after_drained (shim_relay_t *self)
     }
 }
 
-void
-shim_relay_on_writable (shim_relay_t *self)
+/* A write failed otherwise than EAGAIN: the reader is gone (EPIPE, EIO) or
+ * the file cannot grow (ENOSPC, EFBIG), and nothing will ever drain this.
+ * For stdin (the container closed its end) the relay just ends; an output
+ * relay goes on reading and throws the bytes away: before the relay, the
+ * container got this error itself, and it must not block on a full pipe
+ * instead. */
+static void
+s_dst_failed (shim_relay_t *self, int error)
+{
+  if (self->discard_on_error)
+    self->dropped += self->len;
+  self->dst_error = error;
+  self->off = self->len = 0;
+  self->eot_when_drained = self->close_dst_when_drained = false;
+  s_close (&self->dst);
+}
+
+static void
+s_on_writable (shim_relay_t *self)
 {
   while (self->len > 0 && self->dst >= 0)
     {
@@ -203,10 +235,8 @@ shim_relay_on_writable (shim_relay_t *self)
             continue;
           if (errno == EAGAIN)
             return;
-          /* The reader is gone (EPIPE, EIO): nothing will ever drain this. */
-          self->len = 0;
-          s_close (&self->dst);
-          break;
+          s_dst_failed (self, errno);
+          return;
         }
       self->off += (size_t) n;
       self->len -= (size_t) n;
@@ -218,8 +248,8 @@ shim_relay_on_writable (shim_relay_t *self)
     }
 }
 
-void
-shim_relay_on_readable (shim_relay_t *self)
+static void
+s_on_readable (shim_relay_t *self)
 {
   if (self->src < 0 || self->len > 0)
     return;
@@ -236,9 +266,46 @@ shim_relay_on_readable (shim_relay_t *self)
         s_close (&self->src);
       return;
     }
+  if (s_discarding (self))
+    {
+      self->dropped += (size_t) n;
+      return;
+    }
   self->off = 0;
   self->len = (size_t) n;
-  shim_relay_on_writable (self);
+  s_on_writable (self);
+}
+
+void
+shim_relay_watch (const shim_relay_t *self, struct pollfd *pfd)
+{
+  /* A relay reads only while its buffer is empty and writes only while it
+   * is not: a stalled destination stops the reading, never the shim.  A
+   * ^D that met a full terminal waits for room as pending bytes do. */
+  pfd->revents = 0;
+  if (self->dst >= 0 && (self->len > 0 || self->eot_when_drained))
+    {
+      pfd->fd = self->dst;
+      pfd->events = POLLOUT;
+    }
+  else if (self->src >= 0 && (self->dst >= 0 || s_discarding (self)))
+    {
+      pfd->fd = self->src;
+      pfd->events = POLLIN;
+    }
+  else
+    pfd->fd = -1;
+}
+
+void
+shim_relay_on_ready (shim_relay_t *self, const struct pollfd *pfd)
+{
+  if (pfd->fd < 0 || pfd->revents == 0)
+    return;
+  if (pfd->events == POLLOUT)
+    s_on_writable (self);
+  else
+    s_on_readable (self);
 }
 
 void
@@ -253,22 +320,42 @@ shim_relay_close_input (shim_relay_t *self)
     s_after_drained (self);
 }
 
-void
-shim_relay_drain (shim_relay_t *self, int timeout_ms)
+static long long
+s_now_ms (void)
 {
-  for (int rounds = 0; self->src >= 0 || self->len > 0; rounds++)
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Both output relays in one poll: a stream that goes quiet does not hold
+ * back the other's bytes, and the whole drain has one deadline.  The
+ * common end is at once: the writers are gone and both pipes read EOF.
+ * An orphan that keeps a pipe open (and talks now and then) holds the exit
+ * report back by total_ms at most. */
+void
+shim_stdio_drain (shim_t *self, int idle_ms, int total_ms)
+{
+  shim_relay_t *relays[2] = { &self->stdout_relay, &self->stderr_relay };
+  long long deadline = s_now_ms () + total_ms;
+  for (;;)
     {
-      struct pollfd pfd = { .fd = self->len > 0 ? self->dst : self->src,
-                            .events = self->len > 0 ? POLLOUT : POLLIN };
-      if (pfd.fd < 0 || poll (&pfd, 1, timeout_ms) <= 0)
+      struct pollfd fds[2];
+      bool any = false;
+      for (int i = 0; i < 2; i++)
+        {
+          shim_relay_watch (relays[i], &fds[i]);
+          any = any || fds[i].fd >= 0;
+        }
+      long long left = deadline - s_now_ms ();
+      if (!any || left <= 0)
         return;
-      if (self->len > 0)
-        shim_relay_on_writable (self);
-      else
-        shim_relay_on_readable (self);
-      /* A writer that keeps the slave open and talks forever must not hold
-       * the exit report hostage. */
-      if (rounds > 4096)
+      int rc = poll (fds, 2, left < idle_ms ? (int) left : idle_ms);
+      if (rc < 0 && errno == EINTR)
+        continue;
+      if (rc <= 0)
         return;
+      for (int i = 0; i < 2; i++)
+        shim_relay_on_ready (relays[i], &fds[i]);
     }
 }
