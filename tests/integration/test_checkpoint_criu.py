@@ -315,3 +315,36 @@ def test_the_loop_serves_while_a_checkpoint_runs(cp):
     assert first["rid"] == vrid, first
     assert cp.client.recv(rid, timeout=60)[1]["ok"] is True
     kill(cp, c)
+
+
+def test_unix_sockets_flag_reaches_dump_and_restore(cp):
+    """The marker records the dump's flags; the restore passes them again
+    (--ext-unix-sk): CRIU accepts it with nothing to use it on, and the
+    restored counter goes on."""
+    c, c2 = cp.cid("w"), cp.cid("z")
+    b = start_counter(cp, c)
+    checkpoint(cp, c, name="flags", unix_sockets=True, exit=True)
+    cp.events.wait_exit(c)
+    entry = cp.client.ok("checkpoint_list", checkpoint_dir=cp.cdir)["checkpoints"][0]
+    assert (entry["unix_sockets"], entry["shell"], entry["exit"]) == (True, False, True)
+    before = len(counted(cp.out))
+    reply = restore(cp, c2, b, name="flags")
+    assert reply["ok"] is True, reply
+    wait_counting(cp.out, before)
+    assert_unbroken(cp.out)
+    kill(cp, c2)
+
+
+def test_shell_without_a_terminal_dumps_but_does_not_restore(cp):
+    """`shell` on a container without a terminal: the dump works, and the
+    restore (--shell-job again) fails cleanly in CRIU's words, for it
+    wants a terminal on the restorer's stdin; nothing is left of it."""
+    c, c2 = cp.cid("h"), cp.cid("j")
+    b = start_counter(cp, c)
+    checkpoint(cp, c, name="sh", shell=True, exit=True)
+    cp.events.wait_exit(c)
+    reply = restore(cp, c2, b, name="sh")
+    assert_error(reply, "runtime_error", "restore.log", "tty")
+    assert cp.client.call("state", id=c2)["error"]["code"] == "not_found"
+    wait_for(lambda: cgroup_dirs_named(c) == [] and cgroup_dirs_named(c2) == [],
+             what="no cgroup of either left")
