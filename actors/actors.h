@@ -161,6 +161,12 @@ void checkpoint_remove_cgroups (zcd_daemon_t *daemon, char **dirs, pid_t restore
  * the caller's. */
 void checkpoint_remove_tree (zcd_daemon_t *daemon, int dfd, const char *name, int fd,
                              const char *what);
+/* zcd_rm_tree_fd (dfd, name, fd) in a forked child (an image's tree can be
+ * large, and the loop never waits on the disk), with a deadline (0: the
+ * children's default); done gets its end.  The fds stay the caller's. */
+child_t *checkpoint_fork_removal (zcd_daemon_t *daemon, int dfd, const char *name, int fd,
+                                  uint64_t deadline_ms, child_done_fn done, void *arg,
+                                  zcd_error_t **err);
 /* Write the marker of a finished checkpoint: in place at once (temp and
  * rename, no fsync: the reply that follows may be read by a list or a
  * restore), then synced to disk with the images by a forked child. */

@@ -394,16 +394,15 @@ s_rm_result (const child_result_t *res, const char *what)
   return err;
 }
 
-/* zcd_rm_tree_fd (dfd, name, fd) in a forked child: an image's tree can be
- * large, and the loop thread never waits on the disk.  The fds stay the
- * caller's (the child has its own). */
-static child_t *
-s_fork_removal (zcd_daemon_t *daemon, int dfd, const char *name, int fd, child_done_fn done,
-                void *arg, zcd_error_t **err)
+child_t *
+checkpoint_fork_removal (zcd_daemon_t *daemon, int dfd, const char *name, int fd,
+                         uint64_t deadline_ms, child_done_fn done, void *arg, zcd_error_t **err)
 {
   rm_args_t args = { dfd, name, fd };
   int keep[] = { dfd, fd };
   child_opts_t opts = CHILD_OPTS_DEFAULT;
+  if (deadline_ms)
+    opts.deadline_ms = deadline_ms;
   return child_fork (daemon->children, s_rm_in_child, &args, keep, 2, &opts, done, arg, err);
 }
 
@@ -443,7 +442,7 @@ checkpoint_remove_tree (zcd_daemon_t *daemon, int dfd, const char *name, int fd,
 {
   cleanup_error zcd_error_t *err = NULL;
   char *copy = strdup (what);
-  if (copy && s_fork_removal (daemon, dfd, name, fd, s_logged_removal_done, copy, &err))
+  if (copy && checkpoint_fork_removal (daemon, dfd, name, fd, 0, s_logged_removal_done, copy, &err))
     return;
   free (copy);
   log_warn ("%s: %s", what, err ? err->msg : strerror (ENOMEM));
@@ -521,7 +520,7 @@ s_delete_checkpoint (checkpointer_t *self, uint64_t token, const char *dir, cons
     }
   r->self = self;
   r->token = token;
-  r->child = s_fork_removal (self->daemon, dfd, hidden, fd, s_delete_done, r, err);
+  r->child = checkpoint_fork_removal (self->daemon, dfd, hidden, fd, 0, s_delete_done, r, err);
   if (r->child == NULL)
     {
       zcd_error_wrap (err, "%s", r->what);

@@ -287,25 +287,6 @@ container_checkpoint_done (container_t *self)
   self->checkpoint_meta = self->checkpoint_meta_path = NULL;
 }
 
-typedef struct
-{
-  int dfd;
-  const char *name;
-  int fd;
-} rm_args_t;
-
-/* In the forked child: 0, or 1 with the error on stderr. */
-static int
-s_rm_in_child (void *arg)
-{
-  rm_args_t *a = arg;
-  zcd_error_t *err = NULL;
-  if (zcd_rm_tree_fd (a->dfd, a->name, a->fd, &err) == 0)
-    return 0;
-  fputs (err->msg, stderr);
-  return 1;
-}
-
 /* Remove the image directory `name` of dir that this request made: only if
  * it is still a directory of zcd's uid without a marker (a finished
  * checkpoint is never removed here), through file descriptors, in a forked
@@ -325,16 +306,10 @@ s_remove_image (container_t *self, const char *dir, const char *name, child_done
                 name, dir);
       return NULL;
     }
-  rm_args_t args = { dfd, name, fd };
-  int keep[] = { dfd, fd };
-  child_opts_t opts = CHILD_OPTS_DEFAULT;
+  cleanup_error zcd_error_t *err = NULL;
   /* The operation's answer waits for it: a removal stuck on a dead disk
    * must not hold the container's operations for ever. */
-  opts.deadline_ms = 60000;
-  cleanup_error zcd_error_t *err = NULL;
-  /* The fds stay ours: the child has its own copies. */
-  child_t *child
-      = child_fork (self->daemon->children, s_rm_in_child, &args, keep, 2, &opts, done, self, &err);
+  child_t *child = checkpoint_fork_removal (self->daemon, dfd, name, fd, 60000, done, self, &err);
   if (child == NULL)
     log_warn ("failed checkpoint `%s` in %s: not removed: %s", name, dir, err->msg);
   return child;
