@@ -76,6 +76,9 @@ struct bundle_info;
 container_spec_t *container_spec_new (const msgpack_object *body, struct bundle_info *info,
                                       char **restore_args);
 void container_spec_destroy (container_spec_t **spec);
+/* Whose container it is: a caller that is not an administrator gets a
+ * rootless one, run as uid/gid (groups: "g1,g2", taken). */
+void container_spec_set_owner (container_spec_t *spec, uint32_t uid, uint32_t gid, char *groups);
 /* A fresh actor name for container `id` (CONTAINER_ACTOR_PREFIX, id, serial). */
 void zcd_container_actor_name (const char *id, char *out, size_t size);
 
@@ -186,6 +189,17 @@ void zcd_state_dir_error (zcd_error_t **err);
 int zcd_check_stdio_paths (const zcd_config_t *cfg, const msgpack_object *body, zcd_error_t **err);
 char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
 char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);
+/* Rootless containers (PROTOCOL.md "Callers"): <state-dir>/rootless/<uid>,
+ * the runtimes' --root for that user's containers. */
+#define ZCD_ROOTLESS_DIR "rootless"
+char *zcd_rootless_root (const zcd_config_t *cfg, uint32_t uid);
+/* Make it (0700, the user's) unless it is there; one that is there must
+ * be a directory of that user, reached without a symlink. */
+int zcd_prepare_rootless_root (const zcd_config_t *cfg, uint32_t uid, uint32_t gid,
+                               zcd_error_t **err);
+/* A rootless process's directory goes to its user (with its FIFOs), and
+ * the two above it become passable (0711), never listable. */
+int zcd_hand_process_dir (const char *dir, uint32_t uid, uint32_t gid, zcd_error_t **err);
 /* argv for "<runtime> [global args] <words...>", NULL-terminated; free with mp_strv_free. */
 char **zcd_runtime_argv (const char *runtime, char *const *runtime_args, const char *const *words);
 /* Turn a runtime's captured output into one error line: the "msg" of

@@ -1,6 +1,7 @@
 /* Small helpers the daemon's actors share (actors/actors.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -305,6 +306,68 @@ zcd_check_stdio_paths (const zcd_config_t *cfg, const msgpack_object *body, zcd_
       cleanup_free char *path = mp_get_strdup (body, keys[i]);
       if (path && s_check_stdio_path (cfg, keys[i], path, i == 0, err) < 0)
         return -1;
+    }
+  return 0;
+}
+
+char *
+zcd_rootless_root (const zcd_config_t *cfg, uint32_t uid)
+{
+  char *path = NULL;
+  if (asprintf (&path, "%s/" ZCD_ROOTLESS_DIR "/%" PRIu32, cfg->state_dir, uid) < 0)
+    return NULL;
+  return path;
+}
+
+int
+zcd_prepare_rootless_root (const zcd_config_t *cfg, uint32_t uid, uint32_t gid, zcd_error_t **err)
+{
+  cleanup_free char *top = NULL;
+  cleanup_free char *mine = zcd_rootless_root (cfg, uid);
+  if (mine == NULL || asprintf (&top, "%s/" ZCD_ROOTLESS_DIR, cfg->state_dir) < 0)
+    return zcd_fail_errno (err, ENOMEM, "rootless root");
+  if (mkdir (top, 0711) < 0 && errno != EEXIST)
+    return zcd_fail_errno (err, errno, "mkdir `%s`", top);
+  if (mkdir (mine, 0700) == 0)
+    {
+      if (chown (mine, uid, gid) < 0)
+        return zcd_fail_errno (err, errno, "chown `%s`", mine);
+      return 0;
+    }
+  if (errno != EEXIST)
+    return zcd_fail_errno (err, errno, "mkdir `%s`", mine);
+  struct stat st;
+  if (lstat (mine, &st) < 0)
+    return zcd_fail_errno (err, errno, "stat `%s`", mine);
+  if (!S_ISDIR (st.st_mode) || st.st_uid != uid)
+    return zcd_fail (err, ZCD_E_INTERNAL, "`%s` is not a directory of uid %" PRIu32, mine, uid);
+  return 0;
+}
+
+int
+zcd_hand_process_dir (const char *dir, uint32_t uid, uint32_t gid, zcd_error_t **err)
+{
+  cleanup_free char *procs = strdup (dir);
+  char *slash = procs ? strrchr (procs, '/') : NULL;
+  if (slash == NULL)
+    return zcd_fail_errno (err, ENOMEM, "%s", dir);
+  *slash = '\0';
+  cleanup_free char *container = strdup (procs);
+  slash = container ? strrchr (container, '/') : NULL;
+  if (slash == NULL)
+    return zcd_fail_errno (err, ENOMEM, "%s", dir);
+  *slash = '\0';
+  const char *passable[] = { container, procs };
+  for (int i = 0; i < 2; i++)
+    if (chmod (passable[i], 0711) < 0)
+      return zcd_fail_errno (err, errno, "chmod `%s`", passable[i]);
+  const char *mine[] = { "", "/exit", "/control" };
+  for (int i = 0; i < 3; i++)
+    {
+      char path[PATH_MAX];
+      snprintf (path, sizeof path, "%s%s", dir, mine[i]);
+      if (lchown (path, uid, gid) < 0)
+        return zcd_fail_errno (err, errno, "chown `%s`", path);
     }
   return 0;
 }

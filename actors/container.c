@@ -375,6 +375,15 @@ container_spec_new (const msgpack_object *body, bundle_info_t *info, char **rest
 }
 
 void
+container_spec_set_owner (container_spec_t *spec, uint32_t uid, uint32_t gid, char *groups)
+{
+  spec->owner.uid = uid;
+  spec->owner.gid = gid;
+  free (spec->owner.groups);
+  spec->owner.groups = groups;
+}
+
+void
 container_spec_destroy (container_spec_t **pspec)
 {
   container_spec_t *spec = pspec ? *pspec : NULL;
@@ -389,6 +398,7 @@ container_spec_destroy (container_spec_t **pspec)
   free (spec->stdout_path);
   free (spec->stderr_path);
   free (spec->restoring_from);
+  free (spec->owner.groups);
   mp_strv_free (spec->restore_args);
   bundle_info_destroy (&spec->bundle_info);
   free (spec);

@@ -89,6 +89,15 @@ typedef struct container_plan
   process_t *process; /* STEP_EXEC_START: the process, already spawned */
 } container_plan_t;
 
+/* Whose container it is (PROTOCOL.md "Callers").  uid 0: root's, run as
+ * root; any other: rootless, its shim and every runtime call run as this
+ * user (DESIGN.md "Who is calling"). */
+typedef struct container_owner
+{
+  uint32_t uid, gid;
+  char *groups; /* "g1,g2": the user's supplementary groups, for setpriv */
+} container_owner_t;
+
 /* A create request, decoded once by the supervisor, with its bundle as
  * admission parsed it. */
 struct container_spec
@@ -103,6 +112,7 @@ struct container_spec
   char *restoring_from; /* the checkpoint image of a restore */
   char **restore_args;  /* its runtime restore flags (checkpoint_source_t) */
   struct bundle_info *bundle_info;
+  container_owner_t owner;
 };
 
 typedef struct container
@@ -119,6 +129,7 @@ typedef struct container
   char *stdin_path, *stdout_path, *stderr_path;
   char *restoring_from;
   char **restore_args;
+  container_owner_t owner;
   int64_t created;
   container_state_t state;
   container_current_t current;

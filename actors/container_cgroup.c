@@ -89,6 +89,12 @@ void
 container_attach_cgroup (container_t *self, pid_t init_pid)
 {
   cleanup_error zcd_error_t *err = NULL;
+  /* A rootless container's pid is its user's word, and its runtime made
+   * no cgroup of its own (cgroup v1 delegates none to a user): the cgroup
+   * it is in is the daemon's, which is no one's to see through `state`
+   * or `stats`. */
+  if (self->owner.uid != 0)
+    return;
   if (cgroup_paths_for_pid (CGROUP_ROOT_DEFAULT, init_pid, &self->cgroup, &err) < 0)
     {
       log_warn ("container %s: cgroups: %s", self->id, err->msg);

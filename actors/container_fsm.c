@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "actors/container.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/log.h"
 #include "core/mp.h"
@@ -362,7 +363,10 @@ s_words (const char *verb, const char *id)
 static void
 s_run_step (container_t *self, container_step_t step, char **words)
 {
-  char **argv = zcd_runtime_argv (self->runtime, self->runtime_args, (const char *const *)words);
+  char **plain = zcd_runtime_argv (self->runtime, self->runtime_args, (const char *const *)words);
+  /* A rootless container's runtime state is its user's: so are the calls. */
+  char **argv = zcd_argv_as_user (plain, self->owner.uid, self->owner.gid, self->owner.groups);
+  mp_strv_free (plain);
   child_opts_t opts = CHILD_OPTS_DEFAULT;
   opts.deadline_ms = step == STEP_CHECKPOINT ? CHECKPOINT_CALL_MS : RUNTIME_CALL_MS;
   cleanup_error zcd_error_t *err = NULL;

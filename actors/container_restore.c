@@ -73,6 +73,15 @@ s_load_state (zcd_daemon_t *daemon, const char *id, zcd_error_t **err)
   self->stdout_path = s_json_str (j, "stdout");
   self->stderr_path = s_json_str (j, "stderr");
   self->restoring_from = s_json_str (j, "restored_from");
+  json_t *owner = json_object_get (j, "owner");
+  json_int_t uid = json_integer_value (json_object_get (owner, "uid"));
+  json_int_t gid = json_integer_value (json_object_get (owner, "gid"));
+  if (uid > 0 && uid < UINT32_MAX && gid >= 0 && gid < UINT32_MAX)
+    {
+      self->owner.uid = (uint32_t)uid;
+      self->owner.gid = (uint32_t)gid;
+      self->owner.groups = s_json_str (owner, "groups");
+    }
   self->created = (int64_t)json_integer_value (json_object_get (j, "created"));
   container_set_state (self, json_is_true (json_object_get (j, "paused")) ? CONTAINER_PAUSED
                                                                           : CONTAINER_RUNNING);

@@ -58,6 +58,25 @@ s_strdup0 (const char *s)
   return s ? strdup (s) : NULL;
 }
 
+/* A rootless container's runtime keeps its state in the owner's own
+ * directory (zcd_rootless_root), last on the line so that it wins over a
+ * --root of the request's. */
+static void
+s_add_rootless_root (container_t *self)
+{
+  size_t n = mp_strv_len (self->runtime_args);
+  char **args = realloc (self->runtime_args, (n + 3) * sizeof (char *));
+  if (args == NULL)
+    return;
+  const char *slash = strrchr (self->runtime, '/');
+  cleanup_free char *root = zcd_rootless_root (self->daemon->config, self->owner.uid);
+  args[n] = strdup ("--root");
+  if (root == NULL || asprintf (&args[n + 1], "%s/%s", root, slash ? slash + 1 : self->runtime) < 0)
+    args[n + 1] = strdup ("/nonexistent");
+  args[n + 2] = NULL;
+  self->runtime_args = args;
+}
+
 void
 container_apply_spec (container_t *self, const container_spec_t *spec)
 {
@@ -79,6 +98,11 @@ container_apply_spec (container_t *self, const container_spec_t *spec)
   self->restoring_from = s_strdup0 (spec->restoring_from);
   self->restore_args
       = spec->restore_args ? container_strv_dup ((const char *const *) spec->restore_args) : NULL;
+  self->owner.uid = spec->owner.uid;
+  self->owner.gid = spec->owner.gid;
+  self->owner.groups = s_strdup0 (spec->owner.groups);
+  if (self->owner.uid != 0)
+    s_add_rootless_root (self);
 }
 
 void
@@ -123,6 +147,7 @@ container_free (container_t *self)
   free (self->stdout_path);
   free (self->stderr_path);
   free (self->restoring_from);
+  free (self->owner.groups);
   mp_strv_free (self->restore_args);
   free (self->view);
   free (self->saved_state);
@@ -222,6 +247,9 @@ container_process_launch (container_t *self)
     .no_pivot = self->no_pivot,
     .cb = self->process_cb,
     .owner = self,
+    .run_uid = self->owner.uid,
+    .run_gid = self->owner.gid,
+    .run_groups = self->owner.groups,
   };
   return launch;
 }
@@ -299,6 +327,11 @@ s_state_json (container_t *self)
   /* A restart finishes what a crun restore left (container_restore.c). */
   if (self->restoring_from)
     json_object_set_new (j, "restored_from", json_string (self->restoring_from));
+  if (self->owner.uid != 0)
+    json_object_set_new (j, "owner",
+                         json_pack ("{s:I,s:I,s:s}", "uid", (json_int_t)self->owner.uid, "gid",
+                                    (json_int_t)self->owner.gid, "groups",
+                                    self->owner.groups ? self->owner.groups : ""));
   json_object_set_new (j, "created", json_integer (self->created));
   json_object_set_new (j, "paused", json_boolean (self->state == CONTAINER_PAUSED));
   char *text = json_dumps (j, JSON_COMPACT);
@@ -376,6 +409,8 @@ container_emit (container_t *self, const process_t *p, amsg_event_t *ev)
   const char *view = s_view (self, &len);
   ev->id = self->id;
   ev->bundle = self->bundle;
+  ev->has_owner = self->owner.uid != 0;
+  ev->owner = self->owner.uid;
   ev->init_pid = s_init_pid (self);
   ev->processes = container_count_processes (self);
   ev->cgroup_procs = self->cgroup_procs;
@@ -401,6 +436,8 @@ container_send_view (container_t *self)
   amsg_view_t m = {
     .id = self->id,
     .bundle = self->bundle,
+    .has_owner = self->owner.uid != 0,
+    .owner = self->owner.uid,
     .init_pid = s_init_pid (self),
     .processes = container_count_processes (self),
     .cgroup_procs = self->cgroup_procs,
@@ -421,6 +458,8 @@ container_send_started (container_t *self, uint64_t token, const char *etype)
     .ok = true,
     .etype = etype,
     .bundle = self->bundle,
+    .has_owner = self->owner.uid != 0,
+    .owner = self->owner.uid,
     .has_init_pid = true,
     .init_pid = s_init_pid (self),
     .has_processes = true,

@@ -12,6 +12,7 @@
 
 #include "actors/process.h"
 #include "core/bundle.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/mp.h"
@@ -281,9 +282,13 @@ process_signal (const process_t *p, int sig)
    * never a stranger that got the pid since (the exit is on its way). */
   if (p->pidfd < 0)
     return -ESRCH;
-  if (syscall (SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) < 0)
+  zcd_as_user_t scope;
+  if (zcd_as_user_enter (&scope, p->run_uid, p->run_gid) < 0)
     return -errno;
-  return 0;
+  long rc = syscall (SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
+  int saved = errno;
+  zcd_as_user_leave (&scope);
+  return rc < 0 ? -saved : 0;
 }
 
 int

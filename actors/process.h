@@ -78,6 +78,9 @@ struct process
   char *stdin_path, *stdout_path, *stderr_path;
 
   process_shim_t *shim; /* process_shim.c's; NULL while no shim is watched */
+  /* Rootless: the user its shim runs as (0: root).  What the shim reports
+   * (its pid) is that user's word: signals to it go as that user. */
+  uint32_t run_uid, run_gid;
 };
 
 /* What starting (or re-attaching to) the shim takes besides the process's
@@ -93,6 +96,10 @@ typedef struct process_launch
   const char *checkpoint_dir; /* restore the init from this image */
   char *const *restore_args;  /* ... with these runtime restore flags */
   bool fifos_made;            /* the process's directory has its FIFOs (a spare skeleton) */
+  /* Rootless (uid != 0): the shim runs as this user, and its directory is
+   * handed to it. */
+  uint32_t run_uid, run_gid;
+  const char *run_groups;
   const process_callbacks_t *cb;
   void *owner;
 } process_launch_t;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "actors/process.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
@@ -28,6 +29,8 @@ struct process_shim
   char *container_id;
   char *runtime;
   char **runtime_args;
+  uint32_t run_uid, run_gid; /* rootless: its user; 0: root */
+  char *run_groups;
   bool restoring; /* from a checkpoint: the longer start deadline */
   int exit_fd;
   loop_watch_t *exit_watch;
@@ -78,6 +81,7 @@ process_shim_stop (process_t *p)
     child_forget (self->daemon->children, self->cleanup);
   free (self->container_id);
   free (self->runtime);
+  free (self->run_groups);
   mp_strv_free (self->runtime_args);
   free (self);
   p->shim = NULL;
@@ -95,6 +99,9 @@ s_shim_new (process_t *p, const process_launch_t *launch)
   self->container_id = strdup (launch->container_id);
   self->runtime = strdup (launch->runtime);
   self->restoring = launch->checkpoint_dir != NULL;
+  self->run_uid = p->run_uid = launch->run_uid;
+  self->run_gid = p->run_gid = launch->run_gid;
+  self->run_groups = launch->run_groups ? strdup (launch->run_groups) : NULL;
   size_t n = mp_strv_len (launch->runtime_args);
   self->runtime_args = calloc (n + 1, sizeof (char *));
   for (size_t i = 0; i < n; i++)
@@ -274,7 +281,9 @@ static void
 s_runtime_delete_force (process_shim_t *self, void (*then) (process_shim_t *self))
 {
   const char *words[] = { "delete", "--force", self->container_id, NULL };
-  char **argv = zcd_runtime_argv (self->runtime, self->runtime_args, words);
+  char **plain = zcd_runtime_argv (self->runtime, self->runtime_args, words);
+  char **argv = zcd_argv_as_user (plain, self->run_uid, self->run_gid, self->run_groups);
+  mp_strv_free (plain);
   child_opts_t opts = CHILD_OPTS_DEFAULT;
   opts.deadline_ms = 30000;
   opts.capture = false;
@@ -317,7 +326,7 @@ s_collect_status (process_shim_t *self, bool *killed)
   if (pid > 0 && starttime != 0 && zcd_proc_starttime (pid) == starttime
       && !zcd_proc_is_zombie (pid))
     {
-      kill (pid, SIGKILL);
+      zcd_kill_as (self->run_uid, self->run_gid, pid, SIGKILL);
       status = 137;
     }
   return status;
@@ -403,9 +412,9 @@ s_on_start_timeout (loop_t *loop, void *arg)
   pid_t shim = s_read_pid_file (p->dir, "shim.pid");
   pid_t group = shim > 0 ? getpgid (shim) : -1;
   if (group > 1)
-    kill (-group, SIGKILL);
+    zcd_kill_as (self->run_uid, self->run_gid, -group, SIGKILL);
   if (shim > 0)
-    kill (shim, SIGKILL);
+    zcd_kill_as (self->run_uid, self->run_gid, shim, SIGKILL);
   /* Failed from here on; the shim's end and its record are no news. */
   p->state = PROCESS_FAILED;
   s_close_sync (self);
@@ -495,7 +504,9 @@ s_spawn_shim (process_shim_t *self, const process_launch_t *launch, zcd_error_t 
     return zcd_fail_errno (err, errno, "sync pipe");
   fcntl (sync[0], F_SETFL, O_NONBLOCK);
   self->sync_fd = sync[0];
-  char **argv = s_shim_argv (self->daemon->config, self->process, launch);
+  char **plain = s_shim_argv (self->daemon->config, self->process, launch);
+  char **argv = zcd_argv_as_user (plain, self->run_uid, self->run_gid, self->run_groups);
+  mp_strv_free (plain);
   child_opts_t opts = CHILD_OPTS_DEFAULT;
   opts.cwd = self->process->dir;
   /* The shim outlives any request; it must not hold pipes the daemon
@@ -522,7 +533,10 @@ int
 process_spawn (process_t *p, const process_launch_t *launch, zcd_error_t **err)
 {
   process_shim_t *self = s_shim_new (p, launch);
+  /* A rootless shim's directory is handed over once the exit FIFO is
+   * open: what the user puts there later cannot change what is watched. */
   if ((!launch->fifos_made && s_make_fifos (p->dir, err) < 0) || s_watch_exit (self, err) < 0
+      || (self->run_uid && zcd_hand_process_dir (p->dir, self->run_uid, self->run_gid, err) < 0)
       || s_spawn_shim (self, launch, err) < 0)
     {
       process_shim_stop (p);

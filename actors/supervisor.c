@@ -46,7 +46,8 @@ s_forward (supervisor_t *self, edge_request_t *req)
 {
   cleanup_free char *id = mp_get_strdup (edge_request_body (req), "id");
   container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
-  if (e == NULL)
+  /* Another caller's container is as good as absent (PROTOCOL.md "Callers"). */
+  if (e == NULL || !supervisor_may_see (edge_request_caller (req), e))
     {
       edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id ? id : "");
       return;

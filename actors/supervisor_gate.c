@@ -4,12 +4,14 @@
  * What admission decoded and parsed (the request, config.json) waits with
  * it and is what the container actor starts from: one pass per create. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "actors/supervisor_int.h"
 #include "core/bundle.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/edge.h"
 #include "core/fsutil.h"
@@ -113,6 +115,8 @@ supervisor_on_started (actor_t *actor, const char *from, const amsg_started_t *m
         .etype = m->etype ? m->etype : "start-container",
         .id = m->id,
         .bundle = m->bundle,
+        .has_owner = m->has_owner,
+        .owner = m->owner,
         .init_pid = m->has_init_pid ? m->init_pid : 0,
         .processes = m->has_processes ? m->processes : 1,
         .pid = m->pid ? m->pid : "init",
@@ -204,6 +208,57 @@ s_check_restore_source (const zcd_daemon_t *daemon, const msgpack_object *body, 
   return 0;
 }
 
+/* What the request names (stdio paths, checkpoint, bundle) is looked at
+ * with the caller's ids: a caller that is not an administrator cannot
+ * have the daemon read a file it could not read itself. */
+static int
+s_check_paths_as (zcd_daemon_t *daemon, const zcd_caller_t *caller, const msgpack_object *body,
+                  const char *bundle, checkpoint_source_t *src, bundle_info_t **info,
+                  zcd_error_t **err)
+{
+  if (!caller->admin && mp_map_get (body, "checkpoint"))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                     "checkpoint: a restore needs an administrator (CRIU runs as root)");
+  zcd_as_user_t scope;
+  if (zcd_as_user_enter (&scope, caller->admin ? 0 : caller->uid, caller->gid) < 0)
+    return zcd_fail_errno (err, errno, "cannot act as uid %" PRIu32, caller->uid);
+  int rc = zcd_check_stdio_paths (daemon->config, body, err) < 0
+                   || s_check_restore_source (daemon, body, bundle, src, err) < 0
+                   || bundle_load (bundle, info, err) < 0
+               ? -1
+               : 0;
+  zcd_as_user_leave (&scope);
+  return rc;
+}
+
+/* A caller that is not an administrator gets a rootless container that
+ * runs as itself: the bundle's process.user must be the caller as the
+ * host sees it (through the bundle's user namespace mappings).  What else
+ * it may do is for the runtime's own rootless rules to decide. */
+static int
+s_check_rootless (zcd_daemon_t *daemon, const zcd_caller_t *caller, const msgpack_object *body,
+                  const bundle_info_t *info, zcd_error_t **err)
+{
+  if (caller->admin)
+    return 0;
+  if (info->host_uid != caller->uid)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                     "process.user: uid %" PRIu32 " runs as host uid %" PRIu32
+                     "; a container of uid %" PRIu32 " runs as uid %" PRIu32
+                     " (map it with linux.uidMappings)",
+                     info->uid, info->host_uid, caller->uid, caller->uid);
+  cleanup_free char *groups = zcd_user_groups (caller->uid, caller->gid);
+  bool member = info->host_gid == caller->gid;
+  for (char *g = groups; g && *g && !member; g = strchr (g, ',') ? strchr (g, ',') + 1 : NULL)
+    member = strtoul (g, NULL, 10) == info->host_gid;
+  if (!member)
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT,
+                     "process.user: gid %" PRIu32 " runs as host gid %" PRIu32
+                     ", not a group of uid %" PRIu32,
+                     info->gid, info->host_gid, caller->uid);
+  return zcd_prepare_rootless_root (daemon->config, caller->uid, caller->gid, err);
+}
+
 void
 supervisor_op_create (supervisor_t *self, edge_request_t *req)
 {
@@ -232,10 +287,11 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
       edge_fail (self->edge, req, ZCD_E_UNAVAILABLE, "out of memory");
       return;
     }
-  if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0
-      || s_check_restore_source (self->daemon, body, bundle, src, &err) < 0
-      || bundle_load (bundle, &info, &err) < 0)
+  const zcd_caller_t *caller = edge_request_caller (req);
+  if (s_check_paths_as (self->daemon, caller, body, bundle, src, &info, &err) < 0
+      || s_check_rootless (self->daemon, caller, body, info, &err) < 0)
     {
+      bundle_info_destroy (&info);
       supervisor_free_source ((void **) &src);
       edge_fail (self->edge, req, err->code, "%s", err->msg);
       return;
@@ -248,6 +304,9 @@ supervisor_op_create (supervisor_t *self, edge_request_t *req)
   queued_create_t *q = calloc (1, sizeof *q);
   q->token = token;
   q->spec = container_spec_new (body, steal_pointer (&info), steal_pointer (&src->restore_args));
+  if (!caller->admin)
+    container_spec_set_owner (q->spec, caller->uid, caller->gid,
+                              zcd_user_groups (caller->uid, caller->gid));
   if (src->dumped_cgroups && src->dumped_cgroups[0])
     zhashx_insert (self->restore_leftovers, (void *) (uintptr_t) token, steal_pointer (&src));
   supervisor_free_source ((void **) &src);

@@ -31,6 +31,7 @@ typedef struct container_entry
    * read first (the kernel keeps a pidlist per open file for a while). */
   int procs_dir_fd;
   char *bundle;
+  uint32_t owner; /* uid whose container it is (PROTOCOL.md "Callers"); 0: root's */
   uint64_t init_pid;
   char *actor; /* the container actor that holds this id now */
   uint32_t processes;
@@ -55,6 +56,7 @@ typedef struct replay
   uint64_t after_seq; /* the newest seq sent (or the request's since_seq) */
   int64_t since_ns;
   char *id;
+  zcd_caller_t caller; /* sees only its own containers' events */
   bool truncated;
   uint64_t oldest_seq;
   uint64_t next_try_ms;      /* monotonic; 0 = at once */
@@ -105,6 +107,13 @@ struct supervisor
  * container's bundle when given: the checkpoint actor needs it). */
 void supervisor_park_and_send (supervisor_t *self, edge_request_t *req, const char *to,
                                const char *bundle, const char *container_actor);
+
+/* May this caller see and act on container e? (PROTOCOL.md "Callers") */
+static inline bool
+supervisor_may_see (const zcd_caller_t *caller, const container_entry_t *e)
+{
+  return caller->admin || e->owner == caller->uid;
+}
 
 /* supervisor_table.c */
 void supervisor_entry_destroy (void **item); /* zhashx destructor of `containers` */

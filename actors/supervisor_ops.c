@@ -44,11 +44,12 @@ void
 supervisor_op_state (supervisor_t *self, edge_request_t *req)
 {
   cleanup_free char *only = mp_get_strdup (edge_request_body (req), "id");
+  const zcd_caller_t *caller = edge_request_caller (req);
   size_t cap = zhashx_size (self->containers), n = 0;
   cleanup_free container_entry_t **list = calloc (cap + 1, sizeof *list);
   for (container_entry_t *e = zhashx_first (self->containers); e;
        e = zhashx_next (self->containers))
-    if (e->view && (only == NULL || strcmp (only, e->id) == 0))
+    if (e->view && (only == NULL || strcmp (only, e->id) == 0) && supervisor_may_see (caller, e))
       list[n++] = e;
   if (only && n == 0)
     {
@@ -175,10 +176,10 @@ supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
 /* Requests handed to the stats and checkpoint actors                  */
 
 static container_entry_t *
-s_visible (supervisor_t *self, const char *id)
+s_visible (supervisor_t *self, const edge_request_t *req, const char *id)
 {
   container_entry_t *e = id ? zhashx_lookup (self->containers, id) : NULL;
-  return e && e->view ? e : NULL;
+  return e && e->view && supervisor_may_see (edge_request_caller (req), e) ? e : NULL;
 }
 
 void
@@ -195,7 +196,7 @@ supervisor_op_stats (supervisor_t *self, edge_request_t *req)
     }
   size_t n = mp_strv_len (ids);
   for (size_t i = 0; ids && i < n; i++)
-    if (s_visible (self, ids[i]) == NULL)
+    if (s_visible (self, req, ids[i]) == NULL)
       {
         edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", ids[i]);
         mp_strv_free (ids);
@@ -207,7 +208,7 @@ supervisor_op_stats (supervisor_t *self, edge_request_t *req)
       ids = calloc (cap + 1, sizeof (char *));
       for (container_entry_t *e = zhashx_first (self->containers); e;
            e = zhashx_next (self->containers))
-        if (e->view)
+        if (e->view && supervisor_may_see (edge_request_caller (req), e))
           ids[n++] = strdup (e->id);
     }
   uint64_t token = edge_request_park (self->edge, req);
@@ -224,7 +225,17 @@ void
 supervisor_op_checkpoint (supervisor_t *self, edge_request_t *req)
 {
   cleanup_free char *id = mp_get_strdup (edge_request_body (req), "id");
-  container_entry_t *e = s_visible (self, id);
+  /* CRIU runs as root, and a checkpoint directory is read and removed by
+   * the daemon: no caller but an administrator gets that (PROTOCOL.md
+   * "Callers": privilege it lacks is invalid_argument). */
+  if (!edge_request_caller (req)->admin)
+    {
+      edge_fail (self->edge, req, ZCD_E_INVALID_ARGUMENT,
+                 "`%s` needs an administrator: checkpoints are made and kept as root",
+                 edge_request_op (req)->name);
+      return;
+    }
+  container_entry_t *e = s_visible (self, req, id);
   if (id && e == NULL)
     {
       edge_fail (self->edge, req, ZCD_E_NOT_FOUND, "no container `%s`", id);

@@ -151,8 +151,12 @@ supervisor_restore_all (zcd_daemon_t *daemon, eventlog_t *log)
   const char *state_dir = daemon->config->state_dir;
   /* Where client-chosen names live: made once, never a client's path. */
   cleanup_free char *root = zcd_containers_root (daemon->config);
-  if (root && mkdir (root, 0700) < 0 && errno != EEXIST)
+  if (root && mkdir (root, 0711) < 0 && errno != EEXIST)
     log_error ("cannot create %s: %s", root, strerror (errno));
+  /* Passable, not listable: a rootless shim reaches its own directory
+   * below it (zcd_hand_process_dir); only zcd lists it. */
+  if (root && chmod (root, 0711) < 0)
+    log_error ("cannot chmod %s: %s", root, strerror (errno));
   supervisor_migrate_layout (state_dir);
   scan_t scan = { .candidates = zhashx_new () };
   zhashx_set_destructor (scan.candidates, s_candidate_destroy);

@@ -193,6 +193,7 @@ supervisor_log_event (supervisor_t *self, const char *from, const amsg_event_t *
     {
       s_entry_set_view (e, m->view);
       s_entry_set_identity (e, m->bundle, m->init_pid, m->processes, m->cgroup_procs);
+      e->owner = m->has_owner ? m->owner : 0;
     }
   zcd_event_t ev = {
     .type = m->etype,
@@ -204,6 +205,7 @@ supervisor_log_event (supervisor_t *self, const char *from, const amsg_event_t *
     .has_oom_killed = m->has_oom_killed,
     .oom_killed = m->oom_killed,
     .ts = 0,
+    .uid = m->has_owner ? m->owner : 0,
   };
   uint64_t seq = s_publish_event (self, &ev);
   /* The actor's next reply follows this event: it leaves after the event
@@ -247,6 +249,7 @@ supervisor_on_view (actor_t *actor, const char *from, const amsg_view_t *m)
     return;
   s_entry_set_view (e, m->view);
   s_entry_set_identity (e, m->bundle, m->init_pid, m->processes, m->cgroup_procs);
+  e->owner = m->has_owner ? m->owner : 0;
 }
 
 void

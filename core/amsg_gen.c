@@ -71,6 +71,8 @@ static const amsg_field_t s_event_fields[] = {
   { .name = "etype", .type = AMSG_F_STR, .offset = offsetof (amsg_event_t, etype) },
   { .name = "id", .type = AMSG_F_STR, .offset = offsetof (amsg_event_t, id) },
   { .name = "bundle", .type = AMSG_F_STR, .offset = offsetof (amsg_event_t, bundle) },
+  { .name = "owner", .type = AMSG_F_U32, .optional = true,
+    .offset = offsetof (amsg_event_t, owner), .has_offset = offsetof (amsg_event_t, has_owner) },
   { .name = "init_pid", .type = AMSG_F_U32, .offset = offsetof (amsg_event_t, init_pid) },
   { .name = "processes", .type = AMSG_F_U32, .offset = offsetof (amsg_event_t, processes) },
   { .name = "pid", .type = AMSG_F_STR, .optional = true, .offset = offsetof (amsg_event_t, pid) },
@@ -93,7 +95,7 @@ const amsg_desc_t amsg_event_desc = {
   .type = AMSG_EVENT,
   .size = sizeof (amsg_event_t),
   .fields = s_event_fields,
-  .n_fields = 12,
+  .n_fields = 13,
 };
 
 static const amsg_field_t s_started_fields[] = {
@@ -104,6 +106,9 @@ static const amsg_field_t s_started_fields[] = {
     .offset = offsetof (amsg_started_t, etype) },
   { .name = "bundle", .type = AMSG_F_STR, .optional = true,
     .offset = offsetof (amsg_started_t, bundle) },
+  { .name = "owner", .type = AMSG_F_U32, .optional = true,
+    .offset = offsetof (amsg_started_t, owner),
+    .has_offset = offsetof (amsg_started_t, has_owner) },
   { .name = "init_pid", .type = AMSG_F_U32, .optional = true,
     .offset = offsetof (amsg_started_t, init_pid),
     .has_offset = offsetof (amsg_started_t, has_init_pid) },
@@ -131,12 +136,14 @@ const amsg_desc_t amsg_started_desc = {
   .type = AMSG_STARTED,
   .size = sizeof (amsg_started_t),
   .fields = s_started_fields,
-  .n_fields = 13,
+  .n_fields = 14,
 };
 
 static const amsg_field_t s_view_fields[] = {
   { .name = "id", .type = AMSG_F_STR, .offset = offsetof (amsg_view_t, id) },
   { .name = "bundle", .type = AMSG_F_STR, .offset = offsetof (amsg_view_t, bundle) },
+  { .name = "owner", .type = AMSG_F_U32, .optional = true,
+    .offset = offsetof (amsg_view_t, owner), .has_offset = offsetof (amsg_view_t, has_owner) },
   { .name = "init_pid", .type = AMSG_F_U32, .offset = offsetof (amsg_view_t, init_pid) },
   { .name = "processes", .type = AMSG_F_U32, .offset = offsetof (amsg_view_t, processes) },
   { .name = "cgroup_procs", .type = AMSG_F_STR, .optional = true,
@@ -149,7 +156,7 @@ const amsg_desc_t amsg_view_desc = {
   .type = AMSG_VIEW,
   .size = sizeof (amsg_view_t),
   .fields = s_view_fields,
-  .n_fields = 6,
+  .n_fields = 7,
 };
 
 static const amsg_field_t s_gone_fields[] = {

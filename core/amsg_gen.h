@@ -152,6 +152,10 @@ typedef struct amsg_event
   const char *etype; /* the event type ("start-process", "exit", ...) */
   const char *id; /* container id */
   const char *bundle;
+  bool has_owner;
+  /* optional: the uid whose container it is (PROTOCOL.md "Callers");
+   * absent: root's */
+  uint32_t owner;
   uint32_t init_pid; /* 0 when the init has no pid (yet) */
   uint32_t processes;
   const char *pid; /* optional: process id ("init", an exec's id) */
@@ -211,6 +215,8 @@ typedef struct amsg_started
   bool ok;
   const char *etype; /* optional: ok: "start-container" or "restore" */
   const char *bundle; /* optional: ok */
+  bool has_owner;
+  uint32_t owner; /* optional: ok: the uid whose container it is */
   bool has_init_pid;
   uint32_t init_pid; /* optional: ok */
   bool has_processes;
@@ -266,6 +272,8 @@ typedef struct amsg_view
 {
   const char *id;
   const char *bundle;
+  bool has_owner;
+  uint32_t owner; /* optional: the uid whose container it is */
   uint32_t init_pid;
   uint32_t processes;
   const char *cgroup_procs; /* optional */

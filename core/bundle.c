@@ -424,6 +424,41 @@ s_check_seccomp (const json_t *seccomp, zcd_error_t **err)
   return 0;
 }
 
+/* ---- user namespace ---------------------------------------------------- */
+
+/* The host id of container id `id` through linux.<key> (uidMappings or
+ * gidMappings); unchanged when there is no such mapping list.  An id the
+ * list does not map is UINT32_MAX: nobody's. */
+static int
+s_host_id (const json_t *linux_section, const char *key, uint32_t id, uint32_t *host,
+           zcd_error_t **err)
+{
+  const json_t *maps = s_get (linux_section, key);
+  if (maps == NULL)
+    return 0;
+  if (!json_is_array (maps))
+    return s_invalid (err, "linux.%s: must be an array", key);
+  *host = UINT32_MAX;
+  for (size_t i = 0; i < json_array_size (maps); i++)
+    {
+      const json_t *m = json_array_get (maps, i);
+      char where[64];
+      snprintf (where, sizeof where, "linux.%s[%zu]", key, i);
+      uint64_t inside = 0, outside = 0, size = 0;
+      if (s_check_object (m, where, err) < 0
+          || s_opt_uint (m, "containerID", UINT32_MAX, where, &inside, err) < 0
+          || s_opt_uint (m, "hostID", UINT32_MAX, where, &outside, err) < 0
+          || s_opt_uint (m, "size", UINT32_MAX, where, &size, err) < 0)
+        return -1;
+      if (id >= inside && id - inside < size && outside + (id - inside) < UINT32_MAX)
+        {
+          *host = (uint32_t)(outside + (id - inside));
+          return 0;
+        }
+    }
+  return 0;
+}
+
 /* ---- process ---------------------------------------------------------- */
 
 static int
@@ -558,12 +593,16 @@ s_load_config (const json_t *config, bundle_info_t *info, zcd_error_t **err)
     info->hostname = s_xstrdup (json_string_value (hostname));
   if (s_load_process (config, info, err) < 0)
     return -1;
+  info->host_uid = info->uid;
+  info->host_gid = info->gid;
 
   const json_t *linux_section = s_get (config, "linux");
   if (linux_section == NULL)
     return 0;
   if (s_check_object (linux_section, "linux", err) < 0
-      || s_opt_string (linux_section, "cgroupsPath", "linux", &info->cgroups_path, err) < 0)
+      || s_opt_string (linux_section, "cgroupsPath", "linux", &info->cgroups_path, err) < 0
+      || s_host_id (linux_section, "uidMappings", info->uid, &info->host_uid, err) < 0
+      || s_host_id (linux_section, "gidMappings", info->gid, &info->host_gid, err) < 0)
     return -1;
   const json_t *seccomp = s_get (linux_section, "seccomp");
   if (seccomp == NULL)

@@ -38,6 +38,10 @@ typedef struct bundle_info
   char **env;  /* NULL-terminated, never NULL (empty when absent) */
   char *cwd;   /* "/" when absent */
   uint32_t uid, gid;
+  /* process.user as the host sees it: through linux.uidMappings and
+   * gidMappings when the container has its own user namespace (a rootless
+   * caller's container must run as that caller). */
+  uint32_t host_uid, host_gid;
   uint32_t *additional_gids; /* n_additional_gids entries, NULL when none */
   size_t n_additional_gids;
   /* process.capabilities.effective (the set the process runs with);

@@ -91,6 +91,12 @@ edge_request_body (const edge_request_t *req)
   return req->decoded.body;
 }
 
+const zcd_caller_t *
+edge_request_caller (const edge_request_t *req)
+{
+  return &req->caller;
+}
+
 const proto_op_t *
 edge_request_op (const edge_request_t *req)
 {
@@ -165,6 +171,15 @@ edge_handle_message (edge_t *self, edge_request_t *req, zmq_msg_t *body)
   int rc = proto_decode_request (req->raw, req->raw_len, self->cfg.max_request_size,
                                  &req->decoded, &err);
   s_capture_rid (req);
+  /* No User-Id: no ZAP handler saw the connection (inproc, or tcp with
+   * --insecure-tcp, for tests only): the daemon's own. */
+  const char *user_id = zmq_msg_gets (body, "User-Id");
+  req->caller = ZCD_CALLER_ADMIN;
+  if (rc == 0 && user_id && !zcd_caller_parse (user_id, &req->caller))
+    {
+      zcd_fail (&err, ZCD_E_INTERNAL, "unknown caller `%s`", user_id);
+      rc = -1;
+    }
   if (rc < 0)
     {
       edge_answer_error (self, req, err->code, err->msg, 0);
@@ -533,7 +548,7 @@ s_open_sockets (edge_t *self, void *zmq_ctx, zcd_error_t **err)
           && (self->pubs[k] = s_new_socket (self, zmq_ctx, ZMQ_PUB, err)) == NULL)
         return -1;
     }
-  if (curve && edge_curve_setup (self, zmq_ctx, err) < 0)
+  if (edge_zap_setup (self, zmq_ctx, err) < 0 || (curve && edge_curve_setup (self, zmq_ctx, err) < 0))
     return -1;
   for (sock_kind_t k = 0; k < SOCK_KINDS; k++)
     {

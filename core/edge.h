@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/caller.h"
 #include "core/err.h"
 #include "core/loop.h"
 #include "core/proto.h"
@@ -56,6 +57,8 @@ edge_t *edge_new (void *zmq_ctx, loop_t *loop, const edge_config_t *cfg, edge_re
 void edge_destroy (edge_t **self);
 
 const msgpack_object *edge_request_body (const edge_request_t *req);
+/* Who sent it (core/caller.h); valid as long as the request. */
+const zcd_caller_t *edge_request_caller (const edge_request_t *req);
 const proto_op_t *edge_request_op (const edge_request_t *req);
 /* The raw body; valid while the handler runs. */
 void edge_request_raw_view (const edge_request_t *req, const char **body, size_t *len);

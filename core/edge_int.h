@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <zmq.h>
 
+#include "core/caller.h"
 #include "core/edge.h"
 
 /* Frames before the body (identity + envelope) kept per request; a client
@@ -78,6 +79,7 @@ struct edge_request
   const char *raw;
   size_t raw_len;
   const proto_op_t *op;
+  zcd_caller_t caller; /* from the body's User-Id (core/caller.h) */
 };
 
 struct edge_reply
@@ -131,7 +133,7 @@ struct edge
   zlistx_t *out; /* out_msg_t, in the order they were queued */
   bool out_fresh;          /* queued since the last flush: someone waits for it */
   int drops_unflushed;     /* requests dropped since then */
-  zhashx_t *allowed_keys;  /* z85 public keys of CURVE clients */
+  zhashx_t *allowed_keys;  /* z85 public key of a CURVE client -> its User-Id */
   edge_request_t *current; /* the request whose handler is running */
   char **ipc_paths;
   int client_queue;            /* cfg or its default */
@@ -192,7 +194,9 @@ void edge_request_free (edge_request_t *req);
 void edge_handle_message (edge_t *self, edge_request_t *req, zmq_msg_t *body);
 void edge_give_memory_back (edge_t *self, uint64_t min_delay_ms);
 
-/* edge_curve.c: the ZAP handler and CURVE on the network sockets. */
+/* edge_curve.c: the ZAP handler (who a caller is) and CURVE on the
+ * network sockets. */
+int edge_zap_setup (edge_t *self, void *zmq_ctx, zcd_error_t **err);
 int edge_curve_setup (edge_t *self, void *zmq_ctx, zcd_error_t **err);
 
 #endif

@@ -65,6 +65,7 @@ typedef struct zcd_event
   bool has_oom_killed;
   bool oom_killed;
   int64_t ts; /* ns since the epoch; 0 = now */
+  uint32_t uid; /* whose container (PROTOCOL.md "Callers"); 0 = root's, not written */
 } zcd_event_t;
 
 typedef struct eventlog eventlog_t;
@@ -177,6 +178,8 @@ int eventlog_replay (eventlog_t *log, uint64_t since_seq, int64_t since_ns, cons
                      eventlog_replay_fn fn, void *arg, bool *truncated);
 
 /* CRC-32C (Castagnoli), exposed for tests and tools. */
+/* The `uid` of an encoded Event (0 when it has none: root's). */
+uint32_t eventlog_event_uid (const char *encoded, size_t len);
 uint32_t eventlog_crc32c (uint32_t crc, const void *data, size_t len);
 
 #endif

@@ -124,7 +124,7 @@ s_read_field (mp_reader_t *r, const char *base, const char *k, size_t kn, eventl
     return *seen |= 8, mp_read_int (r, &ev->ts);
   if (KEY_IS ("pid"))
     return mp_read_str (r, &s, &n);
-  if (KEY_IS ("status") || KEY_IS ("system_pid"))
+  if (KEY_IS ("status") || KEY_IS ("system_pid") || KEY_IS ("uid"))
     return mp_read_uint (r, &u);
   if (KEY_IS ("oom_killed"))
     return mp_read_bool (r, &b);
@@ -181,7 +181,8 @@ s_pack_kv_str (msgpack_packer *pk, const char *key, const char *value)
 void
 eventlog_pack_event (msgpack_packer *pk, const zcd_event_t *ev, uint64_t seq)
 {
-  uint32_t n = 4 + (ev->pid != NULL) + ev->has_status + (ev->system_pid != 0) + ev->has_oom_killed;
+  uint32_t n = 4 + (ev->pid != NULL) + ev->has_status + (ev->system_pid != 0) + ev->has_oom_killed
+               + (ev->uid != 0);
   msgpack_pack_map (pk, n);
   msgpack_pack_str_with_body (pk, "seq", 3);
   msgpack_pack_uint64 (pk, seq);
@@ -207,6 +208,34 @@ eventlog_pack_event (msgpack_packer *pk, const zcd_event_t *ev, uint64_t seq)
       else
         msgpack_pack_false (pk);
     }
+  if (ev->uid)
+    {
+      msgpack_pack_str_with_body (pk, "uid", 3);
+      msgpack_pack_uint32 (pk, ev->uid);
+    }
   msgpack_pack_str_with_body (pk, "ts", 2);
   msgpack_pack_int64 (pk, ev->ts ? ev->ts : zcd_now_ns ());
+}
+
+uint32_t
+eventlog_event_uid (const char *encoded, size_t len)
+{
+  mp_reader_t r;
+  uint32_t count;
+  mp_reader_init (&r, encoded, len);
+  if (!mp_read_map (&r, &count))
+    return 0;
+  for (uint32_t i = 0; i < count; i++)
+    {
+      const char *k;
+      size_t kn;
+      uint64_t uid;
+      if (!mp_read_str (&r, &k, &kn))
+        return 0;
+      if (kn == 3 && memcmp (k, "uid", 3) == 0)
+        return mp_read_uint (&r, &uid) && uid <= UINT32_MAX ? (uint32_t)uid : 0;
+      if (!s_skip_plain (&r))
+        return 0;
+    }
+  return 0;
 }
