@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "actors/container.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
@@ -109,7 +110,15 @@ container_plan_exec (container_t *self, const msgpack_object *body, container_pl
       return;
     }
   cleanup_error zcd_error_t *err = NULL;
-  if (zcd_check_stdio_paths (self->daemon->config, body, &err) < 0)
+  /* A rootless container's shim opens them as its owner: so are they
+   * checked (core/caller.h). */
+  zcd_as_user_t scope;
+  if (zcd_as_user_enter (&scope, self->owner.uid, self->owner.gid) < 0)
+    zcd_fail_errno (&err, errno, "cannot act as uid %u", (unsigned)self->owner.uid);
+  else if (zcd_check_stdio_paths (self->daemon->config, body, &err) == 0)
+    zcd_error_free (&err);
+  zcd_as_user_leave (&scope);
+  if (err)
     {
       zcd_fail (&plan->err, err->code, "%s", err->msg);
       return;

@@ -3,6 +3,7 @@
  * (resources and pause/resume through the runtime) and `update_process`
  * (a resize or stdin close through the shim's control FIFO).  Each plans
  * its operation (container_fsm.c carries it out). */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <jansson.h>
 
 #include "actors/container.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/mp.h"
@@ -31,6 +33,57 @@ s_signal_exec (container_t *self, process_t *p, int sig, container_plan_t *plan)
               strerror (-rc));
 }
 
+/* The pid namespace of pid, as /proc names it ("pid:[4026531836]"). */
+static bool
+s_pid_ns (const char *pid, char *out, size_t size)
+{
+  char path[300];
+  snprintf (path, sizeof path, "/proc/%s/ns/pid", pid);
+  ssize_t n = readlink (path, out, size - 1);
+  if (n <= 0)
+    return false;
+  out[n] = '\0';
+  return true;
+}
+
+/* `all` for a rootless container: it has no cgroup of its own
+ * (container_cgroup.c), and both runtimes' `kill --all` walk the cgroup
+ * ("lstat : no such file or directory").  Its processes are those of its
+ * init's pid namespace, signalled as its owner: a pid the rootless shim
+ * reported is the owner's word, so the signal reaches only what the owner
+ * could signal itself. */
+static void
+s_signal_rootless_all (container_t *self, process_t *init, int sig, container_plan_t *plan)
+{
+  char init_pid[16], want[64], ours[64], got[64];
+  snprintf (init_pid, sizeof init_pid, "%u", init->system_pid);
+  if (!s_pid_ns (init_pid, want, sizeof want))
+    {
+      zcd_fail (&plan->err, ZCD_E_NOT_FOUND, "container `%s` has exited", self->id);
+      return;
+    }
+  if (s_pid_ns ("self", ours, sizeof ours) && strcmp (want, ours) == 0)
+    {
+      zcd_fail (&plan->err, ZCD_E_INVALID_STATE,
+                "`all`: container `%s` is rootless and shares the host's pid namespace, so "
+                "nothing tells its processes apart (give it a pid namespace)",
+                self->id);
+      return;
+    }
+  cleanup_dir DIR *proc = opendir ("/proc");
+  size_t hit = 0;
+  for (struct dirent *de; proc && (de = readdir (proc));)
+    {
+      if (de->d_name[0] < '1' || de->d_name[0] > '9' || !s_pid_ns (de->d_name, got, sizeof got)
+          || strcmp (got, want) != 0)
+        continue;
+      if (zcd_kill_as (self->owner.uid, self->owner.gid, (pid_t)atoi (de->d_name), sig) == 0)
+        hit++;
+    }
+  if (hit == 0)
+    zcd_fail (&plan->err, ZCD_E_NOT_FOUND, "container `%s` has exited", self->id);
+}
+
 void
 container_plan_signal (container_t *self, const msgpack_object *body, container_plan_t *plan)
 {
@@ -47,6 +100,11 @@ container_plan_signal (container_t *self, const msgpack_object *body, container_
   if (!p->is_init && !all)
     {
       s_signal_exec (self, p, (int)sig, plan);
+      return;
+    }
+  if (all && self->owner.uid != 0)
+    {
+      s_signal_rootless_all (self, container_init_process (self), (int)sig, plan);
       return;
     }
   char signame[16];

@@ -328,3 +328,50 @@ def test_curve_certificate_uid_is_the_caller(tmp_path, zmq_ctx, users, bundle, t
     assert call(user_keys, "state")["containers"] == []
     assert_error(call(user_keys, "signal", id=token, signal=9), "not_found")
     assert local.call("signal", id=token, signal=9)["ok"] is True
+
+
+def test_rootless_container_stays_its_callers_across_a_restart(group_zcd, zcd_factory, runtime,
+                                                              alice, bob, token):
+    """state.json keeps the owner: after a restart the container is still
+    hers alone, and its exit (signalled by her) carries her uid."""
+    cid = f"rs-{token}"
+    start_rootless(group_zcd, alice, cid)
+    group_zcd.stop()
+    again = zcd_factory(runtime=runtime, args=["--group", "zcd"], state_dir=group_zcd.state_dir)
+    again.created_ids.add(cid)
+    assert [c["id"] for c in alice.call(again, "state")["containers"]] == [cid]
+    assert bob.call(again, "state")["containers"] == []
+    assert_error(bob.call(again, "signal", id=cid, signal=9), "not_found")
+    assert alice.call(again, "signal", id=cid, signal=9)["ok"] is True
+    wait_exit(again, alice, cid)
+    final, partials = alice.proxy.call_full(again.cmd_ep, "events", since_seq=0)
+    exits = [p["event"] for p in partials if p["event"]["type"] == "exit"]
+    assert exits and exits[-1]["id"] == cid and exits[-1]["uid"] == alice.uid
+
+
+def test_rootless_signal_all_reaches_every_process(group_zcd, alice, token):
+    """A rootless container has no cgroup, so `all` goes to every process of
+    its pid namespace (as its owner), children included."""
+    cid = f"all-{token}"
+    out = alice.dir / "all.out"
+    c = start_rootless(group_zcd, alice, cid,
+                       args=("sh", "-c", "sleep 1000 & sleep 1000 & echo up; wait"),
+                       stdout=str(out))
+    init = c["processes"][0]["system_pid"]
+    wait_for(lambda: "up" in read_text(out), what="children started")
+    ns = os.readlink(f"/proc/{init}/ns/pid")
+
+    def members():
+        found = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    if os.readlink(f"/proc/{d}/ns/pid") == ns:
+                        found.append(int(d))
+                except OSError:
+                    pass
+        return found
+    assert len(members()) >= 3
+    assert alice.call(group_zcd, "signal", id=cid, signal=9, all=True)["ok"] is True
+    wait_exit(group_zcd, alice, cid)
+    wait_for(lambda: not members(), what="every process of the container gone")
