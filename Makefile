@@ -24,6 +24,7 @@ ACTOR_SRC  := $(wildcard actors/*.c)
 SHIM_SRC   := $(wildcard shim/*.c)
 LIB_SRC    := $(wildcard lib/*.c)
 ZCTR_SRC   := $(wildcard tools/zctr/*.c)
+ZCD_OCI_SRC := $(wildcard tools/zcd-oci/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
@@ -34,6 +35,7 @@ ACTOR_OBJ := $(call obj,$(ACTOR_SRC))
 SHIM_OBJ  := $(call obj,$(SHIM_SRC))
 LIB_OBJ   := $(call obj,$(LIB_SRC))
 ZCTR_OBJ  := $(call obj,$(ZCTR_SRC))
+ZCD_OCI_OBJ := $(call obj,$(ZCD_OCI_SRC))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
@@ -43,6 +45,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all deps test unit integration demo bench bench-peers install clean asan \
         format fuzz fuzz-protocol schema schema-check soak hugetlb asan-integration
 all: $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(BUILD)/libzcd.a $(BUILD)/libzcd.so \
+     $(BUILD)/zcd-oci \
      $(UNIT_BINS) $(BENCH_BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -73,6 +76,10 @@ $(BUILD)/libzcd.so: $(LIB_OBJ) $(LIB_CORE_OBJ)
 	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/zctr: $(ZCTR_OBJ) $(BUILD)/libzcd.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# zcd-oci: runc's command line over zcd (Slurm's oci.conf calls it).
+$(BUILD)/zcd-oci: $(ZCD_OCI_OBJ) $(BUILD)/libzcd.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(BUILD)/libzcdcore.a $(BUILD)/libzcd.a
@@ -130,6 +137,14 @@ test: deps
 	@$(MAKE) --no-print-directory all hugetlb schema-check
 	@sh tests/run-unit
 	@sh tests/run-integration
+	@if command -v slurmctld >/dev/null 2>&1; then sh tests/slurm/run; fi
+
+# The Slurm 22.05 cluster test (tests/slurm/): three nodes in network
+# namespaces, each with its own slurmd and zcd; srun --container via zcd-oci.
+.PHONY: test-slurm
+test-slurm: deps
+	@$(MAKE) --no-print-directory all hugetlb
+	@sh tests/slurm/run
 
 demo: deps
 	@$(MAKE) --no-print-directory all hugetlb
@@ -179,6 +194,7 @@ format:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BUILD)/zcd-oci $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/libzcd.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(BUILD)/libzcd.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 lib/zcd_client.h $(DESTDIR)$(PREFIX)/include/

@@ -9,7 +9,8 @@ set -eu
 
 PACKAGES="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
 liburing-dev libseccomp-dev libjansson-dev libcmocka-dev clang libclang-rt-14-dev runc crun
-criu busybox-static python3-zmq python3-msgpack python3-pytest valgrind"
+criu busybox-static python3-zmq python3-msgpack python3-pytest valgrind
+slurmctld slurmd slurm-client munge"
 
 install_missing ()
 {
