@@ -165,7 +165,7 @@ shim_relay_init (shim_relay_t *self, int src, int dst, bool dst_is_terminal)
   self->dst = dst;
   self->dst_is_terminal = dst_is_terminal;
   self->off = self->len = 0;
-  self->close_dst_when_drained = self->eot_when_drained = false;
+  self->close_dst_when_drained = self->eot_when_drained = self->finishing_input = false;
   self->discard_on_error = self->error_logged = false;
   self->dst_error = 0;
   self->dropped = 0;
@@ -223,8 +223,11 @@ s_dst_failed (shim_relay_t *self, int error)
   s_close (&self->dst);
 }
 
+static void s_finish_input (shim_relay_t *self);
+
+/* Write what is pending, until done or the destination is full. */
 static void
-s_on_writable (shim_relay_t *self)
+s_write_pending (shim_relay_t *self)
 {
   while (self->len > 0 && self->dst >= 0)
     {
@@ -242,10 +245,49 @@ s_on_writable (shim_relay_t *self)
       self->len -= (size_t) n;
     }
   if (self->len == 0)
+    self->off = 0;
+}
+
+static void
+s_on_writable (shim_relay_t *self)
+{
+  s_write_pending (self);
+  if (self->len > 0)
+    return;
+  if (self->finishing_input)
+    s_finish_input (self);
+  else
+    s_after_drained (self);
+}
+
+/* close_stdin: what the client wrote before it still reaches the
+ * container (zcd-oci found it dropped: a FIFO's unread bytes went with its
+ * close).  The input ends where the source is empty now (EAGAIN), or at
+ * its EOF; a full destination makes it wait for room, as any relay does. */
+static void
+s_finish_input (shim_relay_t *self)
+{
+  for (;;)
     {
+      if (self->len > 0)
+        {
+          s_write_pending (self);
+          if (self->len > 0)
+            return; /* POLLOUT brings us back */
+        }
+      if (self->src < 0 || self->dst < 0)
+        break;
+      ssize_t n = read (self->src, self->buf, sizeof self->buf);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
       self->off = 0;
-      s_after_drained (self);
+      self->len = (size_t) n;
     }
+  s_close (&self->src);
+  self->finishing_input = false;
+  s_after_drained (self);
 }
 
 static void
@@ -311,13 +353,12 @@ shim_relay_on_ready (shim_relay_t *self, const struct pollfd *pfd)
 void
 shim_relay_close_input (shim_relay_t *self)
 {
-  s_close (&self->src);
   if (self->dst_is_terminal)
     self->eot_when_drained = true;
   else
     self->close_dst_when_drained = true;
-  if (self->len == 0)
-    s_after_drained (self);
+  self->finishing_input = true;
+  s_finish_input (self);
 }
 
 static long long
