@@ -323,6 +323,117 @@ uint64_t zcd_subscriber_replays (const zcd_subscriber_t *self);
 void *zcd_subscriber_socket (zcd_subscriber_t *self);
 const char *zcd_subscriber_last_error (const zcd_subscriber_t *self);
 
+/* ========================================================================
+ * Fan-out: one client, N nodes (a zcd per node), over tcp+CURVE.
+ * See docs/fanout.md for the node file and the guarantees.
+ * ====================================================================== */
+
+typedef struct _zcd_fanout_t zcd_fanout_t;
+
+/* An empty fan-out: add nodes (zcd_fanout_add_node, zcd_fanout_load) and
+ * the client's certificate before the first request or event; sockets are
+ * connected lazily, per node. */
+zcd_fanout_t *zcd_fanout_new (void);
+void zcd_fanout_destroy (zcd_fanout_t **self_p);
+/* Read a node file (docs/fanout.md): nodes and, when it names one, the
+ * client certificate.  0, or -1 with errno and zcd_fanout_last_error
+ * ("FILE:LINE: why"). */
+int zcd_fanout_load (zcd_fanout_t *self, const char *path);
+/* One node.  server_key: the daemon's CURVE public key (40 chars of Z85),
+ * or NULL for a plain connection (ipc, or a daemon run with
+ * --insecure-tcp).  Names: 1-64 of [A-Za-z0-9_.-], unique.  0 or -1. */
+int zcd_fanout_add_node (zcd_fanout_t *self, const char *name, const char *cmd_ep,
+                         const char *evt_ep, const char *server_key);
+/* The client's CURVE certificate: a czmq certificate file holding the
+ * secret key (the public one is derived when absent), or the two keys in
+ * Z85.  0 or -1 (errno EINVAL, last error says why). */
+int zcd_fanout_set_client_cert (zcd_fanout_t *self, const char *cert_path);
+int zcd_fanout_set_client_keys (zcd_fanout_t *self, const char *public_z85,
+                                const char *secret_z85);
+/* Timeout of zcd_fanout_request and of the event stream's own requests
+ * (state, events), in ms; default ZCD_DEFAULT_TIMEOUT_MS. */
+void zcd_fanout_set_timeout (zcd_fanout_t *self, int timeout_ms);
+const char *zcd_fanout_last_error (const zcd_fanout_t *self);
+
+size_t zcd_fanout_size (const zcd_fanout_t *self);
+const char *zcd_fanout_node_name (const zcd_fanout_t *self, size_t index);
+/* Index of the node called name, or -1. */
+int zcd_fanout_node_index (const zcd_fanout_t *self, const char *name);
+
+/* The outcome of one request on one node. */
+typedef struct
+{
+  const char *node;   /* the node's name, borrowed from the fan-out */
+  size_t index;       /* the node's index */
+  zcd_reply_t *reply; /* the final reply (ok or the daemon's error); NULL when none came */
+  int err;            /* 0 when the reply is ok; EREMOTEIO for a daemon error;
+                         ETIMEDOUT, or another errno, when no reply came */
+  char *error;        /* NULL when ok, else "<code>: <message>" or the local reason */
+} zcd_fanout_result_t;
+
+/* Send one request body (a msgpack map without "rid") to the nodes named
+ * in `nodes` (NULL-terminated; NULL = every node) at once, and wait up to
+ * timeout_ms (-1 = forever) for each node's final reply; partial replies
+ * are skipped.  *results (caller frees with zcd_fanout_results_destroy)
+ * gets one entry per node asked, in the order asked.  Returns the number
+ * of ok replies, or -1 (errno EINVAL: an unknown node name or a body that
+ * is no map; nothing sent). */
+int zcd_fanout_call (zcd_fanout_t *self, const char *const *nodes, const void *body, size_t len,
+                     int timeout_ms, zcd_fanout_result_t **results, size_t *n_results);
+/* The same with a body built by zcd_body_t and the fan-out's timeout. */
+int zcd_fanout_request (zcd_fanout_t *self, const char *const *nodes, zcd_body_t *body,
+                        zcd_fanout_result_t **results, size_t *n_results);
+void zcd_fanout_results_destroy (zcd_fanout_result_t **results, size_t n_results);
+
+/* Asynchronous requests, for pipelining (many in flight per node).  Send
+ * to node `index`: the rid (> 0), or 0 with errno.  Receive the next
+ * reply (partial or final) of any node: 0 with *index and *reply (caller
+ * owns), or -1 with errno EAGAIN on timeout.  Match by (index, rid). */
+uint64_t zcd_fanout_send (zcd_fanout_t *self, size_t index, const void *body, size_t len);
+int zcd_fanout_recv (zcd_fanout_t *self, int timeout_ms, size_t *index, zcd_reply_t **reply);
+
+/* ---- the merged event stream ----
+ * Each node is consumed as PROTOCOL.md section 5 says (subscribe, replay
+ * with `events` since the last seq held, gap fill on a seq gap or on a
+ * heartbeat announcing a newer last_seq, and a new sync whenever the event
+ * connection is made again, e.g. after the daemon restarted).  Every event
+ * of every node is delivered once, in seq order per node; nodes interleave
+ * as their events arrive.  A node that is down delays only its own
+ * events. */
+
+typedef struct
+{
+  const char *node;  /* borrowed from the fan-out */
+  size_t index;
+  /* the boot of the daemon that delivered this event to us (docs/fanout.md):
+   * it changes once per daemon restart, never back */
+  char boot_id[64];
+  zcd_event_t *event; /* owned by this struct */
+} zcd_fanout_event_t;
+
+/* Where each node's stream starts: events with seq > since_seq
+ * (ZCD_SINCE_NOW: from now, the default).  Before the first
+ * zcd_fanout_next_event; zcd_fanout_set_node_since sets one node's
+ * (to resume where a previous consumer stopped). */
+void zcd_fanout_set_since (zcd_fanout_t *self, uint64_t since_seq);
+void zcd_fanout_set_node_since (zcd_fanout_t *self, size_t index, uint64_t since_seq);
+/* Next event of any node, waiting up to timeout_ms (-1 = forever): 0 and
+ * *event (caller owns), or -1 with errno EAGAIN on timeout.  Failures of a
+ * node (down, refused) are retried, never returned: see
+ * zcd_fanout_node_error. */
+int zcd_fanout_next_event (zcd_fanout_t *self, int timeout_ms, zcd_fanout_event_t **event);
+void zcd_fanout_event_destroy (zcd_fanout_event_t **self_p);
+/* Per node: highest seq delivered (or queued for delivery), the boot_id
+ * of the daemon last synced with ("" before), whether a replay came back
+ * truncated (events older than the daemon retains were asked for), the
+ * number of syncs (state + events) run, and the last failure of its
+ * stream ("" once it works again). */
+uint64_t zcd_fanout_node_last_seq (const zcd_fanout_t *self, size_t index);
+const char *zcd_fanout_node_boot_id (const zcd_fanout_t *self, size_t index);
+bool zcd_fanout_node_truncated (const zcd_fanout_t *self, size_t index);
+uint64_t zcd_fanout_node_syncs (const zcd_fanout_t *self, size_t index);
+const char *zcd_fanout_node_error (const zcd_fanout_t *self, size_t index);
+
 #ifdef __cplusplus
 }
 #endif

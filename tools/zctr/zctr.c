@@ -20,6 +20,10 @@ static const char s_usage[]
       ")\n"
       "  --json                print replies and events as JSON\n"
       "  --timeout MS          request timeout in milliseconds (default 30000, -1 = none)\n"
+      "  --node FILE           many nodes: the fan-out client over the nodes FILE lists\n"
+      "                        (docs/fanout.md); see \"With --node\" below\n"
+      "  --on NAME[,NAME]      with --node: the nodes a command goes to (\"all\" = every one)\n"
+      "  --client-cert FILE    with --node: this client's CURVE certificate (czmq format)\n"
       "  -h, --help            this text\n"
       "\n"
       "Commands:\n"
@@ -46,6 +50,16 @@ static const char s_usage[]
       "  checkpoints delete ID NAME [--checkpoint-dir D]\n"
       "  checkpoints delete NAME --checkpoint-dir D\n"
       "  spec --bundle DIR [--rootfs NAME] [--terminal] [--memory BYTES] [-- ARGS...]\n"
+      "\n"
+      "With --node (the default target is every node; commands that change\n"
+      "something need --on):\n"
+      "  version | state [ID] | metrics              one answer per node\n"
+      "  containers list                             merged, with a NODE column\n"
+      "  containers start ID BUNDLE [--label L]... [--runtime R] [--runtime-arg A]...\n"
+      "                   [--no-pivot] [--stdin P] [--stdout P] [--stderr P]   (paths on the node)\n"
+      "  containers kill ID [--pid P] [--signal S] [--all]\n"
+      "  containers pause ID | containers resume ID\n"
+      "  events [--id ID] [--since-seq N] [--count N]   merged: NODE SEQ ... per line\n"
       "\n"
       "On failure zctr prints the daemon's error code and message on stderr and\n"
       "exits 1 (2 for bad usage); with --attach it exits with the process's status.\n";
@@ -83,6 +97,14 @@ zctr_common_option (zctr_t *z, int opt, const char *arg, bool *handled)
     case ZCTR_OPT_JSON:
       z->json = true;
       return 0;
+    case ZCTR_OPT_NODE:
+      z->node_file = arg;
+      return 0;
+    case ZCTR_OPT_CLIENT_CERT:
+      z->client_cert = arg;
+      return 0;
+    case ZCTR_OPT_ON:
+      return zctr_node_on (z, arg);
     case ZCTR_OPT_TIMEOUT:
       {
         char *end = NULL;
@@ -337,11 +359,26 @@ s_no_options (zctr_t *z, int argc, char **argv, int max_args)
   return 0;
 }
 
+/* --node given anywhere before a "--" (global options may follow the
+ * command) sends the command to the fan-out client. */
+static bool
+s_wants_nodes (const zctr_t *z, int argc, char **argv)
+{
+  if (z->node_file)
+    return true;
+  for (int i = 1; i < argc && strcmp (argv[i], "--") != 0; i++)
+    if (strcmp (argv[i], "--node") == 0 || strncmp (argv[i], "--node=", 7) == 0)
+      return true;
+  return false;
+}
+
 static int
 s_dispatch (zctr_t *z, int argc, char **argv)
 {
   const char *cmd = argv[0];
   int rc;
+  if (s_wants_nodes (z, argc, argv))
+    return zctr_cmd_node (z, argc, argv);
   if (strcmp (cmd, "version") == 0 || strcmp (cmd, "metrics") == 0)
     {
       if ((rc = s_no_options (z, argc, argv, 0)))
@@ -397,5 +434,6 @@ main (int argc, char **argv)
   if (fflush (stdout) != 0 && rc == 0)
     rc = ZCTR_EXIT_FAIL;
   zcd_client_destroy (&z.client);
+  zctr_node_free (&z);
   return rc;
 }

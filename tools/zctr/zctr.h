@@ -20,6 +20,14 @@ typedef struct
   bool json;
   int timeout_ms;
   zcd_client_t *client; /* created on first use */
+  /* --node FILE: every command goes through the fan-out client to the
+   * nodes the file lists (zctr_node.c) */
+  const char *node_file;
+  const char *client_cert; /* --client-cert: overrides the node file's */
+  const char **on;         /* --on NAME[,NAME]: NULL-terminated, malloc'd */
+  char **on_storage;       /* the split --on arguments, freed at exit */
+  size_t n_on;
+  zcd_fanout_t *fanout; /* created on first use */
 } zctr_t;
 
 /* Options every command accepts, wherever they appear. */
@@ -29,6 +37,9 @@ enum
   ZCTR_OPT_EVENTS_ADDRESS,
   ZCTR_OPT_JSON,
   ZCTR_OPT_TIMEOUT,
+  ZCTR_OPT_NODE,
+  ZCTR_OPT_ON,
+  ZCTR_OPT_CLIENT_CERT,
   ZCTR_OPT_FIRST_LOCAL /* commands number their own options from here */
 };
 #define ZCTR_GLOBAL_OPTIONS                                                                      \
@@ -36,6 +47,9 @@ enum
       { "events-address", required_argument, NULL, ZCTR_OPT_EVENTS_ADDRESS },                    \
       { "json", no_argument, NULL, ZCTR_OPT_JSON },                                              \
       { "timeout", required_argument, NULL, ZCTR_OPT_TIMEOUT },                                  \
+      { "node", required_argument, NULL, ZCTR_OPT_NODE },                                        \
+      { "on", required_argument, NULL, ZCTR_OPT_ON },                                            \
+      { "client-cert", required_argument, NULL, ZCTR_OPT_CLIENT_CERT },                          \
       { "help", no_argument, NULL, 'h' }
 
 /* Handle a global option or 'h'/'?' from getopt_long.  Returns 0 when
@@ -89,5 +103,11 @@ int zctr_cmd_events (zctr_t *z, int argc, char **argv);
 int zctr_cmd_watch (zctr_t *z, int argc, char **argv);
 int zctr_cmd_checkpoints (zctr_t *z, int argc, char **argv);
 int zctr_cmd_spec (zctr_t *z, int argc, char **argv);
+/* --node FILE: the commands that make sense over many nodes (zctr_node.c);
+ * zctr_node_on adds the names of one --on argument; zctr_node_free
+ * releases what --node and --on hold. */
+int zctr_cmd_node (zctr_t *z, int argc, char **argv);
+int zctr_node_on (zctr_t *z, const char *arg);
+void zctr_node_free (zctr_t *z);
 
 #endif
