@@ -58,22 +58,24 @@ s_strdup0 (const char *s)
   return s ? strdup (s) : NULL;
 }
 
-/* A rootless container's runtime keeps its state in the owner's own
- * directory (zcd_rootless_root), last on the line so that it wins over a
- * --root of the request's. */
+/* A rootless container's runtime runs in rootless mode and keeps its state
+ * in the owner's own directory (zcd_rootless_root), last on the line so
+ * that they win over the request's own. */
 static void
 s_add_rootless_root (container_t *self)
 {
   size_t n = mp_strv_len (self->runtime_args);
-  char **args = realloc (self->runtime_args, (n + 3) * sizeof (char *));
+  char **args = realloc (self->runtime_args, (n + 4) * sizeof (char *));
   if (args == NULL)
     return;
   const char *slash = strrchr (self->runtime, '/');
   cleanup_free char *root = zcd_rootless_root (self->daemon->config, self->owner.uid);
-  args[n] = strdup ("--root");
-  if (root == NULL || asprintf (&args[n + 1], "%s/%s", root, slash ? slash + 1 : self->runtime) < 0)
-    args[n + 1] = strdup ("/nonexistent");
-  args[n + 2] = NULL;
+  /* Both runtimes take it (runc, crun); said, not left to their guess. */
+  args[n] = strdup ("--rootless=true");
+  args[n + 1] = strdup ("--root");
+  if (root == NULL || asprintf (&args[n + 2], "%s/%s", root, slash ? slash + 1 : self->runtime) < 0)
+    args[n + 2] = strdup ("/nonexistent");
+  args[n + 3] = NULL;
   self->runtime_args = args;
 }
 
