@@ -267,6 +267,16 @@ def test_root_only_files_stay_unreadable(group_zcd, alice, shared_dir, token):
                        stdin=str(secret), stdout=str(alice.dir / "in.out"))
         assert r["ok"] is False, r
         assert "SECRET" not in read_text(alice.dir / "in.out")
+        # stdout into a root-owned file: opened as the caller, refused,
+        # and the file is unchanged
+        target = secret_dir / "root-log"
+        target.write_text("root's\n")
+        target.chmod(0o644)
+        r = alice.call(group_zcd, "create", id=f"{token}-o",
+                       bundle=alice.bundle(["echo", "OVERWRITTEN"]), stdout=str(target))
+        if r["ok"]:
+            wait_exit(group_zcd, alice, f"{token}-o")
+        assert target.read_text() == "root's\n"
         # a bind mount of the file into the container
         def mount_secret(c):
             c["mounts"].append({"destination": "/secret", "type": "none",
