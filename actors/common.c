@@ -361,12 +361,15 @@ zcd_hand_process_dir (const char *dir, uint32_t uid, uint32_t gid, zcd_error_t *
   for (int i = 0; i < 2; i++)
     if (chmod (passable[i], 0711) < 0)
       return zcd_fail_errno (err, errno, "chmod `%s`", passable[i]);
-  const char *mine[] = { "", "/exit", "/control" };
-  for (int i = 0; i < 3; i++)
+  /* The files first, the directory last: while it is still root's, the
+   * owner cannot swap a name for a link to something else in between.
+   * process.json: what the owner's runtime reads for an exec. */
+  const char *mine[] = { "/exit", "/control", "/process.json", "" };
+  for (int i = 0; i < 4; i++)
     {
       char path[PATH_MAX];
       snprintf (path, sizeof path, "%s%s", dir, mine[i]);
-      if (lchown (path, uid, gid) < 0)
+      if (lchown (path, uid, gid) < 0 && !(errno == ENOENT && i == 2))
         return zcd_fail_errno (err, errno, "chown `%s`", path);
     }
   return 0;

@@ -16,6 +16,7 @@
 
 #include "actors/container.h"
 #include "core/bundle.h"
+#include "core/caller.h"
 #include "core/cleanup.h"
 #include "core/fsutil.h"
 #include "core/log.h"
@@ -97,7 +98,16 @@ s_init_proc (container_t *self)
 {
   bundle_info_t *info = NULL;
   process_t *p;
-  if (bundle_load (self->bundle, &info, NULL) == 0)
+  /* Read as its owner, as at the create: the bundle path is the owner's
+   * word, and may lead elsewhere by now. */
+  zcd_as_user_t scope;
+  int rc = zcd_as_user_enter (&scope, self->owner.uid, self->owner.gid);
+  if (rc == 0)
+    {
+      rc = bundle_load (self->bundle, &info, NULL);
+      zcd_as_user_leave (&scope);
+    }
+  if (rc == 0)
     p = process_new_init (info, self->stdin_path, self->stdout_path, self->stderr_path);
   else
     p = process_new_unknown ("init", true);
@@ -115,7 +125,7 @@ s_exec_proc (container_t *self, const char *name)
   msgpack_unpacked m;
   msgpack_unpacked_init (&m);
   if (asprintf (&path, "%s/request.msgpack", dir) >= 0
-      && zcd_read_file (path, 1 << 20, &data, &len, NULL) == 0
+      && zcd_read_file_nofollow (path, 1 << 20, &data, &len, NULL) == 0
       && mp_unpack (data, len, &m, NULL) == 0 && m.data.type == MSGPACK_OBJECT_MAP)
     p = process_new_exec (&m.data);
   msgpack_unpacked_destroy (&m);
@@ -168,7 +178,9 @@ s_restore_execs (container_t *self, const restore_hints_t *hints)
           /* An exec that never started: its request was never answered. */
           cleanup_free char *dir = zcd_process_dir (self->daemon->config, self->id, p->name);
           container_remove_process (self, p);
-          zcd_rm_rf (dir, NULL);
+          /* Through .trash: the sweeper never follows what a rootless
+           * owner may have planted in its directory. */
+          container_dirs_discard (self->daemon->dirs, dir, "exec");
         }
     }
 }
@@ -183,7 +195,7 @@ s_cgroup_frozen (const container_t *self)
   const char *dir = cgroup_paths_dir (self->cgroup, v2 ? NULL : "freezer");
   cleanup_free char *path = NULL, *text = NULL;
   if (dir == NULL || asprintf (&path, "%s/%s", dir, v2 ? "cgroup.freeze" : "freezer.state") < 0
-      || zcd_read_file (path, 64, &text, NULL, NULL) < 0)
+      || zcd_read_file_nofollow (path, 64, &text, NULL, NULL) < 0)
     return -1;
   return v2 ? text[0] == '1' : strncmp (text, "THAWED", 6) != 0;
 }
@@ -228,7 +240,7 @@ s_on_pid_poll (loop_t *loop, void *arg)
     return;
   cleanup_free char *path = NULL, *text = NULL;
   pid_t pid = 0;
-  if (asprintf (&path, "%s/pid", init->dir) >= 0 && zcd_read_file (path, 64, &text, NULL, NULL) == 0)
+  if (asprintf (&path, "%s/pid", init->dir) >= 0 && zcd_read_file_nofollow (path, 64, &text, NULL, NULL) == 0)
     pid = (pid_t) strtol (text, NULL, 10);
   uint64_t starttime = pid > 0 ? zcd_proc_starttime (pid) : 0;
   if (starttime == 0)
@@ -270,7 +282,7 @@ container_actor_restore (zcd_daemon_t *daemon, const char *id, const restore_hin
        * acknowledged, and nothing of it runs. */
       log_info ("container %s: never started; removed", id);
       container_restore_leftovers (self, 0);
-      zcd_rm_rf (self->dir, NULL);
+      container_dirs_discard (self->daemon->dirs, self->dir, "never-started");
       actor_destroy (self->actor);
       return NULL;
     }

@@ -28,6 +28,12 @@ s_signal_exec (container_t *self, process_t *p, int sig, container_plan_t *plan)
   if (rc == -ESRCH)
     /* Gone (or a stranger now holds the pid): the exit is on its way. */
     zcd_fail (&plan->err, ZCD_E_NOT_FOUND, "process `%s` in `%s` has exited", p->name, self->id);
+  else if (rc == -EPERM)
+    /* A rootless shim reported a pid its owner may not signal: the
+     * owner's doing (core/caller.h, zcd_signal_owned). */
+    zcd_fail (&plan->err, ZCD_E_INVALID_STATE,
+              "process `%s` in `%s`: pid %u is not its owner's to signal", p->name, self->id,
+              p->system_pid);
   else if (rc < 0)
     zcd_fail (&plan->err, ZCD_E_INTERNAL, "signal %d to %u: %s", sig, p->system_pid,
               strerror (-rc));
@@ -217,6 +223,11 @@ s_control (container_t *self, process_t *p, const struct zcd_control_record *rec
     return;
   if (rc == -ENXIO || rc == -ENOENT || rc == -EPIPE)
     zcd_fail (&plan->err, ZCD_E_NOT_FOUND, "process `%s` in `%s` has exited", p->name, self->id);
+  else if (rc == -ELOOP || rc == -EPERM)
+    /* A rootless process's directory is its owner's, who replaced the
+     * FIFO: the owner's doing, answered as such. */
+    zcd_fail (&plan->err, ZCD_E_INVALID_STATE,
+              "process `%s`: its control FIFO is no longer a FIFO of its own", p->name);
   else if (rc == -EAGAIN)
     zcd_fail (&plan->err, ZCD_E_BUSY,
               "process `%s`: its shim is not reading control messages; retry", p->name);

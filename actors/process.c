@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "actors/process.h"
@@ -282,13 +283,9 @@ process_signal (const process_t *p, int sig)
    * never a stranger that got the pid since (the exit is on its way). */
   if (p->pidfd < 0)
     return -ESRCH;
-  zcd_as_user_t scope;
-  if (zcd_as_user_enter (&scope, p->run_uid, p->run_gid) < 0)
+  if (zcd_signal_owned (p->pidfd, pid, p->run_uid, sig) < 0)
     return -errno;
-  long rc = syscall (SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
-  int saved = errno;
-  zcd_as_user_leave (&scope);
-  return rc < 0 ? -saved : 0;
+  return 0;
 }
 
 int
@@ -301,9 +298,17 @@ process_control (const process_t *p, const struct zcd_control_record *rec)
     return -ENOMEM;
   /* The shim holds the FIFO's read end as long as it runs: no reader
    * (ENXIO) means it has gone. */
-  cleanup_close int fd = open (path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  cleanup_close int fd = open (path, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return -errno;
+  /* A rootless shim's directory is its owner's: what is there now must
+   * still be a FIFO of the owner's (or the daemon's), never a file the
+   * root daemon would write into. */
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return -errno;
+  if (!S_ISFIFO (st.st_mode) || (st.st_uid != 0 && st.st_uid != p->run_uid))
+    return -EPERM;
   ssize_t n = write (fd, rec, sizeof *rec);
   if (n < 0)
     return -errno;

@@ -136,7 +136,7 @@ s_shim_log_tail (const process_t *p)
   cleanup_free char *text = NULL;
   cleanup_free char *path = NULL;
   if (asprintf (&path, "%s/shim.log", p->dir) < 0
-      || zcd_read_file (path, 1 << 20, &text, NULL, NULL) < 0 || text[0] == '\0')
+      || zcd_read_file_nofollow (path, 1 << 20, &text, NULL, NULL) < 0 || text[0] == '\0')
     return strdup ("the shim died before the process started (no shim.log)");
   size_t len = strlen (text);
   const char *start = len > 1024 ? text + len - 1024 : text;
@@ -251,7 +251,7 @@ s_read_pid_file (const char *dir, const char *name)
   char path[4096];
   snprintf (path, sizeof path, "%s/%s", dir, name);
   cleanup_free char *text = NULL;
-  if (zcd_read_file (path, 64, &text, NULL, NULL) < 0)
+  if (zcd_read_file_nofollow (path, 64, &text, NULL, NULL) < 0)
     return 0;
   return (pid_t)strtol (text, NULL, 10);
 }
@@ -262,7 +262,7 @@ s_read_starttime (const char *dir)
   char path[4096];
   snprintf (path, sizeof path, "%s/starttime", dir);
   cleanup_free char *st = NULL;
-  if (zcd_read_file (path, 64, &st, NULL, NULL) < 0)
+  if (zcd_read_file_nofollow (path, 64, &st, NULL, NULL) < 0)
     return 0;
   return strtoull (st, NULL, 10);
 }
@@ -307,7 +307,7 @@ s_collect_status (process_shim_t *self, bool *killed)
   char path[4096];
   snprintf (path, sizeof path, "%s/exitStatus", p->dir);
   cleanup_free char *text = NULL;
-  if (zcd_read_file (path, 64, &text, NULL, NULL) == 0)
+  if (zcd_read_file_nofollow (path, 64, &text, NULL, NULL) == 0)
     {
       char *end;
       long v = strtol (text, &end, 10);
@@ -487,9 +487,14 @@ s_watch_exit (process_shim_t *self, zcd_error_t **err)
 {
   char path[4096];
   snprintf (path, sizeof path, "%s/exit", self->process->dir);
-  self->exit_fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  self->exit_fd = open (path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
   if (self->exit_fd < 0)
     return zcd_fail_errno (err, errno, "open `%s`", path);
+  /* On a restart a rootless owner had the directory meanwhile: only a
+   * FIFO is watched, nothing it put in its place. */
+  struct stat st;
+  if (fstat (self->exit_fd, &st) < 0 || !S_ISFIFO (st.st_mode))
+    return zcd_fail (err, ZCD_E_INTERNAL, "`%s` is not a FIFO", path);
   self->exit_watch = loop_add_fd (self->daemon->loop, self->exit_fd, EPOLLIN, s_on_exit_fifo, self);
   if (self->exit_watch == NULL)
     return zcd_fail_errno (err, errno, "watch `%s`", path);

@@ -53,8 +53,15 @@ typedef struct zcd_as_user
 int zcd_as_user_enter (zcd_as_user_t *scope, uint32_t uid, uint32_t gid);
 void zcd_as_user_leave (zcd_as_user_t *scope);
 
-/* kill(2) as the user (uid 0: as the daemon): a pid a rootless shim
- * reported is the user's word, so it may only reach what the user could. */
+/* Signals for a rootless container's owner.  A pid its shim reported is
+ * the owner's word: the signal goes only where the owner's own could (the
+ * target's real or saved uid is uid, read from /proc).  Not by acting as
+ * the owner: with the real uid still 0, the kernel would let any root
+ * process be signalled, and with it switched, the owner could signal the
+ * daemon meanwhile.  uid 0: no check. */
+int zcd_signal_owned (int pidfd, pid_t pid, uint32_t uid, int sig);
+/* kill(2) under the same rule; pid < 0: each member of that process group
+ * that passes it (gid is unused: signals know only uids). */
 int zcd_kill_as (uint32_t uid, uint32_t gid, pid_t pid, int sig);
 
 /* The supplementary groups of uid as a "g1,g2,..." list for setpriv (the

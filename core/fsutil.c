@@ -157,13 +157,20 @@ zcd_write_file_replace_into (const char *made, const char *path, const void *dat
   return 0;
 }
 
-int
-zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *len_out,
-                 zcd_error_t **err)
+static int
+s_read_fileat (int dirfd, const char *name, int flags, size_t max, char **out, size_t *len_out,
+               zcd_error_t **err)
 {
-  cleanup_close int fd = openat (dirfd, name, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK, and only a regular file is read: a FIFO or a device put
+   * where a file was expected must not hang the reader (the daemon's loop). */
+  cleanup_close int fd = openat (dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | flags);
   if (fd < 0)
     return zcd_fail_errno (err, errno, "open `%s`", name);
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return zcd_fail_errno (err, errno, "stat `%s`", name);
+  if (!S_ISREG (st.st_mode))
+    return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "`%s` is not a regular file", name);
   size_t cap = 4096, len = 0;
   cleanup_free char *buf = malloc (cap + 1);
   if (buf == NULL)
@@ -201,9 +208,22 @@ zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *le
 }
 
 int
+zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *len_out,
+                 zcd_error_t **err)
+{
+  return s_read_fileat (dirfd, name, 0, max, out, len_out, err);
+}
+
+int
 zcd_read_file (const char *path, size_t max, char **out, size_t *len, zcd_error_t **err)
 {
-  return zcd_read_fileat (AT_FDCWD, path, max, out, len, err);
+  return s_read_fileat (AT_FDCWD, path, 0, max, out, len, err);
+}
+
+int
+zcd_read_file_nofollow (const char *path, size_t max, char **out, size_t *len, zcd_error_t **err)
+{
+  return s_read_fileat (AT_FDCWD, path, O_NOFOLLOW, max, out, len, err);
 }
 
 int

@@ -34,6 +34,11 @@ int zcd_write_file_replace_into (const char *made, const char *path, const void 
 /* Read a whole file of at most `max` bytes into a NUL-terminated buffer the
  * caller frees.  A larger file is ZCD_E_TOO_LARGE. */
 int zcd_read_file (const char *path, size_t max, char **out, size_t *len, zcd_error_t **err);
+/* The same, refusing a symlink as the last component: for files in a
+ * directory a rootless container's owner may write (DESIGN.md "Who is
+ * calling"), which the root daemon must not be led out of. */
+int zcd_read_file_nofollow (const char *path, size_t max, char **out, size_t *len,
+                            zcd_error_t **err);
 int zcd_read_fileat (int dirfd, const char *name, size_t max, char **out, size_t *len,
                      zcd_error_t **err);
 int zcd_mkdir_p (const char *path, mode_t mode, zcd_error_t **err);

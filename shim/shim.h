@@ -59,6 +59,7 @@ typedef struct
   bool close_dst_when_drained; /* close_stdin arrived: EOF after the data */
   bool eot_when_drained;       /* same for a terminal: send ^D */
   bool finishing_input;        /* close_stdin: relaying what the source still holds */
+  size_t finish_left;          /* ... this many bytes more (FIONREAD at close_stdin) */
   /* Output relays: a destination that failed (ENOSPC, EIO) is replaced by
    * discarding, so the container never blocks on a full pipe. */
   bool discard_on_error;

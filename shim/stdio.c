@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -262,8 +263,10 @@ s_on_writable (shim_relay_t *self)
 
 /* close_stdin: what the client wrote before it still reaches the
  * container (zcd-oci found it dropped: a FIFO's unread bytes went with its
- * close).  The input ends where the source is empty now (EAGAIN), or at
- * its EOF; a full destination makes it wait for room, as any relay does. */
+ * close).  What was written before is what a FIFO or pipe holds at that
+ * moment (FIONREAD): the input ends there, so a writer that never stops
+ * cannot postpone it; a file or device ends at once, as before.  A full
+ * destination makes it wait for room, as any relay does. */
 static void
 s_finish_input (shim_relay_t *self)
 {
@@ -277,11 +280,15 @@ s_finish_input (shim_relay_t *self)
         }
       if (self->src < 0 || self->dst < 0)
         break;
-      ssize_t n = read (self->src, self->buf, sizeof self->buf);
+      if (self->finish_left == 0)
+        break;
+      size_t want = self->finish_left < sizeof self->buf ? self->finish_left : sizeof self->buf;
+      ssize_t n = read (self->src, self->buf, want);
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)
         break;
+      self->finish_left -= (size_t) n;
       self->off = 0;
       self->len = (size_t) n;
     }
@@ -358,6 +365,12 @@ shim_relay_close_input (shim_relay_t *self)
   else
     self->close_dst_when_drained = true;
   self->finishing_input = true;
+  self->finish_left = 0;
+  struct stat st;
+  int queued = 0;
+  if (self->src >= 0 && fstat (self->src, &st) == 0 && S_ISFIFO (st.st_mode)
+      && ioctl (self->src, FIONREAD, &queued) == 0 && queued > 0)
+    self->finish_left = (size_t) queued;
   s_finish_input (self);
 }
 
