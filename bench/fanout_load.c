@@ -121,9 +121,7 @@ s_send_create (zcd_fanout_t *fo, size_t node, const opts_t *o, uint64_t k)
 {
   char id[128];
   snprintf (id, sizeof id, "%s-%s-%" PRIu64, o->prefix, zcd_fanout_node_name (fo, node), k);
-  zcd_body_t *body = zcd_body_new ("create");
-  zcd_body_str (body, "id", id);
-  zcd_body_str (body, "bundle", o->bundle);
+  zcd_body_t *body = zcd_body_for_create (id, o->bundle, NULL);
   size_t len = 0;
   const char *data = zcd_body_data (body, &len);
   uint64_t rid = zcd_fanout_send (fo, node, data, len);

@@ -12,20 +12,6 @@
 #include <time.h>
 #include <zmq.h>
 
-#include "core/mp.h"
-
-/* Pipelining: let a benchmark keep many requests in flight before the
- * send queue pushes back with EAGAIN.  Receiving is unbounded: a replay of
- * the whole event log (100,000 partial replies by default) must not make
- * the daemon's ROUTER drop the final reply. */
-#define CLIENT_SNDHWM 100000
-
-typedef struct reply_node
-{
-  zcd_reply_t *reply;
-  struct reply_node *next;
-} reply_node_t;
-
 struct _zcd_client_t
 {
   void *ctx;
@@ -34,10 +20,9 @@ struct _zcd_client_t
   uint64_t next_rid;
   int timeout_ms;
   /* replies to other requests that arrived while a call waited */
-  reply_node_t *stash_head, *stash_tail;
+  zcd_stash_t stash;
   /* rids whose call timed out: their late replies are dropped */
-  uint64_t *abandoned;
-  size_t n_abandoned, cap_abandoned;
+  zcd_rids_t abandoned;
   /* heap, whole: a runtime_error carries the runtime's text and CRIU's
    * log tail, several KiB that a fixed buffer would cut short */
   char *last_error;
@@ -67,13 +52,8 @@ zcd_client_set_error (zcd_client_t *self, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  char *text = NULL;
-  /* Formatted before the old text is freed: an argument may point into it. */
-  if (vasprintf (&text, fmt, ap) < 0)
-    text = NULL;
+  zcd_set_text (&self->last_error, fmt, ap);
   va_end (ap);
-  free (self->last_error);
-  self->last_error = text;
 }
 
 void *
@@ -98,13 +78,9 @@ zcd_client_new (const char *endpoint)
   self->ctx = zmq_ctx_new ();
   if (self->endpoint == NULL || self->ctx == NULL)
     goto fail;
-  self->dealer = zmq_socket (self->ctx, ZMQ_DEALER);
+  self->dealer = zcd_socket_new (self->ctx, ZMQ_DEALER);
   if (self->dealer == NULL)
     goto fail;
-  int linger = 0, sndhwm = CLIENT_SNDHWM, rcvhwm = 0;
-  zmq_setsockopt (self->dealer, ZMQ_LINGER, &linger, sizeof linger);
-  zmq_setsockopt (self->dealer, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
-  zmq_setsockopt (self->dealer, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
   if (zmq_connect (self->dealer, endpoint) != 0)
     goto fail;
   return self;
@@ -125,14 +101,8 @@ zcd_client_destroy (zcd_client_t **self_p)
     zmq_close (self->dealer);
   if (self->ctx)
     zmq_ctx_term (self->ctx);
-  while (self->stash_head)
-    {
-      reply_node_t *node = self->stash_head;
-      self->stash_head = node->next;
-      zcd_reply_destroy (&node->reply);
-      free (node);
-    }
-  free (self->abandoned);
+  zcd_stash_clear (&self->stash);
+  zcd_rids_free (&self->abandoned);
   free (self->endpoint);
   free (self->last_error);
   free (self);
@@ -170,116 +140,22 @@ zcd_client_last_error (const zcd_client_t *self)
   return self->last_error ? self->last_error : "";
 }
 
-/* Element count and header length of the msgpack map at the head of body. */
-static int
-s_map_header (const void *body, size_t len, uint32_t *count, size_t *hlen)
-{
-  mp_reader_t r;
-  mp_reader_init (&r, body, len);
-  /* count + 1 (the rid) must still fit a map header */
-  if (!mp_read_map (&r, count) || *count == UINT32_MAX)
-    return -1;
-  *hlen = len - mp_reader_left (&r);
-  return 0;
-}
-
 uint64_t
 zcd_client_send (zcd_client_t *self, const void *body, size_t len)
 {
-  uint32_t count;
-  size_t hlen;
-  if (s_map_header (body, len, &count, &hlen) < 0)
-    {
-      zcd_client_set_error (self, "request body is not a msgpack map");
-      errno = EINVAL;
-      return 0;
-    }
   uint64_t rid = self->next_rid;
-  /* The rid goes first: rewriting the header with count + 1 is all it
-   * takes, the caller's entries follow untouched. */
-  msgpack_sbuffer sbuf;
-  msgpack_sbuffer_init (&sbuf);
-  msgpack_packer pk;
-  msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-  msgpack_pack_map (&pk, count + 1);
-  msgpack_pack_str (&pk, 3);
-  msgpack_pack_str_body (&pk, "rid", 3);
-  msgpack_pack_uint64 (&pk, rid);
-  if (len > hlen)
-    msgpack_sbuffer_write (&sbuf, (const char *) body + hlen, len - hlen);
-  int rc = zmq_send (self->dealer, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-  if (rc == 0)
-    rc = zmq_send (self->dealer, sbuf.data, sbuf.size, 0);
-  msgpack_sbuffer_destroy (&sbuf);
-  if (rc < 0)
+  if (zcd_send_with_rid (self->dealer, body, len, rid) < 0)
     {
       int saved = errno;
-      zcd_client_set_error (self, "send to %s: %s", self->endpoint, zmq_strerror (saved));
+      if (saved == EINVAL)
+        zcd_client_set_error (self, "request body is not a msgpack map");
+      else
+        zcd_client_set_error (self, "send to %s: %s", self->endpoint, zmq_strerror (saved));
       errno = saved;
       return 0;
     }
   self->next_rid++;
   return rid;
-}
-
-static bool
-s_take_abandoned (zcd_client_t *self, uint64_t rid, bool final)
-{
-  for (size_t i = 0; i < self->n_abandoned; i++)
-    if (self->abandoned[i] == rid)
-      {
-        if (final)
-          self->abandoned[i] = self->abandoned[--self->n_abandoned];
-        return true;
-      }
-  return false;
-}
-
-static void
-s_abandon (zcd_client_t *self, uint64_t rid)
-{
-  if (self->n_abandoned == self->cap_abandoned)
-    {
-      size_t cap = self->cap_abandoned ? self->cap_abandoned * 2 : 16;
-      uint64_t *grown = realloc (self->abandoned, cap * sizeof *grown);
-      if (grown == NULL)
-        return; /* the late reply then surfaces in zcd_client_recv: harmless */
-      self->abandoned = grown;
-      self->cap_abandoned = cap;
-    }
-  self->abandoned[self->n_abandoned++] = rid;
-}
-
-/* Read one whole message and decode its last frame.  0, -1 with errno
- * EAGAIN when none is waiting, EPROTO when undecodable. */
-static int
-s_read_message (zcd_client_t *self, zcd_reply_t **reply)
-{
-  zmq_msg_t last;
-  zmq_msg_init (&last);
-  int more = 1;
-  while (more)
-    {
-      zmq_msg_close (&last);
-      zmq_msg_init (&last);
-      if (zmq_msg_recv (&last, self->dealer, ZMQ_DONTWAIT) < 0)
-        {
-          int saved = errno;
-          zmq_msg_close (&last);
-          errno = saved;
-          return -1;
-        }
-      more = zmq_msg_more (&last);
-    }
-  *reply = zcd_reply_decode (zmq_msg_data (&last), zmq_msg_size (&last));
-  zmq_msg_close (&last);
-  if (*reply == NULL)
-    {
-      zcd_client_set_error (self, "undecodable reply from %s", self->endpoint);
-      errno = EPROTO;
-      return -1;
-    }
-  return 0;
 }
 
 /* Next reply from the socket (not the stash), skipping abandoned ones. */
@@ -297,14 +173,16 @@ s_recv_socket (zcd_client_t *self, int64_t deadline, zcd_reply_t **reply)
           errno = EAGAIN;
           return -1;
         }
-      if (s_read_message (self, reply) < 0)
+      if (zcd_read_reply (self->dealer, reply) < 0)
         {
           if (errno == EAGAIN)
             continue;
+          if (errno == EPROTO)
+            zcd_client_set_error (self, "undecodable reply from %s", self->endpoint);
           return -1;
         }
       uint64_t rid = zcd_reply_rid (*reply);
-      if (rid && s_take_abandoned (self, rid, zcd_reply_final (*reply)))
+      if (rid && zcd_rids_take (&self->abandoned, rid, zcd_reply_final (*reply)))
         {
           zcd_reply_destroy (reply);
           continue;
@@ -317,34 +195,9 @@ int
 zcd_client_recv (zcd_client_t *self, int timeout_ms, zcd_reply_t **reply)
 {
   *reply = NULL;
-  if (self->stash_head)
-    {
-      reply_node_t *node = self->stash_head;
-      self->stash_head = node->next;
-      if (self->stash_head == NULL)
-        self->stash_tail = NULL;
-      *reply = node->reply;
-      free (node);
-      return 0;
-    }
+  if (zcd_stash_pop (&self->stash, NULL, reply))
+    return 0;
   return s_recv_socket (self, zcd_deadline (timeout_ms), reply);
-}
-
-static void
-s_stash (zcd_client_t *self, zcd_reply_t *reply)
-{
-  reply_node_t *node = calloc (1, sizeof *node);
-  if (node == NULL)
-    {
-      zcd_reply_destroy (&reply);
-      return;
-    }
-  node->reply = reply;
-  if (self->stash_tail)
-    self->stash_tail->next = node;
-  else
-    self->stash_head = node;
-  self->stash_tail = node;
 }
 
 int
@@ -364,7 +217,7 @@ zcd_client_call_stream (zcd_client_t *self, const void *body, size_t len, int ti
           if (errno == EINTR || errno == EPROTO)
             continue;
           int saved = errno == EAGAIN ? ETIMEDOUT : errno;
-          s_abandon (self, rid);
+          zcd_rids_add (&self->abandoned, rid);
           if (saved == ETIMEDOUT)
             zcd_client_set_error (self, "no reply from %s within %d ms", self->endpoint,
                                   timeout_ms);
@@ -376,7 +229,7 @@ zcd_client_call_stream (zcd_client_t *self, const void *body, size_t len, int ti
         }
       if (zcd_reply_rid (got) != rid)
         {
-          s_stash (self, got);
+          zcd_stash_push (&self->stash, 0, got);
           continue;
         }
       if (zcd_reply_final (got))

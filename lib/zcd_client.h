@@ -229,6 +229,13 @@ void zcd_resources_init (zcd_resources_t *res);
 int zcd_client_update (zcd_client_t *self, const char *id, const zcd_resources_t *res,
                        zcd_reply_t **reply);
 
+/* The bodies some typed calls send, for sending elsewhere (e.g. to many
+ * nodes with zcd_fanout_request); caller destroys, NULL on ENOMEM. */
+zcd_body_t *zcd_body_for_create (const char *id, const char *bundle, const zcd_create_opts_t *opts);
+zcd_body_t *zcd_body_for_signal (const char *id, const char *pid, int signal, bool all);
+zcd_body_t *zcd_body_for_pause (const char *id);
+zcd_body_t *zcd_body_for_resume (const char *id);
+
 int zcd_client_close_stdin (zcd_client_t *self, const char *id, const char *pid,
                             zcd_reply_t **reply);
 int zcd_client_resize (zcd_client_t *self, const char *id, const char *pid, uint32_t width,

@@ -15,20 +15,13 @@
 
 #include "core/mp.h"
 
-/* As the single-node client: many requests in flight, unbounded receive. */
-#define FO_SNDHWM 100000
-
 void
 fo_set_error (zcd_fanout_t *self, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  char *text = NULL;
-  if (vasprintf (&text, fmt, ap) < 0)
-    text = NULL;
+  zcd_set_text (&self->last_error, fmt, ap);
   va_end (ap);
-  free (self->last_error);
-  self->last_error = text;
 }
 
 const char *
@@ -66,19 +59,13 @@ zcd_fanout_destroy (zcd_fanout_t **self_p)
       fo_stream_close (node);
       if (node->dealer)
         zmq_close (node->dealer);
-      free (node->abandoned);
+      zcd_rids_free (&node->abandoned);
       free (node->name);
       free (node->cmd_ep);
       free (node->evt_ep);
     }
   free (self->nodes);
-  while (self->stash_head)
-    {
-      fo_reply_node_t *r = self->stash_head;
-      self->stash_head = r->next;
-      zcd_reply_destroy (&r->reply);
-      free (r);
-    }
+  zcd_stash_clear (&self->stash);
   fo_queue_clear (&self->ready);
   zmq_ctx_term (self->ctx);
   free (self->last_error);
@@ -124,16 +111,9 @@ fo_socket (zcd_fanout_t *self, fo_node_t *node, int type, const char *endpoint)
       errno = EINVAL;
       return NULL;
     }
-  void *s = zmq_socket (self->ctx, type);
+  void *s = zcd_socket_new (self->ctx, type);
   if (s == NULL)
     return NULL;
-  int linger = 0, sndhwm = FO_SNDHWM, rcvhwm = 0;
-  zmq_setsockopt (s, ZMQ_LINGER, &linger, sizeof linger);
-  if (type == ZMQ_DEALER)
-    {
-      zmq_setsockopt (s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
-      zmq_setsockopt (s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
-    }
   if (node->server_key[0]
       && (zmq_setsockopt (s, ZMQ_CURVE_SERVERKEY, node->server_key, FO_KEY_LEN + 1) != 0
           || zmq_setsockopt (s, ZMQ_CURVE_PUBLICKEY, self->client_public, FO_KEY_LEN + 1) != 0
@@ -159,67 +139,6 @@ s_connect (zcd_fanout_t *self, fo_node_t *node)
   return node->dealer ? 0 : -1;
 }
 
-int
-fo_send_with_rid (void *socket, const void *body, size_t len, uint64_t rid)
-{
-  mp_reader_t r;
-  uint32_t count;
-  mp_reader_init (&r, body, len);
-  if (!mp_read_map (&r, &count) || count == UINT32_MAX)
-    {
-      errno = EINVAL;
-      return -1;
-    }
-  size_t hlen = len - mp_reader_left (&r);
-  /* the rid goes first: a new header with count + 1, the entries follow */
-  msgpack_sbuffer sbuf;
-  msgpack_sbuffer_init (&sbuf);
-  msgpack_packer pk;
-  msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-  msgpack_pack_map (&pk, count + 1);
-  msgpack_pack_str (&pk, 3);
-  msgpack_pack_str_body (&pk, "rid", 3);
-  msgpack_pack_uint64 (&pk, rid);
-  if (len > hlen)
-    msgpack_sbuffer_write (&sbuf, (const char *)body + hlen, len - hlen);
-  int rc = zmq_send (socket, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-  if (rc == 0)
-    rc = zmq_send (socket, sbuf.data, sbuf.size, 0);
-  int saved = errno;
-  msgpack_sbuffer_destroy (&sbuf);
-  errno = saved;
-  return rc < 0 ? -1 : 0;
-}
-
-int
-fo_read_reply (void *socket, zcd_reply_t **reply)
-{
-  zmq_msg_t last;
-  zmq_msg_init (&last);
-  int more = 1;
-  while (more)
-    {
-      zmq_msg_close (&last);
-      zmq_msg_init (&last);
-      if (zmq_msg_recv (&last, socket, ZMQ_DONTWAIT) < 0)
-        {
-          int saved = errno;
-          zmq_msg_close (&last);
-          errno = saved;
-          return -1;
-        }
-      more = zmq_msg_more (&last);
-    }
-  *reply = zcd_reply_decode (zmq_msg_data (&last), zmq_msg_size (&last));
-  zmq_msg_close (&last);
-  if (*reply == NULL)
-    {
-      errno = EPROTO;
-      return -1;
-    }
-  return 0;
-}
-
 /* ---- requests --------------------------------------------------------------- */
 
 uint64_t
@@ -233,7 +152,7 @@ zcd_fanout_send (zcd_fanout_t *self, size_t index, const void *body, size_t len)
   fo_node_t *node = &self->nodes[index];
   if (s_connect (self, node) < 0)
     return 0;
-  if (fo_send_with_rid (node->dealer, body, len, node->next_rid) < 0)
+  if (zcd_send_with_rid (node->dealer, body, len, node->next_rid) < 0)
     {
       int saved = errno;
       fo_set_error (self, "node %s: send: %s", node->name,
@@ -242,52 +161,6 @@ zcd_fanout_send (zcd_fanout_t *self, size_t index, const void *body, size_t len)
       return 0;
     }
   return node->next_rid++;
-}
-
-static bool
-s_take_abandoned (fo_node_t *node, uint64_t rid, bool final)
-{
-  for (size_t i = 0; i < node->n_abandoned; i++)
-    if (node->abandoned[i] == rid)
-      {
-        if (final)
-          node->abandoned[i] = node->abandoned[--node->n_abandoned];
-        return true;
-      }
-  return false;
-}
-
-static void
-s_abandon (fo_node_t *node, uint64_t rid)
-{
-  if (node->n_abandoned == node->cap_abandoned)
-    {
-      size_t cap = node->cap_abandoned ? node->cap_abandoned * 2 : 16;
-      uint64_t *grown = realloc (node->abandoned, cap * sizeof *grown);
-      if (grown == NULL)
-        return; /* the late reply then surfaces in zcd_fanout_recv: harmless */
-      node->abandoned = grown;
-      node->cap_abandoned = cap;
-    }
-  node->abandoned[node->n_abandoned++] = rid;
-}
-
-static void
-s_stash (zcd_fanout_t *self, size_t index, zcd_reply_t *reply)
-{
-  fo_reply_node_t *r = calloc (1, sizeof *r);
-  if (r == NULL)
-    {
-      zcd_reply_destroy (&reply);
-      return;
-    }
-  r->index = index;
-  r->reply = reply;
-  if (self->stash_tail)
-    self->stash_tail->next = r;
-  else
-    self->stash_head = r;
-  self->stash_tail = r;
 }
 
 /* Wait up to the deadline for any request socket of `want` (NULL = every
@@ -323,10 +196,10 @@ s_next_reply (zcd_fanout_t *self, const bool *want, int64_t deadline, size_t *in
       for (size_t k = 0; k < n; k++)
         {
           fo_node_t *node = &self->nodes[map[k]];
-          if (!(items[k].revents & ZMQ_POLLIN) || fo_read_reply (node->dealer, reply) < 0)
+          if (!(items[k].revents & ZMQ_POLLIN) || zcd_read_reply (node->dealer, reply) < 0)
             continue;
           uint64_t rid = zcd_reply_rid (*reply);
-          if (rid && s_take_abandoned (node, rid, zcd_reply_final (*reply)))
+          if (rid && zcd_rids_take (&node->abandoned, rid, zcd_reply_final (*reply)))
             {
               zcd_reply_destroy (reply);
               continue;
@@ -341,17 +214,8 @@ int
 zcd_fanout_recv (zcd_fanout_t *self, int timeout_ms, size_t *index, zcd_reply_t **reply)
 {
   *reply = NULL;
-  if (self->stash_head)
-    {
-      fo_reply_node_t *r = self->stash_head;
-      self->stash_head = r->next;
-      if (self->stash_head == NULL)
-        self->stash_tail = NULL;
-      *index = r->index;
-      *reply = r->reply;
-      free (r);
-      return 0;
-    }
+  if (zcd_stash_pop (&self->stash, index, reply))
+    return 0;
   return s_next_reply (self, NULL, zcd_deadline (timeout_ms), index, reply);
 }
 
@@ -392,9 +256,7 @@ s_result_error (zcd_fanout_result_t *res, int err, const char *fmt, ...)
   va_list ap;
   va_start (ap, fmt);
   res->err = err;
-  free (res->error);
-  if (vasprintf (&res->error, fmt, ap) < 0)
-    res->error = NULL;
+  zcd_set_text (&res->error, fmt, ap);
   va_end (ap);
 }
 
@@ -405,10 +267,9 @@ s_result_reply (zcd_fanout_result_t *res, zcd_reply_t *reply)
   res->reply = reply;
   if (zcd_reply_ok (reply))
     return;
-  const char *code = zcd_reply_error_code (reply);
-  const char *message = zcd_reply_error_message (reply);
-  s_result_error (res, EREMOTEIO, "%s: %s", code ? code : "internal",
-                  message ? message : "reply without ok");
+  char *text = zcd_reply_error_text (reply);
+  s_result_error (res, EREMOTEIO, "%s", text ? text : "internal: reply without ok");
+  free (text);
 }
 
 /* Collect the final replies of the requests in rids (0 = not pending). */
@@ -432,7 +293,7 @@ s_collect (zcd_fanout_t *self, zcd_fanout_result_t *res, uint64_t *rids, size_t 
       while (k < n && !(res[k].index == index && rids[k] == zcd_reply_rid (reply)))
         k++;
       if (k == n)
-        s_stash (self, index, reply); /* an asynchronous request's reply */
+        zcd_stash_push (&self->stash, index, reply); /* an asynchronous request's reply */
       else if (!zcd_reply_final (reply))
         zcd_reply_destroy (&reply);
       else
@@ -446,7 +307,7 @@ s_collect (zcd_fanout_t *self, zcd_fanout_result_t *res, uint64_t *rids, size_t 
   for (size_t k = 0; k < n; k++)
     if (rids[k])
       {
-        s_abandon (&self->nodes[res[k].index], rids[k]);
+        zcd_rids_add (&self->nodes[res[k].index].abandoned, rids[k]);
         s_result_error (&res[k], ETIMEDOUT, "no reply from %s within %d ms",
                         self->nodes[res[k].index].cmd_ep, timeout_ms);
       }

@@ -263,7 +263,7 @@ s_send_op (fo_node_t *node, const char *op, bool with_since, uint64_t since)
   size_t len = 0;
   const char *data = body ? zcd_body_data (body, &len) : NULL;
   uint64_t rid = node->evt_next_rid;
-  int rc = data ? fo_send_with_rid (node->evt_dealer, data, len, rid) : -1;
+  int rc = data ? zcd_send_with_rid (node->evt_dealer, data, len, rid) : -1;
   zcd_body_destroy (&body);
   if (rc < 0)
     return 0;
@@ -378,7 +378,7 @@ s_read_sync_replies (zcd_fanout_t *self, size_t index)
   fo_node_t *node = &self->nodes[index];
   fo_stream_t *st = &node->stream;
   zcd_reply_t *reply = NULL;
-  while (node->evt_dealer && (fo_read_reply (node->evt_dealer, &reply) == 0 || errno == EPROTO))
+  while (node->evt_dealer && (zcd_read_reply (node->evt_dealer, &reply) == 0 || errno == EPROTO))
     {
       if (reply == NULL)
         continue;

@@ -54,19 +54,11 @@ typedef struct
   char server_key[FO_KEY_LEN + 1]; /* "" = no CURVE */
   void *dealer;                    /* requests (zcd_fanout.c) */
   uint64_t next_rid;
-  uint64_t *abandoned; /* rids whose call timed out: late replies dropped */
-  size_t n_abandoned, cap_abandoned;
+  zcd_rids_t abandoned;             /* rids whose call timed out: late replies dropped */
   void *evt_dealer, *sub, *monitor; /* the event stream (zcd_fanout_events.c) */
   uint64_t evt_next_rid;
   fo_stream_t stream;
 } fo_node_t;
-
-typedef struct fo_reply_node
-{
-  size_t index;
-  zcd_reply_t *reply;
-  struct fo_reply_node *next;
-} fo_reply_node_t;
 
 struct _zcd_fanout_t
 {
@@ -77,9 +69,9 @@ struct _zcd_fanout_t
   int timeout_ms;
   uint64_t since;
   bool events_started;
-  size_t rr;                                /* where the next poll round starts */
-  fo_reply_node_t *stash_head, *stash_tail; /* replies for zcd_fanout_recv */
-  fo_queue_t ready;                         /* merged events ready for delivery */
+  size_t rr;         /* where the next poll round starts */
+  zcd_stash_t stash; /* replies for zcd_fanout_recv */
+  fo_queue_t ready;  /* merged events ready for delivery */
   char *last_error;
 };
 
@@ -89,11 +81,6 @@ void fo_set_error (zcd_fanout_t *self, const char *fmt, ...)
  * key, connected to endpoint (not connected when NULL).  NULL (errno) on
  * failure, described in the last error. */
 void *fo_socket (zcd_fanout_t *self, fo_node_t *node, int type, const char *endpoint);
-/* Send body with "rid" = rid added, as [empty, body]; 0 or -1 (errno). */
-int fo_send_with_rid (void *socket, const void *body, size_t len, uint64_t rid);
-/* Read one whole message (DONTWAIT) and decode its last frame: 0, or -1
- * with errno EAGAIN (nothing waiting) or EPROTO (undecodable, dropped). */
-int fo_read_reply (void *socket, zcd_reply_t **reply);
 
 void fo_queue_push (fo_queue_t *q, zcd_fanout_event_t *event);
 zcd_fanout_event_t *fo_queue_pop (fo_queue_t *q);

@@ -28,10 +28,9 @@ zcd_client_request (zcd_client_t *self, zcd_body_t *body, zcd_reply_t **reply)
         zcd_reply_destroy (&got);
       return 0;
     }
-  const char *code = zcd_reply_error_code (got);
-  const char *message = zcd_reply_error_message (got);
-  zcd_client_set_error (self, "%s: %s", code ? code : "internal",
-                        message ? message : "reply without ok");
+  char *text = zcd_reply_error_text (got);
+  zcd_client_set_error (self, "%s", text ? text : "internal: reply without ok");
+  free (text);
   if (reply)
     *reply = got;
   else
@@ -97,9 +96,8 @@ zcd_client_metrics (zcd_client_t *self, zcd_reply_t **reply)
   return s_finish (self, zcd_body_new ("metrics"), reply);
 }
 
-int
-zcd_client_create (zcd_client_t *self, const char *id, const char *bundle,
-                   const zcd_create_opts_t *opts, zcd_reply_t **reply)
+zcd_body_t *
+zcd_body_for_create (const char *id, const char *bundle, const zcd_create_opts_t *opts)
 {
   zcd_body_t *body = zcd_body_new ("create");
   zcd_body_str (body, "id", id);
@@ -117,7 +115,14 @@ zcd_client_create (zcd_client_t *self, const char *id, const char *bundle,
       s_opt_str (body, "checkpoint", opts->checkpoint);
       s_opt_str (body, "checkpoint_dir", opts->checkpoint_dir);
     }
-  return s_finish (self, body, reply);
+  return body;
+}
+
+int
+zcd_client_create (zcd_client_t *self, const char *id, const char *bundle,
+                   const zcd_create_opts_t *opts, zcd_reply_t **reply)
+{
+  return s_finish (self, zcd_body_for_create (id, bundle, opts), reply);
 }
 
 static void
@@ -161,9 +166,8 @@ zcd_client_exec (zcd_client_t *self, const char *id, const char *pid, const char
   return s_finish (self, body, reply);
 }
 
-int
-zcd_client_signal (zcd_client_t *self, const char *id, const char *pid, int signal, bool all,
-                   zcd_reply_t **reply)
+zcd_body_t *
+zcd_body_for_signal (const char *id, const char *pid, int signal, bool all)
 {
   zcd_body_t *body = zcd_body_new ("signal");
   zcd_body_str (body, "id", id);
@@ -171,28 +175,47 @@ zcd_client_signal (zcd_client_t *self, const char *id, const char *pid, int sign
   zcd_body_int (body, "signal", signal);
   if (all)
     zcd_body_bool (body, "all", true);
-  return s_finish (self, body, reply);
+  return body;
 }
 
-static int
-s_set_status (zcd_client_t *self, const char *id, const char *status, zcd_reply_t **reply)
+int
+zcd_client_signal (zcd_client_t *self, const char *id, const char *pid, int signal, bool all,
+                   zcd_reply_t **reply)
+{
+  return s_finish (self, zcd_body_for_signal (id, pid, signal, all), reply);
+}
+
+static zcd_body_t *
+s_status_body (const char *id, const char *status)
 {
   zcd_body_t *body = zcd_body_new ("update");
   zcd_body_str (body, "id", id);
   zcd_body_str (body, "status", status);
-  return s_finish (self, body, reply);
+  return body;
+}
+
+zcd_body_t *
+zcd_body_for_pause (const char *id)
+{
+  return s_status_body (id, "paused");
+}
+
+zcd_body_t *
+zcd_body_for_resume (const char *id)
+{
+  return s_status_body (id, "running");
 }
 
 int
 zcd_client_pause (zcd_client_t *self, const char *id, zcd_reply_t **reply)
 {
-  return s_set_status (self, id, "paused", reply);
+  return s_finish (self, zcd_body_for_pause (id), reply);
 }
 
 int
 zcd_client_resume (zcd_client_t *self, const char *id, zcd_reply_t **reply)
 {
-  return s_set_status (self, id, "running", reply);
+  return s_finish (self, zcd_body_for_resume (id), reply);
 }
 
 void

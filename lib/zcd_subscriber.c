@@ -231,11 +231,9 @@ s_connect (zcd_subscriber_t *self)
   if (self->client == NULL)
     return s_fail (self, "connect to the command endpoint");
   zcd_client_set_timeout (self->client, self->timeout_ms);
-  self->sub = zmq_socket (zcd_client_context (self->client), ZMQ_SUB);
+  self->sub = zcd_socket_new (zcd_client_context (self->client), ZMQ_SUB);
   if (self->sub == NULL)
     return s_fail (self, "SUB socket");
-  int linger = 0;
-  zmq_setsockopt (self->sub, ZMQ_LINGER, &linger, sizeof linger);
   if (self->hwm > 0)
     zmq_setsockopt (self->sub, ZMQ_RCVHWM, &self->hwm, sizeof self->hwm);
   if (zmq_setsockopt (self->sub, ZMQ_SUBSCRIBE, "", 0) != 0

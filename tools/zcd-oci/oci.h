@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "lib/zcd_client.h"
+#include "lib/zcd_tool.h"
 
 /* runc's convention: every failure exits 1 (usage errors included);
  * `run` exits with the container's own status. */
@@ -43,10 +44,6 @@ char *oci_events_endpoint (oci_t *o);
 /* Container ids as zcd accepts them (PROTOCOL.md section 3): they also
  * name our record files, so nothing else may pass. */
 bool oci_valid_id (const char *id);
-/* Signal by number (1-64) or name (TERM, SIGTERM, term); 0 if unknown. */
-int oci_parse_signal (const char *s);
-/* path made absolute against our cwd; malloc'd, NULL on failure. */
-char *oci_absolute (const char *path);
 /* Why a daemon request failed: its error code, or "" for a local failure
  * (no daemon, timeout). */
 const char *oci_reply_code (const zcd_reply_t *reply);
@@ -85,10 +82,25 @@ int oci_record_remove (oci_t *o, const char *id);
 
 /* Host pid of a zcd Container's init process (0 when it has none). */
 uint64_t oci_container_init_pid (const msgpack_object *container);
+/* Send zcd's `create`; *pid gets the host pid of the container's init.
+ * 0 or an exit code (message printed). */
+int oci_send_create (oci_t *o, const char *id, const char *bundle, const zcd_create_opts_t *opts,
+                     uint64_t *pid);
 /* Send zcd's `create` for a detached container (stdio /dev/null) and write
  * the pid file when one is given; 0 or an exit code (message printed). */
 int oci_create_detached (oci_t *o, const char *id, const char *bundle, const char *pid_file,
                          bool no_pivot);
+
+/* The options and operand of run and create (runc's; run also takes
+ * --detach and a few more it ignores). */
+typedef struct
+{
+  const char *id, *bundle, *pid_file;
+  bool detach, no_pivot;
+} oci_create_args_t;
+/* Parse argv (argv[0] is "run" or "create"); 0, or an exit code after
+ * printing why. */
+int oci_create_args (oci_t *o, int argc, char **argv, oci_create_args_t *a);
 
 /* ---- commands ---- */
 

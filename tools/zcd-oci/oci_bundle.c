@@ -30,7 +30,7 @@ int
 oci_bundle_load (oci_t *o, const char *bundle, oci_bundle_t *out, bool quiet)
 {
   memset (out, 0, sizeof *out);
-  out->bundle = oci_absolute (bundle);
+  out->bundle = zcd_tool_absolute (bundle);
   char *config_path = NULL;
   if (out->bundle == NULL || asprintf (&config_path, "%s/config.json", out->bundle) < 0)
     return s_fail (o, quiet, "bundle %s: %s", bundle, strerror (ENOMEM));

@@ -23,22 +23,33 @@
 #define FORCE_DELETE_WAIT_MS 30000
 
 int
-oci_create_detached (oci_t *o, const char *id, const char *bundle, const char *pid_file,
-                     bool no_pivot)
+oci_send_create (oci_t *o, const char *id, const char *bundle, const zcd_create_opts_t *opts,
+                 uint64_t *pid)
 {
   zcd_client_t *cli = oci_client (o);
   if (cli == NULL)
     return OCI_EXIT_FAIL;
-  zcd_create_opts_t opts = { .no_pivot_root = no_pivot };
   zcd_reply_t *reply = NULL;
-  if (zcd_client_create (cli, id, bundle, &opts, &reply) < 0)
+  if (zcd_client_create (cli, id, bundle, opts, &reply) < 0)
     {
       int rc = oci_fail_request (o, "create", reply);
       zcd_reply_destroy (&reply);
       return rc;
     }
-  uint64_t pid = oci_container_init_pid (zcd_reply_get (reply, "container"));
+  *pid = oci_container_init_pid (zcd_reply_get (reply, "container"));
   zcd_reply_destroy (&reply);
+  return 0;
+}
+
+int
+oci_create_detached (oci_t *o, const char *id, const char *bundle, const char *pid_file,
+                     bool no_pivot)
+{
+  zcd_create_opts_t opts = { .no_pivot_root = no_pivot };
+  uint64_t pid = 0;
+  int rc = oci_send_create (o, id, bundle, &opts, &pid);
+  if (rc)
+    return rc;
   oci_debug (o, "%s runs detached, init pid %llu", id, (unsigned long long)pid);
   return pid_file && oci_write_pid_file (o, pid_file, pid) < 0 ? OCI_EXIT_FAIL : 0;
 }
@@ -106,7 +117,7 @@ s_create (oci_t *o, const char *id, const char *bundle_arg, const char *pid_file
   int rc = 0;
   bool absent = false;
   char *status = NULL;
-  char *abs_pid_file = pid_file ? oci_absolute (pid_file) : NULL;
+  char *abs_pid_file = pid_file ? zcd_tool_absolute (pid_file) : NULL;
   if (b.terminal)
     rc = oci_error (o, "config.json asks for a terminal: zcd-oci create/start cannot provide one "
                        "(use run, or set process.terminal to false)");
@@ -132,10 +143,16 @@ enum
   OPT_IGNORED_ARG,
 };
 
+/* run's own options come first: create's table starts after them. */
+#define RUN_ONLY_OPTIONS 3
+
 int
-oci_cmd_create (oci_t *o, int argc, char **argv)
+oci_create_args (oci_t *o, int argc, char **argv, oci_create_args_t *a)
 {
   static const struct option longopts[] = {
+    { "detach", no_argument, NULL, 'd' },
+    { "no-subreaper", no_argument, NULL, OPT_IGNORED },
+    { "keep", no_argument, NULL, OPT_IGNORED },
     { "bundle", required_argument, NULL, 'b' },
     { "pid-file", required_argument, NULL, OPT_PID_FILE },
     { "no-pivot", no_argument, NULL, OPT_NO_PIVOT },
@@ -143,23 +160,35 @@ oci_cmd_create (oci_t *o, int argc, char **argv)
     { "preserve-fds", required_argument, NULL, OPT_IGNORED_ARG },
     { NULL, 0, NULL, 0 },
   };
-  const char *bundle = ".", *pid_file = NULL;
-  bool no_pivot = false;
+  bool run = strcmp (argv[0], "run") == 0;
+  *a = (oci_create_args_t){ .bundle = "." };
   int opt;
   optind = 0;
-  while ((opt = getopt_long (argc, argv, "b:", longopts, NULL)) != -1)
+  while ((opt = getopt_long (
+              argc, argv, run ? "b:d" : "b:", run ? longopts : longopts + RUN_ONLY_OPTIONS, NULL))
+         != -1)
     {
       if (opt == 'b')
-        bundle = optarg;
+        a->bundle = optarg;
       else if (opt == OPT_PID_FILE)
-        pid_file = optarg;
+        a->pid_file = optarg;
+      else if (opt == 'd')
+        a->detach = true;
       else if (opt == OPT_NO_PIVOT)
-        no_pivot = true;
+        a->no_pivot = true;
       else if (opt == '?')
-        return oci_error (o, "create: bad usage (see zcd-oci --help)");
+        return oci_error (o, "%s: bad usage (see zcd-oci --help)", argv[0]);
     }
-  const char *id = s_one_id (o, argc, argv, optind);
-  return id ? s_create (o, id, bundle, pid_file, no_pivot) : OCI_EXIT_FAIL;
+  a->id = s_one_id (o, argc, argv, optind);
+  return a->id ? 0 : OCI_EXIT_FAIL;
+}
+
+int
+oci_cmd_create (oci_t *o, int argc, char **argv)
+{
+  oci_create_args_t a;
+  int rc = oci_create_args (o, argc, argv, &a);
+  return rc ? rc : s_create (o, a.id, a.bundle, a.pid_file, a.no_pivot);
 }
 
 int
@@ -231,7 +260,7 @@ oci_cmd_kill (oci_t *o, int argc, char **argv)
   if (left < 1 || left > 2)
     return oci_error (o, "kill: usage: zcd-oci kill [-a] ID [SIGNAL]");
   const char *id = argv[optind];
-  int sig = left == 2 ? oci_parse_signal (argv[optind + 1]) : SIGTERM;
+  int sig = left == 2 ? zcd_tool_parse_signal (argv[optind + 1]) : SIGTERM;
   if (sig == 0)
     return oci_error (o, "unknown signal: %s", argv[optind + 1]);
   if (!oci_valid_id (id))

@@ -5,13 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,18 +90,27 @@ s_log_line (oci_t *o, const char *level, const char *msg)
   close (fd);
 }
 
+/* An error goes to stderr and the --log file; a debug line to the --log
+ * file, or to stderr when there is none. */
+static void
+s_say (oci_t *o, bool debug, const char *fmt, va_list ap)
+{
+  char *msg = NULL;
+  if (vasprintf (&msg, fmt, ap) < 0)
+    msg = NULL;
+  if (!debug || o->log_path == NULL)
+    fprintf (stderr, "zcd-oci: %s%s\n", debug ? "debug: " : "", msg ? msg : fmt);
+  s_log_line (o, debug ? "debug" : "error", msg ? msg : fmt);
+  free (msg);
+}
+
 int
 oci_error (oci_t *o, const char *fmt, ...)
 {
   va_list ap;
-  char *msg = NULL;
   va_start (ap, fmt);
-  if (vasprintf (&msg, fmt, ap) < 0)
-    msg = NULL;
+  s_say (o, false, fmt, ap);
   va_end (ap);
-  fprintf (stderr, "zcd-oci: %s\n", msg ? msg : fmt);
-  s_log_line (o, "error", msg ? msg : fmt);
-  free (msg);
   return OCI_EXIT_FAIL;
 }
 
@@ -113,16 +120,9 @@ oci_debug (oci_t *o, const char *fmt, ...)
   if (!o->debug)
     return;
   va_list ap;
-  char *msg = NULL;
   va_start (ap, fmt);
-  if (vasprintf (&msg, fmt, ap) < 0)
-    msg = NULL;
+  s_say (o, true, fmt, ap);
   va_end (ap);
-  if (o->log_path)
-    s_log_line (o, "debug", msg ? msg : fmt);
-  else
-    fprintf (stderr, "zcd-oci: debug: %s\n", msg ? msg : fmt);
-  free (msg);
 }
 
 zcd_client_t *
@@ -130,15 +130,12 @@ oci_client (oci_t *o)
 {
   if (o->client)
     return o->client;
-  o->client = zcd_client_new (o->address);
+  o->client = zcd_tool_client (o->address, o->timeout_ms);
   if (o->client == NULL)
-    {
-      oci_error (o, "cannot use endpoint %s: %s", o->address ? o->address : "(default)",
-                 strerror (errno));
-      return NULL;
-    }
-  zcd_client_set_timeout (o->client, o->timeout_ms);
-  oci_debug (o, "daemon at %s", zcd_client_endpoint (o->client));
+    oci_error (o, "cannot use endpoint %s: %s", o->address ? o->address : "(default)",
+               strerror (errno));
+  else
+    oci_debug (o, "daemon at %s", zcd_client_endpoint (o->client));
   return o->client;
 }
 
@@ -178,42 +175,6 @@ oci_valid_id (const char *id)
   return true;
 }
 
-int
-oci_parse_signal (const char *s)
-{
-  if (s[0] >= '0' && s[0] <= '9')
-    {
-      char *end = NULL;
-      errno = 0;
-      long n = strtol (s, &end, 10);
-      return errno == 0 && *end == '\0' && n >= 1 && n <= 64 ? (int)n : 0;
-    }
-  if (strncasecmp (s, "SIG", 3) == 0)
-    s += 3;
-  for (int sig = 1; sig < NSIG && sig <= 64; sig++)
-    {
-      const char *name = sigabbrev_np (sig);
-      if (name && strcasecmp (name, s) == 0)
-        return sig;
-    }
-  return 0;
-}
-
-char *
-oci_absolute (const char *path)
-{
-  char *abs = realpath (path, NULL);
-  if (abs)
-    return abs;
-  if (path[0] == '/')
-    return strdup (path);
-  char cwd[PATH_MAX];
-  char *joined = NULL;
-  if (getcwd (cwd, sizeof cwd) == NULL || asprintf (&joined, "%s/%s", cwd, path) < 0)
-    return NULL;
-  return joined;
-}
-
 const char *
 oci_reply_code (const zcd_reply_t *reply)
 {
@@ -235,7 +196,7 @@ oci_fail_request (oci_t *o, const char *what, const zcd_reply_t *reply)
 int
 oci_write_pid_file (oci_t *o, const char *path, uint64_t pid)
 {
-  char *abs = oci_absolute (path);
+  char *abs = zcd_tool_absolute (path);
   char *tmp = NULL;
   if (abs == NULL || asprintf (&tmp, "%s.XXXXXX", abs) < 0)
     {

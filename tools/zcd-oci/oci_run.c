@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -41,6 +40,14 @@
 
 static const int s_forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
 
+static void
+s_forwarded_set (sigset_t *set)
+{
+  sigemptyset (set);
+  for (size_t i = 0; i < sizeof s_forwarded / sizeof s_forwarded[0]; i++)
+    sigaddset (set, s_forwarded[i]);
+}
+
 typedef struct
 {
   oci_t *o;
@@ -58,12 +65,6 @@ typedef struct
   bool raw;
   struct termios saved;
 } run_t;
-
-typedef struct
-{
-  const char *bundle, *pid_file;
-  bool detach, no_pivot;
-} run_args_t;
 
 zcd_subscriber_t *
 oci_subscribe (oci_t *o, const char *id)
@@ -431,26 +432,18 @@ s_raw_terminal (run_t *r)
 }
 
 static int
-s_create (run_t *r, const oci_bundle_t *b, const run_args_t *a)
+s_create (run_t *r, const oci_bundle_t *b, const oci_create_args_t *a)
 {
-  zcd_client_t *cli = oci_client (r->o);
-  if (cli == NULL)
-    return OCI_EXIT_FAIL;
   zcd_create_opts_t opts = {
     .no_pivot_root = a->no_pivot,
     .stdin_path = r->paths[0][0] ? r->paths[0] : NULL,
     .stdout_path = r->paths[1][0] ? r->paths[1] : NULL,
     .stderr_path = r->paths[2][0] ? r->paths[2] : NULL,
   };
-  zcd_reply_t *reply = NULL;
-  if (zcd_client_create (cli, r->id, b->bundle, &opts, &reply) < 0)
-    {
-      int rc = oci_fail_request (r->o, "create", reply);
-      zcd_reply_destroy (&reply);
-      return rc;
-    }
-  uint64_t pid = oci_container_init_pid (zcd_reply_get (reply, "container"));
-  zcd_reply_destroy (&reply);
+  uint64_t pid = 0;
+  int rc = oci_send_create (r->o, r->id, b->bundle, &opts, &pid);
+  if (rc)
+    return rc;
   oci_debug (r->o, "%s runs, init pid %llu", r->id, (unsigned long long)pid);
   /* The shim opened the FIFOs before the init ran: their names are of no
    * more use, and once gone they cannot outlive us (Slurm may SIGKILL a
@@ -462,8 +455,9 @@ s_create (run_t *r, const oci_bundle_t *b, const run_args_t *a)
 }
 
 static int
-s_run (oci_t *o, const char *id, const run_args_t *a)
+s_run (oci_t *o, const oci_create_args_t *a)
 {
+  const char *id = a->id;
   oci_bundle_t b;
   if (oci_bundle_load (o, a->bundle, &b, false) < 0)
     return OCI_EXIT_FAIL;
@@ -480,9 +474,7 @@ s_run (oci_t *o, const char *id, const run_args_t *a)
   r->id = id;
   r->fifo[0] = r->fifo[1] = r->fifo[2] = -1;
   sigset_t set;
-  sigemptyset (&set);
-  for (size_t i = 0; i < sizeof s_forwarded / sizeof s_forwarded[0]; i++)
-    sigaddset (&set, s_forwarded[i]);
+  s_forwarded_set (&set);
   /* The mask was set before any ZeroMQ thread existed (see oci_cmd_run):
    * this fd gets every forwarded signal sent to us. */
   r->sigfd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -505,14 +497,6 @@ s_run (oci_t *o, const char *id, const run_args_t *a)
   return rc;
 }
 
-enum
-{
-  OPT_PID_FILE = 1000,
-  OPT_NO_PIVOT,
-  OPT_IGNORED,
-  OPT_IGNORED_ARG,
-};
-
 int
 oci_cmd_run (oci_t *o, int argc, char **argv)
 {
@@ -520,40 +504,9 @@ oci_cmd_run (oci_t *o, int argc, char **argv)
    * inherit the mask, so no thread of ours can take a forwarded signal's
    * default action. */
   sigset_t set;
-  sigemptyset (&set);
-  for (size_t i = 0; i < sizeof s_forwarded / sizeof s_forwarded[0]; i++)
-    sigaddset (&set, s_forwarded[i]);
+  s_forwarded_set (&set);
   sigprocmask (SIG_BLOCK, &set, NULL);
-  static const struct option longopts[] = {
-    { "bundle", required_argument, NULL, 'b' },
-    { "pid-file", required_argument, NULL, OPT_PID_FILE },
-    { "detach", no_argument, NULL, 'd' },
-    { "no-pivot", no_argument, NULL, OPT_NO_PIVOT },
-    { "no-subreaper", no_argument, NULL, OPT_IGNORED },
-    { "no-new-keyring", no_argument, NULL, OPT_IGNORED },
-    { "keep", no_argument, NULL, OPT_IGNORED },
-    { "preserve-fds", required_argument, NULL, OPT_IGNORED_ARG },
-    { NULL, 0, NULL, 0 },
-  };
-  run_args_t a = { .bundle = "." };
-  int opt;
-  optind = 0;
-  while ((opt = getopt_long (argc, argv, "b:d", longopts, NULL)) != -1)
-    {
-      if (opt == 'b')
-        a.bundle = optarg;
-      else if (opt == OPT_PID_FILE)
-        a.pid_file = optarg;
-      else if (opt == 'd')
-        a.detach = true;
-      else if (opt == OPT_NO_PIVOT)
-        a.no_pivot = true;
-      else if (opt == '?')
-        return oci_error (o, "run: bad usage (see zcd-oci --help)");
-    }
-  if (argc - optind != 1)
-    return oci_error (o, "run: \"run\" requires exactly 1 argument: the container id");
-  if (!oci_valid_id (argv[optind]))
-    return oci_error (o, "invalid container id: %s", argv[optind]);
-  return s_run (o, argv[optind], &a);
+  oci_create_args_t a;
+  int rc = oci_create_args (o, argc, argv, &a);
+  return rc ? rc : s_run (o, &a);
 }

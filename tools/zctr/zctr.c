@@ -2,14 +2,12 @@
 #include "tools/zctr/zctr.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 static const char s_usage[]
     = "usage: zctr [GLOBAL OPTIONS] COMMAND [ARGS]\n"
@@ -83,6 +81,13 @@ zctr_error (int code, const char *fmt, ...)
 }
 
 int
+zctr_usage (const zctr_t *z, bool needs_on, const char *text)
+{
+  return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr %s%s%s", z->nodes ? "--node FILE " : "",
+                     z->nodes && needs_on ? "--on NAME " : "", text);
+}
+
+int
 zctr_common_option (zctr_t *z, int opt, const char *arg, bool *handled)
 {
   *handled = true;
@@ -132,14 +137,10 @@ zctr_client (zctr_t *z)
 {
   if (z->client)
     return z->client;
-  z->client = zcd_client_new (z->address);
+  z->client = zcd_tool_client (z->address, z->timeout_ms);
   if (z->client == NULL)
-    {
-      zctr_error (ZCTR_EXIT_FAIL, "cannot use endpoint %s: %s", z->address ? z->address : "(default)",
-                  strerror (errno));
-      return NULL;
-    }
-  zcd_client_set_timeout (z->client, z->timeout_ms);
+    zctr_error (ZCTR_EXIT_FAIL, "cannot use endpoint %s: %s", z->address ? z->address : "(default)",
+                strerror (errno));
   return z->client;
 }
 
@@ -189,21 +190,6 @@ zctr_print_flat (const msgpack_object *obj, const char *prefix)
     }
 }
 
-char *
-zctr_absolute (const char *path)
-{
-  char *abs = realpath (path, NULL);
-  if (abs)
-    return abs;
-  if (path[0] == '/')
-    return strdup (path);
-  char cwd[PATH_MAX];
-  char *joined = NULL;
-  if (getcwd (cwd, sizeof cwd) == NULL || asprintf (&joined, "%s/%s", cwd, path) < 0)
-    return NULL;
-  return joined;
-}
-
 bool
 zctr_parse_u64 (const char *s, uint64_t *out)
 {
@@ -243,23 +229,6 @@ zctr_parse_bytes (const char *s, uint64_t *out)
     return false;
   *out = (uint64_t) v << shift;
   return true;
-}
-
-int
-zctr_parse_signal (const char *s)
-{
-  uint64_t n = 0;
-  if (zctr_parse_u64 (s, &n))
-    return n >= 1 && n <= 64 ? (int) n : 0;
-  if (strncasecmp (s, "SIG", 3) == 0)
-    s += 3;
-  for (int sig = 1; sig < NSIG && sig <= 64; sig++)
-    {
-      const char *name = sigabbrev_np (sig);
-      if (name && strcasecmp (name, s) == 0)
-        return sig;
-    }
-  return 0;
 }
 
 static int
@@ -377,7 +346,8 @@ s_dispatch (zctr_t *z, int argc, char **argv)
 {
   const char *cmd = argv[0];
   int rc;
-  if (s_wants_nodes (z, argc, argv))
+  z->nodes = s_wants_nodes (z, argc, argv);
+  if (z->nodes)
     return zctr_cmd_node (z, argc, argv);
   if (strcmp (cmd, "version") == 0 || strcmp (cmd, "metrics") == 0)
     {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "lib/zcd_client.h"
+#include "lib/zcd_tool.h"
 
 /* Exit codes: a failed request 1, bad usage 2; --attach exits with the
  * process's own status. */
@@ -23,6 +24,7 @@ typedef struct
   /* --node FILE: every command goes through the fan-out client to the
    * nodes the file lists (zctr_node.c) */
   const char *node_file;
+  bool nodes;              /* --node seen anywhere: set before the command runs */
   const char *client_cert; /* --client-cert: overrides the node file's */
   const char **on;         /* --on NAME[,NAME]: NULL-terminated, malloc'd */
   char **on_storage;       /* the split --on arguments, freed at exit */
@@ -75,18 +77,16 @@ void zctr_print_json (const msgpack_object *obj);
 /* Print an object as "path: value" lines (human output of nested maps). */
 void zctr_print_flat (const msgpack_object *obj, const char *prefix);
 
-/* path made absolute against our cwd (the daemon resolves nothing against
- * it); malloc'd, NULL if that fails. */
-char *zctr_absolute (const char *path);
-
 /* Strict numbers; memory also takes a k/m/g suffix (powers of 1024). */
 bool zctr_parse_u64 (const char *s, uint64_t *out);
 bool zctr_parse_bytes (const char *s, uint64_t *out);
-/* Signal by number or name (KILL, SIGKILL, kill); 0 if unknown. */
-int zctr_parse_signal (const char *s);
 
-/* Print an event on stdout, one line (JSON with --json). */
-void zctr_print_event (zctr_t *z, const zcd_event_t *event);
+/* Print an event on stdout, one line (JSON with --json); from: the node
+ * it came from with --node, else NULL. */
+void zctr_print_event (zctr_t *z, const zcd_event_t *event, const zcd_fanout_event_t *from);
+/* "usage: zctr [--node FILE [--on NAME]] <text>" on stderr; returns
+ * ZCTR_EXIT_USAGE. */
+int zctr_usage (const zctr_t *z, bool needs_on, const char *text);
 
 /* Attach: FIFOs for the process's stdio, copied to and from ours until its
  * exit event.  zctr_attach_prepare makes the FIFOs and opens our ends, and
@@ -105,8 +105,14 @@ int zctr_cmd_checkpoints (zctr_t *z, int argc, char **argv);
 int zctr_cmd_spec (zctr_t *z, int argc, char **argv);
 /* --node FILE: the commands that make sense over many nodes (zctr_node.c);
  * zctr_node_on adds the names of one --on argument; zctr_node_free
- * releases what --node and --on hold. */
+ * releases what --node and --on hold.  The commands that also serve one
+ * daemon parse their arguments in their own files and hand over to
+ * zctr_node_change (a request that changes containers: body consumed,
+ * --on required), zctr_node_list and zctr_node_events. */
 int zctr_cmd_node (zctr_t *z, int argc, char **argv);
+int zctr_node_change (zctr_t *z, zcd_body_t *body);
+int zctr_node_list (zctr_t *z, int argc, char **argv);
+int zctr_node_events (zctr_t *z, const char *id, uint64_t since_seq, uint64_t count);
 int zctr_node_on (zctr_t *z, const char *arg);
 void zctr_node_free (zctr_t *z);
 

@@ -54,7 +54,7 @@ s_checkpoint_opt (void *ctx, int opt, const char *arg)
       }
     case OPT_CHECKPOINT_DIR:
       free (a->abs_dir);
-      a->abs_dir = zctr_absolute (arg);
+      a->abs_dir = zcd_tool_absolute (arg);
       a->opts.checkpoint_dir = a->abs_dir;
       break;
     }

@@ -1,4 +1,6 @@
-/* zctr containers: start, list, exec, kill, pause, resume, update, stats. */
+/* zctr containers: start, list, exec, kill, pause, resume, update, stats.
+ * With --node, start, kill, pause and resume are parsed and built here and
+ * sent by zctr_node.c (to the --on nodes); list is zctr_node.c's. */
 #include "tools/zctr/zctr.h"
 
 #include <errno.h>
@@ -65,8 +67,42 @@ s_done (zctr_t *z, zcd_reply_t *reply)
   return 0;
 }
 
+/* A path option for the daemon, into *slot: made absolute against our cwd;
+ * with --node it names a file on the node, which must be absolute already. */
+static int
+s_path (bool nodes, char **slot, const char *arg)
+{
+  if (nodes && arg[0] != '/')
+    return zctr_error (ZCTR_EXIT_USAGE, "with --node, paths must be absolute: %s", arg);
+  free (*slot);
+  *slot = nodes ? strdup (arg) : zcd_tool_absolute (arg);
+  return 0;
+}
+
+/* A request that changes a container (body consumed): to the --on nodes
+ * with --node, else to the daemon, its reply printed with --json. */
+static int
+s_change (zctr_t *z, zcd_body_t *body, const char *what)
+{
+  if (z->nodes)
+    return zctr_node_change (z, body);
+  zcd_client_t *cli = zctr_client (z);
+  zcd_reply_t *reply = NULL;
+  int rc = cli && body ? zcd_client_request (cli, body, &reply) : -1;
+  zcd_body_destroy (&body);
+  if (cli == NULL)
+    return ZCTR_EXIT_FAIL;
+  if (rc < 0)
+    {
+      zcd_reply_destroy (&reply);
+      return zctr_fail_request (z, what);
+    }
+  return s_done (z, reply);
+}
+
 typedef struct
 {
+  bool nodes;
   strv_t labels, runtime_args;
   zcd_create_opts_t opts;
   bool attach;
@@ -95,9 +131,7 @@ s_start_opt (void *ctx, int opt, const char *arg)
     case OPT_STDIN:
     case OPT_STDOUT:
     case OPT_STDERR:
-      free (a->abs_stdio[opt - OPT_STDIN]);
-      a->abs_stdio[opt - OPT_STDIN] = zctr_absolute (arg);
-      break;
+      return s_path (a->nodes, &a->abs_stdio[opt - OPT_STDIN], arg);
     case OPT_ATTACH:
       a->attach = true;
       break;
@@ -105,9 +139,7 @@ s_start_opt (void *ctx, int opt, const char *arg)
       a->opts.checkpoint = arg;
       break;
     case OPT_CHECKPOINT_DIR:
-      free (a->abs_checkpoint_dir);
-      a->abs_checkpoint_dir = zctr_absolute (arg);
-      break;
+      return s_path (a->nodes, &a->abs_checkpoint_dir, arg);
     }
   return 0;
 }
@@ -131,31 +163,41 @@ s_finish_started (zctr_t *z, int rc, zcd_reply_t *reply, zctr_attach_t *attach, 
   return status;
 }
 
+/* The daemon's own checks, and the FIFOs of --attach (one daemon only). */
 static int
-s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
+s_start_prepare (zctr_t *z, const char *id, start_args_t *a, zctr_attach_t **attach)
 {
   if (a->abs_checkpoint_dir && a->opts.checkpoint == NULL)
     return zctr_error (ZCTR_EXIT_USAGE, "--checkpoint-dir needs --checkpoint NAME");
-  zcd_client_t *cli = zctr_client (z);
-  if (cli == NULL)
+  if (zctr_client (z) == NULL)
     return ZCTR_EXIT_FAIL;
+  if (!a->attach)
+    return 0;
+  if (a->abs_stdio[0] || a->abs_stdio[1] || a->abs_stdio[2])
+    return zctr_error (ZCTR_EXIT_USAGE, "--attach makes its own stdio: drop --stdin/--stdout/--stderr");
+  *attach = zctr_attach_prepare (z, id, "init", false);
+  return *attach ? 0 : ZCTR_EXIT_FAIL;
+}
+
+static int
+s_start_run (zctr_t *z, const char *id, const char *bundle, start_args_t *a)
+{
   zctr_attach_t *attach = NULL;
-  if (a->attach)
-    {
-      if (a->abs_stdio[0] || a->abs_stdio[1] || a->abs_stdio[2])
-        return zctr_error (ZCTR_EXIT_USAGE, "--attach makes its own stdio: drop --stdin/--stdout/--stderr");
-      attach = zctr_attach_prepare (z, id, "init", false);
-      if (attach == NULL)
-        return ZCTR_EXIT_FAIL;
-    }
+  int rc = z->nodes ? 0 : s_start_prepare (z, id, a, &attach);
+  if (rc)
+    return rc;
   a->opts.labels = a->labels.v;
   a->opts.runtime_args = a->runtime_args.v;
   a->opts.checkpoint_dir = a->abs_checkpoint_dir;
   a->opts.stdin_path = attach ? zctr_attach_path (attach, 0) : a->abs_stdio[0];
   a->opts.stdout_path = attach ? zctr_attach_path (attach, 1) : a->abs_stdio[1];
   a->opts.stderr_path = attach ? zctr_attach_path (attach, 2) : a->abs_stdio[2];
+  zcd_body_t *body = zcd_body_for_create (id, bundle, &a->opts);
+  if (z->nodes)
+    return zctr_node_change (z, body);
   zcd_reply_t *reply = NULL;
-  int rc = zcd_client_create (cli, id, bundle, &a->opts, &reply);
+  rc = body ? zcd_client_request (z->client, body, &reply) : -1;
+  zcd_body_destroy (&body);
   return s_finish_started (z, rc, reply, attach, "start");
 }
 
@@ -175,11 +217,15 @@ s_start (zctr_t *z, int argc, char **argv)
     { "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
     { NULL, 0, NULL, 0 },
   };
-  start_args_t a = { 0 };
+  start_args_t a = { .nodes = z->nodes };
   int rc = zctr_getopt (z, argc, argv, longopts, s_start_opt, &a);
   if (rc == 0 && argc - optind != 2)
-    rc = zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers start ID BUNDLE [options]");
-  char *bundle = rc == 0 ? zctr_absolute (argv[optind + 1]) : NULL;
+    rc = zctr_usage (z, true, "containers start ID BUNDLE [options]");
+  if (rc == 0 && a.nodes && a.attach)
+    rc = zctr_error (ZCTR_EXIT_USAGE, "--attach: not available with --node");
+  char *bundle = NULL;
+  if (rc == 0)
+    rc = s_path (a.nodes, &bundle, argv[optind + 1]);
   if (rc == 0)
     rc = s_start_run (z, argv[optind], bundle, &a);
   free (bundle);
@@ -238,9 +284,7 @@ s_exec_opt (void *ctx, int opt, const char *arg)
     case OPT_STDIN:
     case OPT_STDOUT:
     case OPT_STDERR:
-      free (a->abs_stdio[opt - OPT_STDIN]);
-      a->abs_stdio[opt - OPT_STDIN] = zctr_absolute (arg);
-      break;
+      return s_path (false, &a->abs_stdio[opt - OPT_STDIN], arg);
     }
   return 0;
 }
@@ -318,7 +362,7 @@ s_kill_opt (void *ctx, int opt, const char *arg)
     a->pid = arg;
   else if (opt == OPT_ALL)
     a->all = true;
-  else if (opt == OPT_SIGNAL && (a->signal = zctr_parse_signal (arg)) == 0)
+  else if (opt == OPT_SIGNAL && (a->signal = zcd_tool_parse_signal (arg)) == 0)
     return zctr_error (ZCTR_EXIT_USAGE, "--signal: unknown signal: %s", arg);
   return 0;
 }
@@ -337,17 +381,8 @@ s_kill (zctr_t *z, int argc, char **argv)
   if (rc)
     return rc;
   if (argc - optind != 1)
-    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers kill ID [--pid P] [--signal S] [--all]");
-  zcd_client_t *cli = zctr_client (z);
-  zcd_reply_t *reply = NULL;
-  if (cli == NULL)
-    return ZCTR_EXIT_FAIL;
-  if (zcd_client_signal (cli, argv[optind], a.pid, a.signal, a.all, &reply) < 0)
-    {
-      zcd_reply_destroy (&reply);
-      return zctr_fail_request (z, "kill");
-    }
-  return s_done (z, reply);
+    return zctr_usage (z, true, "containers kill ID [--pid P] [--signal S] [--all]");
+  return s_change (z, zcd_body_for_signal (argv[optind], a.pid, a.signal, a.all), "kill");
 }
 
 static int
@@ -356,21 +391,11 @@ s_pause_resume (zctr_t *z, int argc, char **argv)
   int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
   if (rc)
     return rc;
-  if (argc - optind != 1)
-    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers %s ID", argv[0]);
-  zcd_client_t *cli = zctr_client (z);
-  zcd_reply_t *reply = NULL;
-  if (cli == NULL)
-    return ZCTR_EXIT_FAIL;
   bool pause = strcmp (argv[0], "pause") == 0;
-  rc = pause ? zcd_client_pause (cli, argv[optind], &reply)
-             : zcd_client_resume (cli, argv[optind], &reply);
-  if (rc < 0)
-    {
-      zcd_reply_destroy (&reply);
-      return zctr_fail_request (z, argv[0]);
-    }
-  return s_done (z, reply);
+  if (argc - optind != 1)
+    return zctr_usage (z, true, pause ? "containers pause ID" : "containers resume ID");
+  const char *id = argv[optind];
+  return s_change (z, pause ? zcd_body_for_pause (id) : zcd_body_for_resume (id), argv[0]);
 }
 
 static int
@@ -459,6 +484,8 @@ s_print_list (const zcd_reply_t *reply)
 static int
 s_list (zctr_t *z, int argc, char **argv)
 {
+  if (z->nodes)
+    return zctr_node_list (z, argc, argv);
   int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
   if (rc)
     return rc;
@@ -527,12 +554,15 @@ zctr_cmd_containers (zctr_t *z, int argc, char **argv)
     return s_start (z, argc, argv);
   if (strcmp (sub, "list") == 0 || strcmp (sub, "ls") == 0)
     return s_list (z, argc, argv);
-  if (strcmp (sub, "exec") == 0)
-    return s_exec (z, argc, argv);
   if (strcmp (sub, "kill") == 0)
     return s_kill (z, argc, argv);
   if (strcmp (sub, "pause") == 0 || strcmp (sub, "resume") == 0)
     return s_pause_resume (z, argc, argv);
+  if (z->nodes)
+    return zctr_error (ZCTR_EXIT_USAGE,
+                       "containers %s: not available with --node (see zctr --help)", sub);
+  if (strcmp (sub, "exec") == 0)
+    return s_exec (z, argc, argv);
   if (strcmp (sub, "update") == 0)
     return s_update (z, argc, argv);
   if (strcmp (sub, "stats") == 0)

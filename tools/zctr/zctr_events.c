@@ -14,14 +14,34 @@ enum
   OPT_COUNT,
 };
 
+/* One object per line, so a reader can split the stream; from a node,
+ * the event goes inside an object that names the node and its boot. */
+static void
+s_print_event_json (const zcd_event_t *event, const zcd_fanout_event_t *from)
+{
+  if (from == NULL)
+    {
+      zcd_json_print (stdout, event->obj, false);
+      fputc ('\n', stdout);
+      return;
+    }
+  msgpack_object boot = { .type = MSGPACK_OBJECT_STR };
+  boot.via.str.ptr = from->boot_id;
+  boot.via.str.size = (uint32_t) strlen (from->boot_id);
+  /* node names need no escaping (their syntax) */
+  printf ("{\"node\": \"%s\", \"boot_id\": ", from->node);
+  zcd_json_print (stdout, &boot, false);
+  printf (", \"seq\": %llu, \"event\": ", (unsigned long long) event->seq);
+  zcd_json_print (stdout, event->obj, false);
+  printf ("}\n");
+}
+
 void
-zctr_print_event (zctr_t *z, const zcd_event_t *event)
+zctr_print_event (zctr_t *z, const zcd_event_t *event, const zcd_fanout_event_t *from)
 {
   if (z->json)
     {
-      /* one object per line, so a reader can split the stream */
-      zcd_json_print (stdout, event->obj, false);
-      fputc ('\n', stdout);
+      s_print_event_json (event, from);
       fflush (stdout);
       return;
     }
@@ -30,6 +50,8 @@ zctr_print_event (zctr_t *z, const zcd_event_t *event)
   char when[32] = "-";
   if (event->ts > 0 && gmtime_r (&secs, &tm))
     strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (from)
+    printf ("%s ", from->node);
   printf ("%llu %s.%09lldZ %s %s", (unsigned long long) event->seq, when,
           (long long) (event->ts > 0 ? event->ts % 1000000000 : 0), event->type,
           event->id[0] ? event->id : "-");
@@ -41,6 +63,8 @@ zctr_print_event (zctr_t *z, const zcd_event_t *event)
     printf (" status=%u", event->status);
   if (event->oom_killed)
     printf (" oom_killed");
+  if (from)
+    printf (" boot=%.8s", from->boot_id);
   fputc ('\n', stdout);
   fflush (stdout);
 }
@@ -90,7 +114,7 @@ s_stream (zctr_t *z, const stream_args_t *a)
           zctr_error (0, "warning: events older than the daemon retains were asked for: "
                          "the replay is incomplete");
         }
-      zctr_print_event (z, event);
+      zctr_print_event (z, event, NULL);
       zcd_event_destroy (&event);
       seen++;
       if (ferror (stdout))
@@ -115,7 +139,9 @@ zctr_cmd_events (zctr_t *z, int argc, char **argv)
   if (rc)
     return rc;
   if (optind < argc)
-    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr events [--id ID] [--since-seq N] [--count N]");
+    return zctr_usage (z, false, "events [--id ID] [--since-seq N] [--count N]");
+  if (z->nodes)
+    return zctr_node_events (z, a.id, a.since_seq, a.count);
   return s_stream (z, &a);
 }
 
