@@ -9,65 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-static const char s_usage[]
-    = "usage: zctr [GLOBAL OPTIONS] COMMAND [ARGS]\n"
-      "\n"
-      "Global options (accepted before or after the command):\n"
-      "  --address EP          command endpoint ($ZCD_ADDRESS, default " ZCD_DEFAULT_ADDRESS ")\n"
-      "  --events-address EP   event endpoint ($ZCD_EVENTS_ADDRESS, default " ZCD_DEFAULT_EVENTS_ADDRESS
-      ")\n"
-      "  --json                print replies and events as JSON\n"
-      "  --timeout MS          request timeout in milliseconds (default 30000, -1 = none)\n"
-      "  --node FILE           many nodes: the fan-out client over the nodes FILE lists\n"
-      "                        (docs/fanout.md); see \"With --node\" below\n"
-      "  --on NAME[,NAME]      with --node: the nodes a command goes to (\"all\" = every one)\n"
-      "  --client-cert FILE    with --node: this client's CURVE certificate (czmq format)\n"
-      "  -h, --help            this text\n"
-      "\n"
-      "Commands:\n"
-      "  version\n"
-      "  state [ID]\n"
-      "  metrics\n"
-      "  containers start ID BUNDLE [--label L]... [--runtime R] [--runtime-arg A]...\n"
-      "                   [--no-pivot] [--stdin P] [--stdout P] [--stderr P] [--attach]\n"
-      "                   [--checkpoint NAME [--checkpoint-dir D]]   (restore from NAME)\n"
-      "  containers list\n"
-      "  containers exec --id ID --pid P [--tty] [--attach] [--cwd D] [--env K=V]...\n"
-      "                  [--uid N] [--gid N] [--stdin P] [--stdout P] [--stderr P] -- ARGS...\n"
-      "  containers kill ID [--pid P] [--signal S] [--all]   (S: number or name, default TERM)\n"
-      "  containers pause ID\n"
-      "  containers resume ID\n"
-      "  containers update ID [--memory BYTES] [--cpu-shares N] [--cpu-quota N]\n"
-      "                   [--cpu-period N] [--pids-limit N] [--cpuset-cpus S]\n"
-      "  containers stats [ID...]\n"
-      "  containers watch [ID] [--count N]\n"
-      "  events [--id ID] [--since-seq N] [--count N]\n"
-      "  checkpoints create ID NAME [--exit] [--tcp] [--unix-sockets] [--shell]\n"
-      "                   [--empty-ns NS]... [--checkpoint-dir D]\n"
-      "  checkpoints list [ID] [--checkpoint-dir D]\n"
-      "  checkpoints delete ID NAME [--checkpoint-dir D]\n"
-      "  checkpoints delete NAME --checkpoint-dir D\n"
-      "  spec --bundle DIR [--rootfs NAME] [--terminal] [--memory BYTES] [-- ARGS...]\n"
-      "\n"
-      "With --node (the default target is every node; commands that change\n"
-      "something need --on):\n"
-      "  version | state [ID] | metrics              one answer per node\n"
-      "  containers list                             merged, with a NODE column\n"
-      "  containers start ID BUNDLE [--label L]... [--runtime R] [--runtime-arg A]...\n"
-      "                   [--no-pivot] [--stdin P] [--stdout P] [--stderr P]   (paths on the node)\n"
-      "  containers kill ID [--pid P] [--signal S] [--all]\n"
-      "  containers pause ID | containers resume ID\n"
-      "  events [--id ID] [--since-seq N] [--count N]   merged: NODE SEQ ... per line\n"
-      "\n"
-      "On failure zctr prints the daemon's error code and message on stderr and\n"
-      "exits 1 (2 for bad usage); with --attach it exits with the process's status.\n";
-
-static void
-s_usage_to (FILE *out)
-{
-  fputs (s_usage, out);
-}
-
 int
 zctr_error (int code, const char *fmt, ...)
 {
@@ -123,11 +64,11 @@ zctr_common_option (zctr_t *z, int opt, const char *arg, bool *handled)
         return 0;
       }
     case 'h':
-      s_usage_to (stdout);
+      zctr_help (stdout, z->help_cmd, z->help_sub);
       exit (0);
     default:
       *handled = false;
-      s_usage_to (stderr);
+      zctr_help (stderr, z->help_cmd, z->help_sub);
       return ZCTR_EXIT_USAGE;
     }
 }
@@ -262,20 +203,17 @@ s_cmd_version (zctr_t *z)
   return 0;
 }
 
-/* state and metrics: the reply as JSON, or flattened to "path: value". */
 static int
-s_cmd_show (zctr_t *z, const char *what, const char *id)
+s_cmd_metrics (zctr_t *z)
 {
   zcd_client_t *cli = zctr_client (z);
   zcd_reply_t *reply = NULL;
   if (cli == NULL)
     return ZCTR_EXIT_FAIL;
-  int rc = strcmp (what, "state") == 0 ? zcd_client_state (cli, id, &reply)
-                                       : zcd_client_metrics (cli, &reply);
-  if (rc < 0)
+  if (zcd_client_metrics (cli, &reply) < 0)
     {
       zcd_reply_destroy (&reply);
-      return zctr_fail_request (z, what);
+      return zctr_fail_request (z, "metrics");
     }
   if (z->json)
     zctr_print_json (zcd_reply_root (reply));
@@ -346,6 +284,7 @@ s_dispatch (zctr_t *z, int argc, char **argv)
 {
   const char *cmd = argv[0];
   int rc;
+  z->help_cmd = cmd;
   z->nodes = s_wants_nodes (z, argc, argv);
   if (z->nodes)
     return zctr_cmd_node (z, argc, argv);
@@ -353,14 +292,12 @@ s_dispatch (zctr_t *z, int argc, char **argv)
     {
       if ((rc = s_no_options (z, argc, argv, 0)))
         return rc;
-      return cmd[0] == 'v' ? s_cmd_version (z) : s_cmd_show (z, "metrics", NULL);
+      return cmd[0] == 'v' ? s_cmd_version (z) : s_cmd_metrics (z);
     }
   if (strcmp (cmd, "state") == 0)
-    {
-      if ((rc = s_no_options (z, argc, argv, 1)))
-        return rc;
-      return s_cmd_show (z, "state", optind < argc ? argv[optind] : NULL);
-    }
+    return zctr_cmd_state (z, argc, argv);
+  if (strcmp (cmd, "stats") == 0)
+    return zctr_cmd_stats (z, argc, argv);
   if (strcmp (cmd, "containers") == 0 || strcmp (cmd, "c") == 0)
     return zctr_cmd_containers (z, argc, argv);
   if (strcmp (cmd, "events") == 0)
@@ -371,10 +308,13 @@ s_dispatch (zctr_t *z, int argc, char **argv)
     return zctr_cmd_spec (z, argc, argv);
   if (strcmp (cmd, "help") == 0)
     {
-      s_usage_to (stdout);
+      if (argc > 1 && zctr_is_help (argv[1]))
+        zctr_help (stdout, "help", NULL);
+      else
+        zctr_help (stdout, argc > 1 ? argv[1] : NULL, argc > 2 ? argv[2] : NULL);
       return 0;
     }
-  s_usage_to (stderr);
+  zctr_help (stderr, NULL, NULL);
   return zctr_error (ZCTR_EXIT_USAGE, "unknown command: %s", cmd);
 }
 
@@ -394,7 +334,7 @@ main (int argc, char **argv)
     }
   if (optind >= argc)
     {
-      s_usage_to (stderr);
+      zctr_help (stderr, NULL, NULL);
       return ZCTR_EXIT_USAGE;
     }
   /* A closed stdout (zctr events | head) must end us quietly, not kill us

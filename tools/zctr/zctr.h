@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "lib/zcd_client.h"
 #include "lib/zcd_tool.h"
@@ -30,6 +31,8 @@ typedef struct
   char **on_storage;       /* the split --on arguments, freed at exit */
   size_t n_on;
   zcd_fanout_t *fanout; /* created on first use */
+  /* the command and subcommand being parsed: what -h/--help explains */
+  const char *help_cmd, *help_sub;
 } zctr_t;
 
 /* Options every command accepts, wherever they appear. */
@@ -98,6 +101,66 @@ const char *zctr_attach_path (const zctr_attach_t *a, int fd); /* 0, 1, 2 */
 int zctr_attach_run (zctr_attach_t *a);
 void zctr_attach_destroy (zctr_attach_t **a_p);
 
+/* Tables (zctr_table.c): columns sized by content, two spaces apart,
+ * every column starting at the same offset on every row; control
+ * characters in cells become '?'. */
+typedef struct zctr_table zctr_table_t;
+#define ZCTR_COL_SHRINK 1 /* cut (ending in '+') to fit style->max_width */
+typedef struct
+{
+  size_t indent;    /* spaces before every line */
+  size_t max_width; /* 0 = no limit; else shrink, then cut lines */
+  const char *eol;  /* NULL = "\n" */
+  bool no_header;   /* rows only (a key-value block) */
+} zctr_table_style_t;
+zctr_table_t *zctr_table_new (void);
+void zctr_table_destroy (zctr_table_t **t_p);
+/* Columns first (at most 16), then cells row after row. */
+void zctr_table_column (zctr_table_t *t, const char *header, int flags);
+void zctr_table_cell (zctr_table_t *t, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+size_t zctr_table_rows (const zctr_table_t *t);
+/* Header line, then the rows; style may be NULL. */
+void zctr_table_print (const zctr_table_t *t, FILE *out, const zctr_table_style_t *style);
+size_t zctr_text_width (const char *s);
+/* s with control characters as '?' (text from the daemon, for a terminal). */
+void zctr_put_safe (FILE *out, const char *s);
+
+/* Units (zctr_fmt.c), into a caller's buffer, which they return. */
+#define ZCTR_FMT_LEN 40
+typedef char zctr_fmt_t[ZCTR_FMT_LEN];
+const char *zctr_fmt_bytes (zctr_fmt_t buf, uint64_t n);       /* 512B 1.50KiB 64.0MiB 577MiB */
+const char *zctr_fmt_duration (zctr_fmt_t buf, uint64_t secs); /* 45s 3m12s 2h05m 3d04h */
+const char *zctr_fmt_cpu_time (zctr_fmt_t buf, uint64_t ns);   /* 3.21s, then as a duration */
+const char *zctr_fmt_percent (zctr_fmt_t buf, double pct);     /* 12.5%; "-" when negative */
+/* UTC ISO 8601 (2026-12-02T13:22:52.123Z with millis); "-" for ns <= 0. */
+const char *zctr_fmt_time (zctr_fmt_t buf, int64_t ns, bool millis);
+/* Time since since_ns (realtime ns) as a duration; "-" for since_ns <= 0. */
+const char *zctr_fmt_age (zctr_fmt_t buf, int64_t since_ns);
+int64_t zctr_now_ns (void);
+/* A memory limit that limits something (not 0, not v1's "unlimited"). */
+bool zctr_limit_set (uint64_t limit);
+
+/* Help (zctr_help.c): the whole usage (cmd NULL), or one command's or
+ * subcommand's, every flag listed.  Unknown topics get the whole usage. */
+void zctr_help (FILE *out, const char *cmd, const char *sub);
+/* -h or --help as an argument of its own. */
+bool zctr_is_help (const char *arg);
+
+/* state and containers list (zctr_state.c); zctr_state_list_rows adds a
+ * state reply's containers to a list table made by zctr_state_list_table
+ * (node: the NODE column's text, NULL for one daemon). */
+int zctr_cmd_state (zctr_t *z, int argc, char **argv);
+int zctr_state_list (zctr_t *z, int argc, char **argv);
+zctr_table_t *zctr_state_list_table (bool with_node);
+void zctr_state_list_rows (zctr_table_t *t, const msgpack_object *reply, const char *node);
+/* A state reply for people: the machine, then each container in detail
+ * with its processes; stats (may be NULL) adds usage. */
+void zctr_state_print (const msgpack_object *state, const msgpack_object *stats, const char *node);
+
+/* stats, once or --watch (zctr_stats.c) */
+int zctr_cmd_stats (zctr_t *z, int argc, char **argv);
+
 int zctr_cmd_containers (zctr_t *z, int argc, char **argv);
 int zctr_cmd_events (zctr_t *z, int argc, char **argv);
 int zctr_cmd_watch (zctr_t *z, int argc, char **argv);
@@ -111,7 +174,7 @@ int zctr_cmd_spec (zctr_t *z, int argc, char **argv);
  * --on required), zctr_node_list and zctr_node_events. */
 int zctr_cmd_node (zctr_t *z, int argc, char **argv);
 int zctr_node_change (zctr_t *z, zcd_body_t *body);
-int zctr_node_list (zctr_t *z, int argc, char **argv);
+int zctr_node_list (zctr_t *z, bool ids_only);
 int zctr_node_events (zctr_t *z, const char *id, uint64_t since_seq, uint64_t count);
 int zctr_node_on (zctr_t *z, const char *arg);
 void zctr_node_free (zctr_t *z);

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum
 {
@@ -64,7 +63,11 @@ s_checkpoint_opt (void *ctx, int opt, const char *arg)
 static void
 s_print_checkpoints (const zcd_reply_t *reply)
 {
-  printf ("%-24s %-20s %-5s %-5s %-5s %-5s\n", "NAME", "CREATED", "EXIT", "TCP", "UNIX", "SHELL");
+  zctr_table_t *t = zctr_table_new ();
+  static const char *const headers[]
+      = { "NAME", "CREATED", "AGE", "EXIT", "TCP", "UNIX", "SHELL", "EMPTY-NS" };
+  for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++)
+    zctr_table_column (t, headers[i], 0);
   const msgpack_object *list = zcd_reply_get (reply, "checkpoints");
   for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++)
     {
@@ -72,20 +75,32 @@ s_print_checkpoints (const zcd_reply_t *reply)
       char *name = zcd_obj_strdup (zcd_obj_get (c, "name"));
       int64_t created = 0;
       zcd_obj_int (zcd_obj_get (c, "created"), &created);
-      time_t secs = (time_t) (created / 1000000000);
-      struct tm tm;
-      char when[32] = "-";
-      if (created > 0 && gmtime_r (&secs, &tm))
-        strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-      bool flags[4] = { false, false, false, false };
+      zctr_fmt_t when, age;
+      zctr_table_cell (t, "%s", name ? name : "?");
+      zctr_table_cell (t, "%s", zctr_fmt_time (when, created, false));
+      zctr_table_cell (t, "%s", zctr_fmt_age (age, created));
       static const char *const keys[4] = { "exit", "tcp", "unix_sockets", "shell" };
       for (int k = 0; k < 4; k++)
-        zcd_obj_bool (zcd_obj_get (c, keys[k]), &flags[k]);
-      printf ("%-24s %-20s %-5s %-5s %-5s %-5s\n", name ? name : "?", when,
-              flags[0] ? "yes" : "no", flags[1] ? "yes" : "no", flags[2] ? "yes" : "no",
-              flags[3] ? "yes" : "no");
+        {
+          bool flag = false;
+          zcd_obj_bool (zcd_obj_get (c, keys[k]), &flag);
+          zctr_table_cell (t, "%s", flag ? "yes" : "no");
+        }
+      const msgpack_object *ns = zcd_obj_get (c, "empty_ns");
+      char spaces[256] = "";
+      size_t used = 0;
+      for (uint32_t k = 0; ns && ns->type == MSGPACK_OBJECT_ARRAY && k < ns->via.array.size; k++)
+        {
+          const msgpack_object *e = &ns->via.array.ptr[k];
+          if (e->type == MSGPACK_OBJECT_STR && used < sizeof spaces)
+            used += (size_t) snprintf (spaces + used, sizeof spaces - used, "%s%.*s",
+                                       k ? "," : "", (int) e->via.str.size, e->via.str.ptr);
+        }
+      zctr_table_cell (t, "%s", spaces[0] ? spaces : "-");
       free (name);
     }
+  zctr_table_print (t, stdout, NULL);
+  zctr_table_destroy (&t);
 }
 
 /* list takes [ID], create ID NAME, delete [ID] NAME; ID may only be left
@@ -164,8 +179,17 @@ zctr_cmd_checkpoints (zctr_t *z, int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   if (argc < 2)
-    return zctr_error (ZCTR_EXIT_USAGE, "usage: zctr checkpoints create|list|delete ...");
+    {
+      zctr_help (stderr, "checkpoints", NULL);
+      return ZCTR_EXIT_USAGE;
+    }
   const char *sub = argv[1];
+  if (zctr_is_help (sub))
+    {
+      zctr_help (stdout, "checkpoints", NULL);
+      return 0;
+    }
+  z->help_sub = sub;
   checkpoint_args_t a = { 0 };
   int rc = zctr_getopt (z, argc - 1, argv + 1, longopts, s_checkpoint_opt, &a);
   if (rc == 0)

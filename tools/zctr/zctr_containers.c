@@ -1,6 +1,7 @@
-/* zctr containers: start, list, exec, kill, pause, resume, update, stats.
- * With --node, start, kill, pause and resume are parsed and built here and
- * sent by zctr_node.c (to the --on nodes); list is zctr_node.c's. */
+/* zctr containers: start, exec, kill, pause, resume, update; list is
+ * zctr_state.c's, stats zctr_stats.c's.  With --node, start, kill, pause
+ * and resume are parsed and built here and sent by zctr_node.c (to the --on
+ * nodes). */
 #include "tools/zctr/zctr.h"
 
 #include <errno.h>
@@ -452,108 +453,23 @@ s_update (zctr_t *z, int argc, char **argv)
   return s_done (z, reply);
 }
 
-static void
-s_print_list (const zcd_reply_t *reply)
-{
-  printf ("%-24s %-8s %-24s %s\n", "ID", "STATUS", "PIDS", "BUNDLE");
-  const msgpack_object *list = zcd_reply_get (reply, "containers");
-  for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++)
-    {
-      const msgpack_object *c = &list->via.array.ptr[i];
-      char *id = zcd_obj_strdup (zcd_obj_get (c, "id"));
-      char *status = zcd_obj_strdup (zcd_obj_get (c, "status"));
-      char *bundle = zcd_obj_strdup (zcd_obj_get (c, "bundle"));
-      char pids[256] = "";
-      const msgpack_object *pv = zcd_obj_get (c, "pids");
-      size_t used = 0;
-      for (uint32_t j = 0; pv && pv->type == MSGPACK_OBJECT_ARRAY && j < pv->via.array.size; j++)
-        {
-          uint64_t pid = 0;
-          if (zcd_obj_uint (&pv->via.array.ptr[j], &pid) && used < sizeof pids)
-            used += (size_t) snprintf (pids + used, sizeof pids - used, "%s%llu", j ? "," : "",
-                                       (unsigned long long) pid);
-        }
-      printf ("%-24s %-8s %-24s %s\n", id ? id : "?", status ? status : "?", pids[0] ? pids : "-",
-              bundle ? bundle : "?");
-      free (id);
-      free (status);
-      free (bundle);
-    }
-}
-
-static int
-s_list (zctr_t *z, int argc, char **argv)
-{
-  if (z->nodes)
-    return zctr_node_list (z, argc, argv);
-  int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
-  if (rc)
-    return rc;
-  zcd_client_t *cli = zctr_client (z);
-  zcd_reply_t *reply = NULL;
-  if (cli == NULL)
-    return ZCTR_EXIT_FAIL;
-  if (zcd_client_state (cli, NULL, &reply) < 0)
-    {
-      zcd_reply_destroy (&reply);
-      return zctr_fail_request (z, "list");
-    }
-  if (!z->json)
-    s_print_list (reply);
-  return s_done (z, reply);
-}
-
-static void
-s_print_stats (const zcd_reply_t *reply)
-{
-  printf ("%-24s %16s %14s %14s %6s\n", "ID", "CPU_NS", "MEMORY", "MEM_LIMIT", "PIDS");
-  const msgpack_object *stats = zcd_reply_get (reply, "stats");
-  for (uint32_t i = 0; stats && stats->type == MSGPACK_OBJECT_MAP && i < stats->via.map.size; i++)
-    {
-      const msgpack_object *key = &stats->via.map.ptr[i].key;
-      const msgpack_object *s = &stats->via.map.ptr[i].val;
-      uint64_t cpu = 0, mem = 0, limit = 0, pids = 0;
-      zcd_obj_uint (zcd_obj_get (s, "cpu/usage/total"), &cpu);
-      zcd_obj_uint (zcd_obj_get (s, "memory/usage/usage"), &mem);
-      zcd_obj_uint (zcd_obj_get (s, "memory/usage/limit"), &limit);
-      zcd_obj_uint (zcd_obj_get (s, "pids/current"), &pids);
-      printf ("%-24.*s %16llu %14llu %14llu %6llu\n", key->type == MSGPACK_OBJECT_STR ? (int) key->via.str.size : 1,
-              key->type == MSGPACK_OBJECT_STR ? key->via.str.ptr : "?", (unsigned long long) cpu,
-              (unsigned long long) mem, (unsigned long long) limit, (unsigned long long) pids);
-    }
-}
-
-static int
-s_stats (zctr_t *z, int argc, char **argv)
-{
-  int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
-  if (rc)
-    return rc;
-  zcd_client_t *cli = zctr_client (z);
-  zcd_reply_t *reply = NULL;
-  if (cli == NULL)
-    return ZCTR_EXIT_FAIL;
-  if (zcd_client_stats (cli, (const char *const *) argv + optind, &reply) < 0)
-    {
-      zcd_reply_destroy (&reply);
-      return zctr_fail_request (z, "stats");
-    }
-  if (!z->json)
-    s_print_stats (reply);
-  return s_done (z, reply);
-}
-
 int
 zctr_cmd_containers (zctr_t *z, int argc, char **argv)
 {
   if (argc < 2)
-    return s_list (z, 1, argv);
+    return zctr_state_list (z, 1, argv);
   const char *sub = argv[1];
+  if (zctr_is_help (sub))
+    {
+      zctr_help (stdout, "containers", NULL);
+      return 0;
+    }
+  z->help_sub = sub;
   argc--, argv++;
   if (strcmp (sub, "start") == 0 || strcmp (sub, "create") == 0)
     return s_start (z, argc, argv);
   if (strcmp (sub, "list") == 0 || strcmp (sub, "ls") == 0)
-    return s_list (z, argc, argv);
+    return zctr_state_list (z, argc, argv);
   if (strcmp (sub, "kill") == 0)
     return s_kill (z, argc, argv);
   if (strcmp (sub, "pause") == 0 || strcmp (sub, "resume") == 0)
@@ -566,7 +482,7 @@ zctr_cmd_containers (zctr_t *z, int argc, char **argv)
   if (strcmp (sub, "update") == 0)
     return s_update (z, argc, argv);
   if (strcmp (sub, "stats") == 0)
-    return s_stats (z, argc, argv);
+    return zctr_cmd_stats (z, argc, argv);
   if (strcmp (sub, "watch") == 0)
     return zctr_cmd_watch (z, argc, argv);
   return zctr_error (ZCTR_EXIT_USAGE, "unknown containers command: %s (see zctr --help)", sub);

@@ -1,4 +1,5 @@
-/* zctr events / containers watch: the lossless event stream. */
+/* zctr events / containers watch: the lossless event stream, one line an
+ * event (one JSON object a line with --json). */
 #include "tools/zctr/zctr.h"
 
 #include <errno.h>
@@ -36,6 +37,12 @@ s_print_event_json (const zcd_event_t *event, const zcd_fanout_event_t *from)
   printf ("}\n");
 }
 
+/* The longest event type (start-container): the type column's width, so
+ * the ids of a stream line up without knowing the lines to come. */
+#define TYPE_WIDTH 15
+
+/* One line for people: TIME  #SEQ  TYPE  ID  PROCESS  key=value...; the
+ * process id, host pid and status only where the event has them. */
 void
 zctr_print_event (zctr_t *z, const zcd_event_t *event, const zcd_fanout_event_t *from)
 {
@@ -45,26 +52,33 @@ zctr_print_event (zctr_t *z, const zcd_event_t *event, const zcd_fanout_event_t 
       fflush (stdout);
       return;
     }
-  time_t secs = (time_t) (event->ts / 1000000000);
-  struct tm tm;
-  char when[32] = "-";
-  if (event->ts > 0 && gmtime_r (&secs, &tm))
-    strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  zctr_fmt_t when;
   if (from)
-    printf ("%s ", from->node);
-  printf ("%llu %s.%09lldZ %s %s", (unsigned long long) event->seq, when,
-          (long long) (event->ts > 0 ? event->ts % 1000000000 : 0), event->type,
-          event->id[0] ? event->id : "-");
+    printf ("%s  ", from->node);
+  printf ("%s  #%llu  ", zctr_fmt_time (when, event->ts, true), (unsigned long long) event->seq);
+  /* the type and ids come from the daemon: no control character reaches
+   * the terminal, as in tables */
+  zctr_put_safe (stdout, event->type);
+  printf ("%*s", TYPE_WIDTH > zctr_text_width (event->type)
+                     ? (int) (TYPE_WIDTH - zctr_text_width (event->type)) + 2 : 2, "");
+  zctr_put_safe (stdout, event->id[0] ? event->id : "-");
   if (event->pid)
-    printf (" pid=%s", event->pid);
+    {
+      fputs ("  ", stdout);
+      zctr_put_safe (stdout, event->pid);
+    }
+  const char *sep = "  ";
   if (event->has_system_pid)
-    printf (" system_pid=%llu", (unsigned long long) event->system_pid);
+    printf ("%spid=%llu", sep, (unsigned long long) event->system_pid), sep = " ";
   if (event->has_status)
-    printf (" status=%u", event->status);
+    printf ("%sstatus=%u", sep, event->status), sep = " ";
   if (event->oom_killed)
-    printf (" oom_killed");
+    printf ("%soom_killed", sep), sep = " ";
+  uint64_t uid = 0;
+  if (zcd_obj_uint (zcd_obj_get (event->obj, "uid"), &uid))
+    printf ("%suid=%llu", sep, (unsigned long long) uid), sep = " ";
   if (from)
-    printf (" boot=%.8s", from->boot_id);
+    printf ("%sboot=%.8s", sep, from->boot_id);
   fputc ('\n', stdout);
   fflush (stdout);
 }

@@ -82,7 +82,7 @@ s_targets (const zctr_t *z)
 /* Send body to the --on nodes; print each node's answer with print_one
  * (NULL: "NODE: ok"), or every reply as one JSON object keyed by node.
  * Failed nodes go to stderr; exit 1 if any failed. */
-typedef void (node_print_fn) (const zcd_fanout_result_t *res);
+typedef void (node_print_fn) (const zcd_fanout_result_t *res, void *ctx);
 
 static void
 s_print_result_json (const zcd_fanout_result_t *res, size_t n)
@@ -109,7 +109,7 @@ s_print_result_json (const zcd_fanout_result_t *res, size_t n)
 }
 
 static int
-s_send (zctr_t *z, zcd_body_t *body, bool needs_on, node_print_fn *print_one)
+s_send (zctr_t *z, zcd_body_t *body, bool needs_on, node_print_fn *print_one, void *ctx)
 {
   zcd_fanout_t *fo = s_fanout (z);
   if (fo == NULL || body == NULL)
@@ -136,7 +136,7 @@ s_send (zctr_t *z, zcd_body_t *body, bool needs_on, node_print_fn *print_one)
       if (res[k].err)
         zctr_error (0, "%s: %s", res[k].node, res[k].error ? res[k].error : "failed");
       else if (print_one && !z->json)
-        print_one (&res[k]);
+        print_one (&res[k], ctx);
       else if (!z->json)
         printf ("%s: ok\n", res[k].node);
     }
@@ -145,14 +145,27 @@ s_send (zctr_t *z, zcd_body_t *body, bool needs_on, node_print_fn *print_one)
 }
 
 static void
-s_print_flat (const zcd_fanout_result_t *res)
+s_print_flat (const zcd_fanout_result_t *res, void *ctx)
 {
+  (void) ctx;
   zctr_print_flat (zcd_reply_root (res->reply), res->node);
 }
 
+/* state: each node's machine line, then its containers in detail */
 static void
-s_print_version (const zcd_fanout_result_t *res)
+s_print_state (const zcd_fanout_result_t *res, void *ctx)
 {
+  bool *first = ctx;
+  if (!*first)
+    fputc ('\n', stdout);
+  *first = false;
+  zctr_state_print (zcd_reply_root (res->reply), NULL, res->node);
+}
+
+static void
+s_print_version (const zcd_fanout_result_t *res, void *ctx)
+{
+  (void) ctx;
   uint64_t major = 0, minor = 0, patch = 0, protocol = 0;
   zcd_reply_get_uint (res->reply, "major", &major);
   zcd_reply_get_uint (res->reply, "minor", &minor);
@@ -162,44 +175,47 @@ s_print_version (const zcd_fanout_result_t *res)
           (unsigned long long)minor, (unsigned long long)patch, (unsigned long long)protocol);
 }
 
-static void
-s_print_list (const zcd_fanout_result_t *res)
+typedef struct
 {
+  zctr_table_t *table; /* NULL with --ids or --json */
+} list_ctx_t;
+
+static void
+s_add_list (const zcd_fanout_result_t *res, void *ctx)
+{
+  list_ctx_t *l = ctx;
+  if (l->table)
+    {
+      zctr_state_list_rows (l->table, zcd_reply_root (res->reply), res->node);
+      return;
+    }
   const msgpack_object *list = zcd_reply_get (res->reply, "containers");
   for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++)
     {
-      const msgpack_object *c = &list->via.array.ptr[i];
-      char *id = zcd_obj_strdup (zcd_obj_get (c, "id"));
-      char *status = zcd_obj_strdup (zcd_obj_get (c, "status"));
-      char *bundle = zcd_obj_strdup (zcd_obj_get (c, "bundle"));
-      uint64_t pid = 0;
-      bool has_pid = zcd_obj_uint (zcd_obj_get (c, "pids/0"), &pid);
-      char pidtext[24] = "-";
-      if (has_pid)
-        snprintf (pidtext, sizeof pidtext, "%llu", (unsigned long long)pid);
-      printf ("%-12s %-24s %-8s %-10s %s\n", res->node, id ? id : "?", status ? status : "?",
-              pidtext, bundle ? bundle : "?");
+      char *id = zcd_obj_strdup (zcd_obj_get (&list->via.array.ptr[i], "id"));
+      if (id)
+        printf ("%s\n", id);
       free (id);
-      free (status);
-      free (bundle);
     }
 }
 
 int
 zctr_node_change (zctr_t *z, zcd_body_t *body)
 {
-  return s_send (z, body, true, NULL);
+  return s_send (z, body, true, NULL, NULL);
 }
 
+/* One table over every node (rows in node order, each node's by id);
+ * printed even when some nodes failed, after their errors. */
 int
-zctr_node_list (zctr_t *z, int argc, char **argv)
+zctr_node_list (zctr_t *z, bool ids_only)
 {
-  int rc = zctr_getopt (z, argc, argv, NULL, NULL, NULL);
-  if (rc)
-    return rc;
-  if (!z->json)
-    printf ("%-12s %-24s %-8s %-10s %s\n", "NODE", "ID", "STATUS", "PID", "BUNDLE");
-  return s_send (z, zcd_body_new ("state"), false, s_print_list);
+  list_ctx_t l = { .table = ids_only || z->json ? NULL : zctr_state_list_table (true) };
+  int rc = s_send (z, zcd_body_new ("state"), false, s_add_list, &l);
+  if (l.table)
+    zctr_table_print (l.table, stdout, NULL);
+  zctr_table_destroy (&l.table);
+  return rc;
 }
 
 /* ---- events ------------------------------------------------------------------------ */
@@ -283,5 +299,9 @@ zctr_cmd_node (zctr_t *z, int argc, char **argv)
   zcd_body_t *body = zcd_body_new (cmd);
   if (body && optind < argc)
     zcd_body_str (body, "id", argv[optind]);
-  return s_send (z, body, false, cmd[0] == 'v' ? s_print_version : s_print_flat);
+  bool first = true;
+  node_print_fn *print = cmd[0] == 'v'                ? s_print_version
+                         : strcmp (cmd, "state") == 0 ? s_print_state
+                                                      : s_print_flat;
+  return s_send (z, body, false, print, &first);
 }
