@@ -18,9 +18,11 @@ Settings (environment):
   BENCH_UPDATES=200      pause/resume updates generating the events
   BENCH_RTT_N=20000      `version` calls at 1 in flight (x5 at 64)
   BENCH_MAX_STARTS=      --max-concurrent-starts (default: the daemon's, 2 x CPUs)
-  BENCH_SECTIONS=start,control,density,checkpoint   which parts to run
+  BENCH_SECTIONS=start,control,density,checkpoint,plots   which parts to run
                          (checkpoint: issue 10, its settings are in
-                         bench/bench_checkpoint.py)
+                         bench/bench_checkpoint.py; plots: issue 12, the
+                         sweeps bench/plot.py draws, settings in
+                         bench/bench_plots.py)
   BENCH_FULL=1           the issue's sizes: N=500, COST=10,100,1000
   BENCH_ROUNDS=3         start: each cell runs in rounds of N/ROUNDS, zcd, bare,
                          run, zcd, bare, run...: all three see the same load
@@ -78,7 +80,7 @@ def settings():
         "rtt_n": env_int("BENCH_RTT_N", 20000),
         "max_starts": env_int("BENCH_MAX_STARTS", 2 * (os.cpu_count() or 1)),
         "sections": env_list("BENCH_SECTIONS", ["start", "control", "density",
-                                                "checkpoint"]),
+                                                "checkpoint", "plots"]),
         "rounds": max(1, env_int("BENCH_ROUNDS", 3)),
         "state_fs": os.environ.get("BENCH_STATE_FS", "").strip() or "ext4",
     }
@@ -302,14 +304,19 @@ def merge_rounds(runs):
     return out
 
 
-def start_cell(s, daemon, bundles, runtime, c):
+def start_cell(s, daemon, bundles, runtime, c, n_cell=None, extra=None):
     """One runtime x C cell, in rounds alternating zcd, bare lifecycle and
-    bare run, so a change in the machine's load hits all three alike."""
+    bare run, so a change in the machine's load hits all three alike.
+    n_cell overrides N; extra ({key: fn(n, c, tag) -> driver result}) adds
+    peers to each round after those three (section `plots`: containerd)."""
+    extra = extra or {}
     runs = {"zcd": [], "bare_lifecycle": [], "bare_run": []}
-    sizes = round_sizes(s["n"], s["rounds"])
+    runs.update({key: [] for key in extra})
+    sizes = round_sizes(n_cell or s["n"], s["rounds"])
     for i, n in enumerate(sizes):
         tag = f"{runtime}-c{c}-r{i}"
-        log(f"start: {runtime} C={c} round {i + 1}/{len(sizes)}: zcd, bare, run ({n} each)")
+        names = ", ".join(["zcd", "bare", "run"] + list(extra))
+        log(f"start: {runtime} C={c} round {i + 1}/{len(sizes)}: {names} ({n} each)")
         runs["zcd"].append(run_json([LOAD, "start", "-s", daemon.state, "-b", bundles["true"],
                                      "-n", str(n), "-c", str(c), "-r", runtime,
                                      "-p", f"{PREFIX}-s-{tag}"]))
@@ -319,6 +326,8 @@ def start_cell(s, daemon, bundles, runtime, c):
         runs["bare_run"].append(run_json(
             [BARE, "-r", runtime, "-b", bundles["true"], "-n", str(n), "-c", str(c),
              "-p", f"{PREFIX}-br-{tag}", "-m", "run"]))
+        for key, fn in extra.items():
+            runs[key].append(fn(n, c, tag))
     row = {"runtime": runtime, "c": c, "rounds": len(sizes)}
     for key, results in runs.items():
         row[key] = merge_rounds(results)
@@ -459,6 +468,10 @@ def main():
             import bench_checkpoint  # noqa: E402  (python3-zmq, only here)
             bench_checkpoint.section(sys.modules[__name__], s, tmp, bundles, res)
             res["loadavg"].append(benchlib.loadavg("after checkpoint"))
+        if "plots" in s["sections"]:
+            import bench_plots  # noqa: E402  (issue 12: what bench/plot.py draws)
+            bench_plots.section(sys.modules[__name__], s, tmp, bundles, res)
+            res["loadavg"].append(benchlib.loadavg("after plots"))
     finally:
         if daemon:
             try:

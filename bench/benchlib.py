@@ -322,6 +322,42 @@ def _relay_table(cp, lines):
             lines.append(f"|   | error: {r['first_error'][:300]} ||||||||||")
 
 
+def _plots_table(res, lines):
+    plots = res.get("plots")
+    if not plots or not plots.get("start"):
+        return
+    lines += ["", "## Plots (issue 12): the series of docs/bench/*.svg (bench/plot.py)", "",
+              "Rounds alternate zcd, bare lifecycle, bare run and containerd (`ctr run "
+              "--rm`). Start ms: zcd `create` request -> reply; bare `create` spawned -> "
+              "`start` returned; containerd `ctr` spawned -> its /tasks/start event.", "",
+              "| runtime | C | N | zcd /s | bare /s | run /s | containerd /s | zcd/bare "
+              "| zcd/containerd | start ms p50/p95 zcd | bare | containerd | failed |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    none = {"per_s": 0.0, "failed": 0, "start_ms": {"p50": 0.0, "p95": 0.0}}
+    for r in plots["start"]:
+        z, b, u = r["zcd"], r["bare_lifecycle"], r["bare_run"]
+        k = r.get("containerd", none)
+        failed = z["failed"] + z.get("unfinished", 0) + b["failed"] + u["failed"] + k["failed"]
+        lines.append(
+            f"| {r['runtime']} | {r['c']} | {z['n']} | {z['per_s']:.1f} | {b['per_s']:.1f} "
+            f"| {u['per_s']:.1f} | {k['per_s']:.1f} | {_ratio(z['per_s'], b['per_s']):.2f} "
+            f"| {_ratio(z['per_s'], k['per_s']):.2f} | {_p(z['create_ms'])} "
+            f"| {_p(b['create_start_ms'])} | {_p(k['start_ms'])} | {failed} |")
+    mem = plots.get("memory", {})
+    if mem.get("zcd"):
+        lines += ["", "Memory per running `sleep` container, (daemon + all its shims) / "
+                  "running, KiB (Pss / Rss):", "",
+                  "| running | zcd Pss | zcd Rss | containerd Pss | containerd Rss |",
+                  "|---|---|---|---|---|"]
+        kd = {m["level"]: m for m in mem.get("containerd", [])}
+        for m in mem["zcd"]:
+            k = kd.get(m["level"])
+            kp = f"{k['per_container_pss_kib']:.0f} | {k['per_container_rss_kib']:.0f}" \
+                if k else "- | -"
+            lines.append(f"| {m['running']} | {m['per_container_pss_kib']:.0f} "
+                         f"| {m['per_container_rss_kib']:.0f} | {kp} |")
+
+
 def _anomalies(res, lines):
     """Protocol promises the harness saw broken: every request gets one reply."""
     lost_start = sum(r["zcd"].get("lost", 0) for r in res.get("start", []))
@@ -356,6 +392,7 @@ def table(res):
     _cost_table(res, lines)
     _peers_table(res, lines)
     _checkpoint_table(res, lines)
+    _plots_table(res, lines)
     _anomalies(res, lines)
     gl = res.get("goals", [])
     if gl:

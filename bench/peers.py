@@ -12,6 +12,7 @@ Settings: BENCH_N, BENCH_C, BENCH_RUNTIMES, BENCH_MAX_STARTS as bench/run;
 BENCH_PEERS_M=100 containerd containers for the memory figures.
 """
 import concurrent.futures
+import glob
 import json
 import os
 import signal
@@ -82,6 +83,14 @@ class Containerd:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        # The empty dirs containerd made for our namespace: its cgroup parents
+        # and the shim's runc root (rmdir: anything still in them stays).
+        for path in (glob.glob(f"/sys/fs/cgroup/*/{NS}") +
+                     [f"/sys/fs/cgroup/{NS}", f"/run/containerd/runc/{NS}"]):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
 
 def shims(containerd_dir):
@@ -111,11 +120,16 @@ def shims(containerd_dir):
     return out
 
 
-def ctr_start(cd, rootfs, runtime, n, c, prefix):
-    """n `ctr run --rm` of `true`, c at a time: containers/s and latencies."""
+def ctr_start(cd, rootfs, runtime, n, c, prefix, spawned=None):
+    """n `ctr run --rm` of `true`, c at a time: containers/s and latencies.
+    spawned (a dict) gets each id's wall-clock time just before its `ctr`
+    was spawned (bench/bench_plots.py matches them with containerd's
+    /tasks/start events)."""
     binary = subprocess.run(["which", runtime], stdout=subprocess.PIPE, text=True).stdout.strip()
 
     def one(i):
+        if spawned is not None:
+            spawned[f"{prefix}-{i}"] = time.time()
         t0 = time.monotonic()
         p = cd.ctr(["run", "--rm", "--runc-binary", binary, "--rootfs", rootfs,
                     f"{prefix}-{i}", "/bin/true"], check=False, timeout=300)
