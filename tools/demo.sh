@@ -5,8 +5,9 @@
 set -eu
 
 BUILD=${BUILD:-build}
-ZCD="$BUILD/zcd"
-ZCTR="$BUILD/zctr"
+# ZCD_BIN and ZCTR_BIN name other binaries: tests/deb/run drives the installed ones.
+ZCD=${ZCD_BIN:-$BUILD/zcd}
+ZCTR=${ZCTR_BIN:-$BUILD/zctr}
 STATE_DIR=${ZCD_STATE_DIR:-/run/zcd}
 RUNTIME=${ZCD_RUNTIME:-runc}
 ID="demo-$$"

@@ -10,7 +10,9 @@ set -eu
 PACKAGES="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
 liburing-dev libseccomp-dev libjansson-dev libcmocka-dev clang libclang-rt-14-dev runc crun
 criu busybox-static python3-zmq python3-msgpack python3-pytest valgrind
-slurmctld slurmd slurm-client munge"
+slurmctld slurmd slurm-client munge
+libmicrohttpd-dev prometheus scdoc pandoc debhelper dpkg-dev lintian fakeroot
+gnuplot-nox groff-base man-db"
 
 install_missing ()
 {
