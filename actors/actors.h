@@ -185,8 +185,11 @@ void zcd_state_dir_error (zcd_error_t **err);
 /* stdin must exist; stdout/stderr may be new files in an existing
  * directory; an existing path must be a regular file, FIFO or character
  * device, never a symlink, never inside the state dir.  invalid_argument
- * naming the key ("stdout: `/x` is a directory"). */
+ * naming the key ("stdout: `/x` is a directory").  `log` too
+ * (process_log_check). */
 int zcd_check_stdio_paths (const zcd_config_t *cfg, const msgpack_object *body, zcd_error_t **err);
+/* Whether `dir` (a real directory path) is the state dir or inside it. */
+bool zcd_under_state_dir (const zcd_config_t *cfg, const char *dir);
 char *zcd_container_dir (const zcd_config_t *cfg, const char *id);
 char *zcd_process_dir (const zcd_config_t *cfg, const char *id, const char *pid_name);
 /* Rootless containers (PROTOCOL.md "Callers"): <state-dir>/rootless/<uid>,

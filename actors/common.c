@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "actors/process.h"
 #include "core/amsg_gen.h"
 #include "core/cleanup.h"
 #include "core/mp.h"
@@ -245,9 +246,8 @@ zcd_state_dir_error (zcd_error_t **err)
     }
 }
 
-/* Whether `dir` (a real directory path) is the state dir or inside it. */
-static bool
-s_under_state_dir (const zcd_config_t *cfg, const char *dir)
+bool
+zcd_under_state_dir (const zcd_config_t *cfg, const char *dir)
 {
   char real_dir[PATH_MAX], real_state[PATH_MAX];
   if (realpath (dir, real_dir) == NULL || realpath (cfg->state_dir, real_state) == NULL)
@@ -291,7 +291,7 @@ s_check_stdio_path (const zcd_config_t *cfg, const char *key, const char *path, 
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s`: no such directory", key, dir);
   if (S_ISCHR (st.st_mode) && exists)
     return 0; /* a terminal or /dev/null: nothing of ours */
-  if (s_under_state_dir (cfg, dir))
+  if (zcd_under_state_dir (cfg, dir))
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "key `%s`: `%s` is inside zcd's state dir", key,
                      path);
   return 0;
@@ -307,7 +307,7 @@ zcd_check_stdio_paths (const zcd_config_t *cfg, const msgpack_object *body, zcd_
       if (path && s_check_stdio_path (cfg, keys[i], path, i == 0, err) < 0)
         return -1;
     }
-  return 0;
+  return process_log_check (cfg, body, err);
 }
 
 char *

@@ -362,6 +362,7 @@ container_spec_new (const msgpack_object *body, bundle_info_t *info, char **rest
   spec->stdin_path = mp_get_strdup (body, "stdin");
   spec->stdout_path = mp_get_strdup (body, "stdout");
   spec->stderr_path = mp_get_strdup (body, "stderr");
+  process_log_from_request (&spec->log, body);
   cleanup_free char *checkpoint = mp_get_strdup (body, "checkpoint");
   cleanup_free char *cdir = mp_get_strdup (body, "checkpoint_dir");
   if (checkpoint && cdir && asprintf (&spec->restoring_from, "%s/%s", cdir, checkpoint) < 0)
@@ -397,6 +398,7 @@ container_spec_destroy (container_spec_t **pspec)
   free (spec->stdin_path);
   free (spec->stdout_path);
   free (spec->stderr_path);
+  process_log_clear (&spec->log);
   free (spec->restoring_from);
   free (spec->owner.groups);
   mp_strv_free (spec->restore_args);
@@ -469,6 +471,7 @@ container_actor_create (zcd_daemon_t *daemon, const container_spec_t *spec, uint
   self->process_cb = &container_process_callbacks;
   process_t *init = process_new_init (spec->bundle_info, spec->stdin_path, spec->stdout_path,
                                       spec->stderr_path);
+  process_log_copy (&init->log, &spec->log);
   container_add_process (self, init);
   int made = s_make_dirs (self, err);
   if (made < 0)

@@ -109,6 +109,7 @@ struct container_spec
   char **runtime_args; /* the request's */
   bool no_pivot;
   char *stdin_path, *stdout_path, *stderr_path;
+  process_log_t log;    /* the init's `log` */
   char *restoring_from; /* the checkpoint image of a restore */
   char **restore_args;  /* its runtime restore flags (checkpoint_source_t) */
   struct bundle_info *bundle_info;

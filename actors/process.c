@@ -150,6 +150,7 @@ process_new_exec (const msgpack_object *body)
   p->stdin_path = mp_get_strdup (body, "stdin");
   p->stdout_path = mp_get_strdup (body, "stdout");
   p->stderr_path = mp_get_strdup (body, "stderr");
+  process_log_from_request (&p->log, body);
   return p;
 }
 
@@ -186,6 +187,7 @@ process_destroy (process_t **pp)
   free (p->stdin_path);
   free (p->stdout_path);
   free (p->stderr_path);
+  process_log_clear (&p->log);
   free (p);
   *pp = NULL;
 }

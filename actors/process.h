@@ -37,6 +37,17 @@ typedef enum
 typedef struct process process_t;
 typedef struct process_shim process_shim_t;
 
+/* The `log` key (PROTOCOL.md `create`, `exec`): the output goes to a
+ * rotated file the shim writes (shim/outlog.c) instead of stdout/stderr.
+ * The shim holds it for the process's life: nothing to keep across a
+ * daemon restart. */
+typedef struct process_log
+{
+  char *path; /* NULL: no log */
+  uint64_t max_bytes;
+  uint32_t max_files;
+} process_log_t;
+
 /* What a process tells its owner, each at most once, in this order:
  * started or failed, then exited (only after started).  failed and exited
  * are the last thing the process does in that turn: the owner may destroy
@@ -76,6 +87,7 @@ struct process
   bool no_new_privileges;
   char *apparmor_profile, *selinux_label;
   char *stdin_path, *stdout_path, *stderr_path;
+  process_log_t log;
 
   process_shim_t *shim; /* process_shim.c's; NULL while no shim is watched */
   /* Rootless: the user its shim runs as (0: root).  What the shim reports
@@ -129,6 +141,19 @@ int process_signal (const process_t *p, int sig);
  * -ENXIO / -ENOENT / -EPIPE when the shim is gone (the process exited),
  * -EAGAIN when it does not read. */
 int process_control (const process_t *p, const struct zcd_control_record *rec);
+
+/* process_log.c */
+/* The request's `log` (schema-checked), defaults filled in; out->path NULL
+ * when it has none. */
+void process_log_from_request (process_log_t *out, const msgpack_object *body);
+void process_log_copy (process_log_t *dst, const process_log_t *src);
+void process_log_clear (process_log_t *log);
+/* Admission of `log` (create and exec), run as the caller (core/caller.h)
+ * like the stdio paths' (zcd_check_stdio_paths): not with stdout or
+ * stderr; its path a regular file the caller may write or a new name in a
+ * directory the caller may write, never a symlink, never in the state
+ * dir.  invalid_argument naming `log`; nothing is made. */
+int process_log_check (const zcd_config_t *cfg, const msgpack_object *body, zcd_error_t **err);
 
 /* process_shim.c */
 /* Make the FIFOs in the process's (fresh) directory and start its shim.

@@ -433,7 +433,8 @@ static char **
 s_shim_argv (const zcd_config_t *cfg, const process_t *p, const process_launch_t *launch)
 {
   const char *mode = launch->checkpoint_dir ? "restore" : p->is_init ? "init" : "exec";
-  size_t n = 32 + 2 * mp_strv_len (launch->runtime_args) + 2 * mp_strv_len (launch->restore_args);
+  size_t n = 40 + 2 * mp_strv_len (launch->runtime_args) + 2 * mp_strv_len (launch->restore_args);
+  char log_bytes[24], log_files[16];
   char **argv = calloc (n, sizeof *argv);
   size_t i = 0;
 #define ARG(x) argv[i++] = strdup (x)
@@ -454,6 +455,14 @@ s_shim_argv (const zcd_config_t *cfg, const process_t *p, const process_launch_t
     ARG ("--stdout"), ARG (p->stdout_path);
   if (p->stderr_path)
     ARG ("--stderr"), ARG (p->stderr_path);
+  if (p->log.path)
+    {
+      snprintf (log_bytes, sizeof log_bytes, "%llu", (unsigned long long) p->log.max_bytes);
+      snprintf (log_files, sizeof log_files, "%u", (unsigned) p->log.max_files);
+      ARG ("--log-path"), ARG (p->log.path);
+      ARG ("--log-max-bytes"), ARG (log_bytes);
+      ARG ("--log-max-files"), ARG (log_files);
+    }
   if (launch->checkpoint_dir)
     ARG ("--checkpoint"), ARG (launch->checkpoint_dir);
   for (char *const *a = launch->restore_args; a && *a; a++)

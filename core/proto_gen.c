@@ -11,6 +11,12 @@ static const proto_key_t s_keys_version[] = {
   { 0 },
 };
 
+static const proto_key_t s_keys_create_log[] = {
+  { .name = "path", .type = PROTO_T_STR, .required = true, .absolute = true },
+  { .name = "max_bytes", .type = PROTO_T_UINT, .min = 4096ULL, .max = 1099511627776ULL },
+  { .name = "max_files", .type = PROTO_T_UINT, .min = 1ULL, .max = 100ULL },
+};
+
 static const proto_key_t s_keys_create[] = {
   { .name = "id", .type = PROTO_T_STR, .required = true, .syntax = PROTO_SYNTAX_CONTAINER_ID },
   { .name = "bundle", .type = PROTO_T_STR, .required = true, .absolute = true },
@@ -23,6 +29,7 @@ static const proto_key_t s_keys_create[] = {
   { .name = "no_pivot_root", .type = PROTO_T_BOOL },
   { .name = "checkpoint", .type = PROTO_T_STR, .syntax = PROTO_SYNTAX_NAME },
   { .name = "checkpoint_dir", .type = PROTO_T_STR, .absolute = true },
+  { .name = "log", .type = PROTO_T_MAP, .fields = s_keys_create_log, .n_fields = 3 },
 };
 
 static const proto_key_t s_keys_exec_user[] = {
@@ -35,6 +42,12 @@ static const proto_key_t s_keys_exec_rlimits[] = {
   { .name = "type", .type = PROTO_T_STR, .required = true },
   { .name = "soft", .type = PROTO_T_UINT, .required = true, .max = UINT64_MAX },
   { .name = "hard", .type = PROTO_T_UINT, .required = true, .max = UINT64_MAX },
+};
+
+static const proto_key_t s_keys_exec_log[] = {
+  { .name = "path", .type = PROTO_T_STR, .required = true, .absolute = true },
+  { .name = "max_bytes", .type = PROTO_T_UINT, .min = 4096ULL, .max = 1099511627776ULL },
+  { .name = "max_files", .type = PROTO_T_UINT, .min = 1ULL, .max = 100ULL },
 };
 
 static const proto_key_t s_keys_exec[] = {
@@ -53,6 +66,7 @@ static const proto_key_t s_keys_exec[] = {
   { .name = "stdin", .type = PROTO_T_STR, .absolute = true },
   { .name = "stdout", .type = PROTO_T_STR, .absolute = true },
   { .name = "stderr", .type = PROTO_T_STR, .absolute = true },
+  { .name = "log", .type = PROTO_T_MAP, .fields = s_keys_exec_log, .n_fields = 3 },
 };
 
 static const proto_key_t s_keys_signal[] = {
@@ -139,14 +153,15 @@ static const proto_key_t s_keys_events[] = {
   { .name = "id", .type = PROTO_T_STR, .syntax = PROTO_SYNTAX_CONTAINER_ID },
 };
 
+static const char *const s_keys_metrics_format_enum[] = { "prometheus", NULL };
 static const proto_key_t s_keys_metrics[] = {
-  { 0 },
+  { .name = "format", .type = PROTO_T_STR, .enum_values = s_keys_metrics_format_enum },
 };
 
 const proto_op_t proto_ops[PROTO_OP_COUNT] = {
   [PROTO_OP_VERSION] = { .code = PROTO_OP_VERSION, .name = "version", .keys = s_keys_version, .n_keys = 0 },
-  [PROTO_OP_CREATE] = { .code = PROTO_OP_CREATE, .name = "create", .keys = s_keys_create, .n_keys = 11 },
-  [PROTO_OP_EXEC] = { .code = PROTO_OP_EXEC, .name = "exec", .keys = s_keys_exec, .n_keys = 15 },
+  [PROTO_OP_CREATE] = { .code = PROTO_OP_CREATE, .name = "create", .keys = s_keys_create, .n_keys = 12 },
+  [PROTO_OP_EXEC] = { .code = PROTO_OP_EXEC, .name = "exec", .keys = s_keys_exec, .n_keys = 16 },
   [PROTO_OP_SIGNAL] = { .code = PROTO_OP_SIGNAL, .name = "signal", .keys = s_keys_signal, .n_keys = 4 },
   [PROTO_OP_UPDATE] = { .code = PROTO_OP_UPDATE, .name = "update", .keys = s_keys_update, .n_keys = 3 },
   [PROTO_OP_UPDATE_PROCESS] = { .code = PROTO_OP_UPDATE_PROCESS, .name = "update_process", .keys = s_keys_update_process, .n_keys = 5, .together = s_keys_update_process_together },
@@ -156,7 +171,7 @@ const proto_op_t proto_ops[PROTO_OP_COUNT] = {
   [PROTO_OP_STATE] = { .code = PROTO_OP_STATE, .name = "state", .keys = s_keys_state, .n_keys = 1 },
   [PROTO_OP_STATS] = { .code = PROTO_OP_STATS, .name = "stats", .keys = s_keys_stats, .n_keys = 2 },
   [PROTO_OP_EVENTS] = { .code = PROTO_OP_EVENTS, .name = "events", .keys = s_keys_events, .n_keys = 3, .streaming = true },
-  [PROTO_OP_METRICS] = { .code = PROTO_OP_METRICS, .name = "metrics", .keys = s_keys_metrics, .n_keys = 0 },
+  [PROTO_OP_METRICS] = { .code = PROTO_OP_METRICS, .name = "metrics", .keys = s_keys_metrics, .n_keys = 1 },
 };
 
 const char *const proto_event_names[PROTO_EVENT_COUNT] = {

@@ -9,6 +9,7 @@
  *   zcd-shim --mode init|exec|restore --id CID --bundle DIR --runtime PATH
  *            [--runtime-arg ARG]... [--no-pivot] [--terminal]
  *            [--stdin PATH] [--stdout PATH] [--stderr PATH]
+ *            [--log-path PATH [--log-max-bytes N] [--log-max-files N]]
  *            [--checkpoint DIR] [--sync-fd N]
  *
  * The shim reports the outcome of the start exactly once on the sync fd (a
@@ -22,7 +23,11 @@
  * Files the shim writes in its directory, each atomically: shim.pid (its
  * own pid), pid and starttime (container process; starttime is field 22 of
  * /proc/<pid>/stat), exitStatus (decimal 0-255, 128+N for signal N), and
- * shim.log (its errors and the runtime's error output).
+ * shim.log (its errors and the runtime's error output).  With --log-path
+ * (PROTOCOL.md `create`, key `log`; never with --stdout or --stderr) the
+ * process's output goes to that file, rotated (shim/outlog.c), and output the
+ * shim had to drop is counted in `log-dropped` (decimal, the running total,
+ * "0" from the writer's start on), replaced at most a few times a second.
  *
  * Control records on the `control` FIFO are fixed-size zcd_control_record.
  */
@@ -49,6 +54,13 @@ struct zcd_sync_record
   int32_t sys_errno;
   uint32_t text_len;
 };
+
+/* The `log` key's bounds and defaults, the daemon's and the shim's. */
+#define ZCD_LOG_MIN_BYTES 4096ULL
+#define ZCD_LOG_MAX_BYTES (1ULL << 40)
+#define ZCD_LOG_DEFAULT_BYTES (10ULL << 20)
+#define ZCD_LOG_MAX_FILES 100U
+#define ZCD_LOG_DEFAULT_FILES 5U
 
 #define ZCD_CONTROL_MAGIC 0x7a636331u /* "zcc1" */
 

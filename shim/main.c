@@ -135,7 +135,10 @@ s_prepare (shim_t *self, zcd_error_t **err)
   signal (SIGHUP, SIG_IGN);
   signal (SIGPIPE, SIG_IGN);
   signal (SIGTERM, SIG_IGN);
-  if (shim_stdio_open (self, err) < 0)
+  /* The log's writer starts now, to be running by the time the sandbox
+   * comes (outlog.c).  It holds no lock the delete helper's fork could
+   * copy held: it waits, or writes its count with plain system calls. */
+  if (shim_stdio_open (self, err) < 0 || shim_outlog_start (err) < 0)
     return -1;
   return self->args.terminal ? shim_console_listen (self, err) : 0;
 }
@@ -251,6 +254,8 @@ static int
 s_after_start (shim_t *self, zcd_error_t **err)
 {
   shim_stdio_after_start (self);
+  /* The log's writer must have begun before the filter (TSYNC) covers it. */
+  shim_outlog_wait_ready ();
   return shim_sandbox_install (err);
 }
 
@@ -259,6 +264,9 @@ s_fail (shim_t *self, zcd_error_t **err, bool started)
 {
   if (started)
     shim_runtime_cleanup_failed_start (self);
+  /* What reached the log (the runtime's own words) is on disk before the
+   * daemon hears of the failure. */
+  shim_outlog_finish (SHIM_LOG_FLUSH_MS);
   /* A shim in its state directory ends with a hang-up of `exit`, also when
    * it failed before it opened it (the runtime could not be started). */
   zcd_error_t *ignored = NULL;

@@ -239,9 +239,10 @@ s_poll_once (shim_t *self)
     [SLOT_SIGNAL] = { .fd = self->signal_fd, .events = POLLIN },
     [SLOT_CONTROL] = { .fd = self->control_fd, .events = POLLIN },
   };
+  shim_outlog_round_begin ();
   for (int i = 0; i < RELAY_COUNT; i++)
     shim_relay_watch (relays[i], &fds[SLOT_RELAYS + i]);
-  if (poll (fds, SLOT_COUNT, -1) < 0)
+  if (poll (fds, SLOT_COUNT, shim_outlog_poll_ms ()) < 0)
     return;
   /* Control first: a resize sent before some input is in effect by the
    * time the container reads that input. */
@@ -307,6 +308,9 @@ shim_reap_loop (shim_t *self)
    * (an exec's exit is reported within DRAIN_TOTAL_MS). */
   shim_stdio_drain (self, DRAIN_IDLE_MS, DRAIN_TOTAL_MS);
   s_log_relay_errors (self, true);
+  unsigned long long log_dropped = shim_outlog_finish (SHIM_LOG_FLUSH_MS);
+  if (log_dropped > 0)
+    shim_log (self, "log: %llu bytes of output dropped (see log-dropped)", log_dropped);
   /* The delete runs while exitStatus is written: the daemon hears of
    * neither before the shim exits (the exit FIFO), and a shim killed in
    * between leaves no exitStatus, which the daemon answers with its own

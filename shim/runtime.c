@@ -141,7 +141,9 @@ s_stderr_mark_read (shim_t *self, s_stderr_mark_t mark, char *out, size_t cap)
   ssize_t n = read (mark.fd, out, cap);
   /* A failed write loses the text for the client's file only: it is
    * still in the error reported. */
-  if (n > 0 && mark.relay->dst >= 0 && write (mark.relay->dst, out, (size_t) n) < 0)
+  if (n > 0 && mark.relay->to_log)
+    shim_outlog_put (out, (size_t) n);
+  else if (n > 0 && mark.relay->dst >= 0 && write (mark.relay->dst, out, (size_t) n) < 0)
     shim_log (self, "the runtime's stderr text did not reach the client's stderr: %s",
               strerror (errno));
   return n;

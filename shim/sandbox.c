@@ -3,9 +3,11 @@
  * From then on the shim only waits for children, relays bytes, resizes the
  * terminal, reads its control FIFO, writes exitStatus and shim.log
  * (temp file, rename; no fsync, see report.c) and tells the delete
- * helper to go.  It never executes anything: the one runtime call it still
- * needs (`delete` for an init) is made by a helper forked before this
- * filter, so execve, clone, socket, ptrace and the rest stay closed.
+ * helper to go; with a log, its writer thread writes and rotates the log
+ * and replaces log-dropped.  It never executes anything: the one runtime
+ * call it still needs (`delete` for an init) is made by a helper forked
+ * before this filter, so execve, clone, socket, ptrace and the rest stay
+ * closed.
  *
  * Default action EPERM rather than kill: a syscall missed here (a libc
  * version that reaches a path differently) then fails like any other
@@ -35,14 +37,17 @@
 #include "shim/shim.h"
 
 static const int s_allowed[] = {
-  /* waiting and relaying */
-  SCMP_SYS (read), SCMP_SYS (write), SCMP_SYS (poll), SCMP_SYS (ppoll), SCMP_SYS (wait4),
-  SCMP_SYS (waitid), SCMP_SYS (close), SCMP_SYS (fcntl), SCMP_SYS (lseek),
+  /* waiting and relaying (readv: into the log's ring, outlog.c) */
+  SCMP_SYS (read), SCMP_SYS (readv), SCMP_SYS (write), SCMP_SYS (poll), SCMP_SYS (ppoll),
+  SCMP_SYS (wait4), SCMP_SYS (waitid), SCMP_SYS (close), SCMP_SYS (fcntl), SCMP_SYS (lseek),
   /* atomic files: zcd_write_file_atomic; shim.log */
   SCMP_SYS (openat), SCMP_SYS (open), SCMP_SYS (fsync), SCMP_SYS (fdatasync),
   SCMP_SYS (rename), SCMP_SYS (renameat), SCMP_SYS (renameat2), SCMP_SYS (unlinkat),
   SCMP_SYS (unlink), SCMP_SYS (fstat), SCMP_SYS (newfstatat), SCMP_SYS (statx),
   SCMP_SYS (getpid),
+  /* the log's writer (outlog.c, logfile.c) rotates with the calls above
+   * (renameat, unlinkat, newfstatat), and a log of one file starts over */
+  SCMP_SYS (ftruncate),
   /* memory (malloc in error paths) */
   SCMP_SYS (brk), SCMP_SYS (mmap), SCMP_SYS (munmap), SCMP_SYS (mremap), SCMP_SYS (madvise),
   /* signals and leaving */
@@ -141,8 +146,14 @@ shim_sandbox_install (zcd_error_t **err)
   if (prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
     return zcd_fail_errno (err, errno, "set no_new_privs");
   struct sock_fprog prog = { .len = (unsigned short) s_program_len, .filter = s_program };
-  if (syscall (SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+  /* TSYNC: the log's writer thread (outlog.c), started before, gets the
+   * same filter (and no_new_privs); a positive result names a thread that
+   * could not be synchronized. */
+  long rc = syscall (SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+  if (rc < 0)
     return zcd_fail_errno (err, errno, "load the seccomp filter");
+  if (rc > 0)
+    return zcd_fail (err, ZCD_E_INTERNAL, "seccomp: thread %ld could not take the filter", rc);
   /* The kernel keeps its own copy. */
   free (s_program);
   s_program = NULL;

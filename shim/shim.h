@@ -5,7 +5,12 @@
  * shim/ each handle one part of its life: arguments, detaching and the
  * start (main.c), runtime invocations (runtime.c, runtime_log.c), stdio and
  * the terminal (stdio.c, console.c), the report to the daemon (report.c),
- * the seccomp self-sandbox (sandbox.c) and the reap loop (reap.c). */
+ * the seccomp self-sandbox (sandbox.c) and the reap loop (reap.c).
+ *
+ * One exception to the single thread: with --log-path the output goes
+ * through a bounded ring to a writer thread (outlog.c), so that a slow or
+ * full disk never stalls the relay; the file and its rotation are
+ * logfile.c's. */
 #ifndef ZCD_SHIM_H
 #define ZCD_SHIM_H
 
@@ -13,6 +18,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "core/err.h"
@@ -38,6 +44,10 @@ typedef struct
   const char *stdin_path; /* NULL: /dev/null */
   const char *stdout_path;
   const char *stderr_path;
+  /* --log-path: output into a rotated file instead of stdout/stderr */
+  const char *log_path;
+  uint64_t log_max_bytes;
+  unsigned log_max_files;
   const char *runtime_args[SHIM_MAX_RUNTIME_ARGS];
   size_t runtime_args_len;
   /* restore's own flags, those of the dump (--tcp-established, ...) */
@@ -63,6 +73,7 @@ typedef struct
   /* Output relays: a destination that failed (ENOSPC, EIO) is replaced by
    * discarding, so the container never blocks on a full pipe. */
   bool discard_on_error;
+  bool to_log;                 /* the destination is the log's ring (outlog.c), never full */
   bool error_logged;           /* reap.c said so in shim.log */
   int dst_error;               /* errno that ended the destination, else 0 */
   unsigned long long dropped;  /* bytes thrown away since */
@@ -151,6 +162,67 @@ void shim_relay_close_input (shim_relay_t *self);
  * stderr, together, until their writers are gone, idle_ms pass without a
  * byte, or total_ms since the call. */
 void shim_stdio_drain (shim_t *self, int idle_ms, int total_ms);
+
+/* logfile.c: the rotated output file; one thread at a time. */
+typedef struct
+{
+  int dirfd; /* the file's directory (O_PATH): every name is relative to it */
+  int fd;    /* the current file */
+  char name[NAME_MAX + 1];
+  uint64_t size; /* of the current file */
+  bool mid_line; /* its last byte is not a newline (a gap line starts with one) */
+  uint64_t max_bytes;
+  unsigned max_files;
+  /* Why the last write stopped short: errno, and whether a rotation failed
+   * (then error_name is the name in the way; EEXIST: not a regular file). */
+  int error;
+  bool error_rotating;
+  char error_name[NAME_MAX + 16];
+} shim_logfile_t;
+
+/* Open (create 0640, or append to a regular file) without following a
+ * symlink; ZCD_E_INVALID_ARGUMENT when path names something else. */
+int shim_logfile_open (shim_logfile_t *self, const char *path, uint64_t max_bytes,
+                       unsigned max_files, zcd_error_t **err);
+/* Append data, rotating as needed; how much was written (all of it, or
+ * less with self->error set). */
+size_t shim_logfile_write (shim_logfile_t *self, const char *data, size_t len);
+/* One line of the shim's own (a gap), on a line of its own: a newline
+ * first when the file ends mid-line.  False unless all of it was written. */
+bool shim_logfile_write_line (shim_logfile_t *self, const char *line, size_t len);
+int shim_logfile_rotate (shim_logfile_t *self);
+void shim_logfile_close (shim_logfile_t *self);
+
+/* outlog.c: the log's ring and its writer thread (one per shim).  Only
+ * shim_outlog_read and the getters are called while the writer runs. */
+int shim_outlog_open (const shim_args_t *args, zcd_error_t **err);
+bool shim_outlog_active (void);
+/* Start the writer: early, while the runtime works (a thread's start
+ * waits for a turn on a CPU), and before the sandbox, which refuses clone
+ * and the new thread's own first system calls (rseq registration: glibc
+ * aborts when it fails).  shim_outlog_wait_ready: until the thread runs
+ * its own code, so that the filter can come next. */
+int shim_outlog_start (zcd_error_t **err);
+void shim_outlog_wait_ready (void);
+/* Read from src into the ring, or, the ring full, into scratch and drop
+ * it (counted).  read(2)'s result: bytes taken, 0 at EOF, -1 with errno. */
+ssize_t shim_outlog_read (int src, char *scratch, size_t scratch_len);
+/* True while the ring is full of bytes a writer that is only late will
+ * take: the relays leave the pipes unread.  A poll round starts with
+ * shim_outlog_round_begin, and its timeout is shim_outlog_poll_ms: -1, or
+ * a few ms when some relay was held back in the round (to look again). */
+void shim_outlog_round_begin (void);
+bool shim_outlog_holding (void);
+int shim_outlog_poll_ms (void);
+/* The loop's bytes of its own (the runtime's complaint on a failed start)
+ * into the ring, as read ones go. */
+void shim_outlog_put (const char *data, size_t len);
+/* At the exit: let the writer empty the ring, up to timeout_ms; what is
+ * left counts as dropped.  The total dropped. */
+unsigned long long shim_outlog_finish (int timeout_ms);
+/* How long the writer gets at the end: the exit (or the failure) is
+ * reported after it. */
+#define SHIM_LOG_FLUSH_MS 1000
 
 /* console.c */
 int shim_console_listen (shim_t *self, zcd_error_t **err);

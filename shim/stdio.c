@@ -2,7 +2,9 @@
  * relays to and from the client's paths: pipes are what CRIU can
  * checkpoint and restore, and stdin's lets a close_stdin record end the
  * input although the client's FIFO never ends.  With a terminal, the shim
- * copies pty master -> stdout path and stdin path -> master. */
+ * copies pty master -> stdout path and stdin path -> master.  With
+ * --log-path the output relays (pipes or master) feed the log's ring
+ * instead of a path (outlog.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -115,9 +117,31 @@ s_input_pipe (shim_t *self, zcd_error_t **err)
   return 0;
 }
 
+/* With --log-path both output pipes feed the log's ring (outlog.c): the
+ * relay reads them as ever, and the writer thread does the disk. */
+static int
+s_log_pipe (shim_relay_t *relay, int *container_end, zcd_error_t **err)
+{
+  int pipe_fds[2];
+  if (pipe2 (pipe_fds, O_CLOEXEC) < 0)
+    return zcd_fail_errno (err, errno, "pipe for output");
+  s_set_nonblock (pipe_fds[0]);
+  *container_end = pipe_fds[1];
+  shim_relay_init (relay, pipe_fds[0], -1, false);
+  relay->to_log = true;
+  return 0;
+}
+
 static int
 s_open_plain (shim_t *self, zcd_error_t **err)
 {
+  if (self->args.log_path)
+    {
+      if (s_log_pipe (&self->stdout_relay, &self->container_stdio[1], err) < 0
+          || s_log_pipe (&self->stderr_relay, &self->container_stdio[2], err) < 0)
+        return -1;
+      return s_input_pipe (self, err);
+    }
   if (s_output_pipe (&self->stdout_relay, self->args.stdout_path, &self->container_stdio[1], err)
           < 0
       || s_output_pipe (&self->stderr_relay, self->args.stderr_path, &self->container_stdio[2],
@@ -130,14 +154,24 @@ s_open_plain (shim_t *self, zcd_error_t **err)
 int
 shim_stdio_open (shim_t *self, zcd_error_t **err)
 {
+  if (self->args.log_path && shim_outlog_open (&self->args, err) < 0)
+    return -1;
   if (!self->args.terminal)
     return s_open_plain (self, err);
   /* The relays get their master end once the runtime sends it. */
-  int out = s_open_output (self->args.stdout_path, err);
-  if (out < 0)
-    return -1;
-  shim_relay_init (&self->stdout_relay, -1, out, false);
-  self->stdout_relay.discard_on_error = true;
+  if (self->args.log_path)
+    {
+      shim_relay_init (&self->stdout_relay, -1, -1, false);
+      self->stdout_relay.to_log = true;
+    }
+  else
+    {
+      int out = s_open_output (self->args.stdout_path, err);
+      if (out < 0)
+        return -1;
+      shim_relay_init (&self->stdout_relay, -1, out, false);
+      self->stdout_relay.discard_on_error = true;
+    }
   if (self->args.stdin_path)
     {
       int source = s_open_input (self->args.stdin_path, err);
@@ -167,7 +201,7 @@ shim_relay_init (shim_relay_t *self, int src, int dst, bool dst_is_terminal)
   self->dst_is_terminal = dst_is_terminal;
   self->off = self->len = 0;
   self->close_dst_when_drained = self->eot_when_drained = self->finishing_input = false;
-  self->discard_on_error = self->error_logged = false;
+  self->discard_on_error = self->error_logged = self->to_log = false;
   self->dst_error = 0;
   self->dropped = 0;
 }
@@ -302,7 +336,8 @@ s_on_readable (shim_relay_t *self)
 {
   if (self->src < 0 || self->len > 0)
     return;
-  ssize_t n = read (self->src, self->buf, sizeof self->buf);
+  ssize_t n = self->to_log ? shim_outlog_read (self->src, self->buf, sizeof self->buf)
+                           : read (self->src, self->buf, sizeof self->buf);
   if (n < 0 && (errno == EINTR || errno == EAGAIN))
     return;
   if (n <= 0)
@@ -315,6 +350,8 @@ s_on_readable (shim_relay_t *self)
         s_close (&self->src);
       return;
     }
+  if (self->to_log)
+    return; /* in the ring (or counted there as dropped) */
   if (s_discarding (self))
     {
       self->dropped += (size_t) n;
@@ -337,7 +374,9 @@ shim_relay_watch (const shim_relay_t *self, struct pollfd *pfd)
       pfd->fd = self->dst;
       pfd->events = POLLOUT;
     }
-  else if (self->src >= 0 && (self->dst >= 0 || s_discarding (self)))
+  else if (self->src >= 0 && self->to_log && shim_outlog_holding ())
+    pfd->fd = -1;
+  else if (self->src >= 0 && (self->dst >= 0 || self->to_log || s_discarding (self)))
     {
       pfd->fd = self->src;
       pfd->events = POLLIN;
@@ -396,16 +435,25 @@ shim_stdio_drain (shim_t *self, int idle_ms, int total_ms)
     {
       struct pollfd fds[2];
       bool any = false;
+      shim_outlog_round_begin ();
       for (int i = 0; i < 2; i++)
         {
           shim_relay_watch (relays[i], &fds[i]);
           any = any || fds[i].fd >= 0;
         }
+      /* A full ring the writer is emptying: the pipes wait, not end. */
+      int hold_ms = shim_outlog_poll_ms ();
+      bool holding = hold_ms >= 0;
       long long left = deadline - s_now_ms ();
-      if (!any || left <= 0)
+      if ((!any && !holding) || left <= 0)
         return;
-      int rc = poll (fds, 2, left < idle_ms ? (int) left : idle_ms);
+      int wait_ms = left < idle_ms ? (int) left : idle_ms;
+      if (holding && hold_ms < wait_ms)
+        wait_ms = hold_ms;
+      int rc = poll (fds, 2, wait_ms);
       if (rc < 0 && errno == EINTR)
+        continue;
+      if (rc == 0 && holding)
         continue;
       if (rc <= 0)
         return;

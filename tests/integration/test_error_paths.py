@@ -198,7 +198,6 @@ def test_errors_without_containers(zcd_runc, tmp_path):
     x.done()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: `metrics` format (Prometheus) not implemented yet")
 def test_metrics_format_is_checked(zcd_runc):
     """PROTOCOL.md `metrics`: `format` (str, optional: "prometheus" returns
     {"text"}); a known key of the wrong type, or a value out of its range,
@@ -451,18 +450,17 @@ def create_refused(x, events, label, codes, needles, **keys):
 
 LOG_CASES = [
     ("log not a map", ["log"], "x"),
-    ("log without path", ["path"], {"max_bytes": 1024, "max_files": 2}),
-    ("log path relative", ["path|log"], {"path": "rel.log", "max_bytes": 1024, "max_files": 2}),
+    ("log without path", ["path"], {"max_bytes": 65536, "max_files": 2}),
+    ("log path relative", ["path|log"], {"path": "rel.log", "max_bytes": 65536, "max_files": 2}),
     ("log path is a directory", ["path|log", "directory"],
-     {"path": "<dir>", "max_bytes": 1024, "max_files": 2}),
+     {"path": "<dir>", "max_bytes": 65536, "max_files": 2}),
     ("log path not a str", ["path"], {"path": 5}),
     ("log max_bytes < 0", ["max_bytes"], {"path": "<file>", "max_bytes": -1, "max_files": 2}),
-    ("log max_files str", ["max_files"], {"path": "<file>", "max_bytes": 1024,
+    ("log max_files str", ["max_files"], {"path": "<file>", "max_bytes": 65536,
                                           "max_files": "2"}),
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the `log` key (bounded logs) not implemented yet")
 def test_log_key_errors(zcd, events, bundle, cid, short_dir):
     """PROTOCOL.md `create` and `exec`: `log` = {"path": str (absolute),
     "max_bytes": uint, "max_files": uint}: its mistakes are invalid_argument
