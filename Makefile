@@ -5,7 +5,7 @@ PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
-PKGS     := libzmq libczmq msgpack jansson libseccomp liburing
+PKGS     := libzmq libczmq msgpack jansson libseccomp liburing libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SHIM_LIBS  ?= -lseccomp
 # The shim is linked statically (no loader, no whole libc mapped): its RSS
@@ -42,7 +42,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # Objects built through pattern rules are kept (no rebuild on every make).
 .SECONDARY:
 
-.PHONY: all deps test unit integration demo bench bench-peers install clean asan \
+.PHONY: all deps test unit integration demo bench plots bench-peers install clean asan \
         format fuzz fuzz-protocol schema schema-check soak hugetlb asan-integration
 all: $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(BUILD)/libzcd.a $(BUILD)/libzcd.so \
      $(BUILD)/zcd-oci \
@@ -152,7 +152,12 @@ demo: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all hugetlb
-	@sh bench/run
+	@sh bench/run --json $(BUILD)/bench.json
+
+# Redraws docs/bench/*.svg from a saved bench/run JSON (default: the one
+# the committed plots came from) without measuring again.
+plots:
+	@$(PYTHON) bench/plot.py --json $(or $(JSON),docs/bench/plots.json) --out docs/bench
 
 bench-peers: deps
 	@$(MAKE) --no-print-directory all hugetlb
@@ -167,6 +172,25 @@ schema:
 
 schema-check:
 	@$(PYTHON) schema/gen.py --check
+
+# Manual pages: $(BUILD)/man/zctr.1, zcd-protocol.7, zcd.8, zcd-shim.8,
+# zcd-oci.8.  The programs' pages are scdoc (docs/man/*.scd); zcd-protocol(7)
+# is docs/protocol.md itself, reshaped by a pandoc filter, so the protocol
+# keeps one description.  scdoc and pandoc come with `make deps`.
+MAN_PAGES := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(wildcard docs/man/*.scd)) \
+             $(BUILD)/man/zcd-protocol.7
+.PHONY: man
+man: $(MAN_PAGES)
+all: man
+
+$(BUILD)/man/%: docs/man/%.scd
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/man/zcd-protocol.7: docs/protocol.md docs/man/zcd-protocol.lua
+	@mkdir -p $(dir $@)
+	pandoc -f gfm -t man -s --lua-filter docs/man/zcd-protocol.lua -M title=ZCD-PROTOCOL \
+	  -M section=7 -M footer=zcd -M hyphenate=false -V adjusting=l -o $@.tmp $< && mv $@.tmp $@
 
 asan:
 	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g" all
@@ -191,13 +215,51 @@ fuzz-protocol: all hugetlb
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
-	install -m 0755 $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(BUILD)/zcd-oci $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(BUILD)/libzcd.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0755 $(BUILD)/libzcd.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 lib/zcd_client.h $(DESTDIR)$(PREFIX)/include/
+# The daemon and its shim go to sbin (zcd runs the zcd-shim beside its own
+# binary), the clients to bin, and the man pages; zctr's bash completion
+# when the tree has it.  INSTALL_SHARED=no leaves out
+# libzcd.so (the Debian package, tools/deb/, ships the static library).
+SBINDIR    ?= $(PREFIX)/sbin
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+INSTALL_SHARED ?= yes
+INSTALLED := $(BUILD)/zcd $(BUILD)/zcd-shim $(BUILD)/zctr $(BUILD)/zcd-oci $(BUILD)/libzcd.a \
+             $(if $(filter yes,$(INSTALL_SHARED)),$(BUILD)/libzcd.so)
+.PHONY: installable
+installable: $(INSTALLED)
+
+install: $(INSTALLED) man
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)
+	install -m 0755 $(BUILD)/zcd $(BUILD)/zcd-shim $(DESTDIR)$(SBINDIR)/
+	install -m 0755 $(BUILD)/zctr $(BUILD)/zcd-oci $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(BUILD)/libzcd.a $(DESTDIR)$(LIBDIR)/
+	$(if $(filter yes,$(INSTALL_SHARED)),install -m 0755 $(BUILD)/libzcd.so $(DESTDIR)$(LIBDIR)/)
+	install -m 0644 lib/zcd_client.h $(DESTDIR)$(INCLUDEDIR)/
+	@for page in $(BUILD)/man/*.[1-8]; do \
+	  [ -f "$$page" ] || continue; \
+	  dir=$(DESTDIR)$(MANDIR)/man$${page##*.}; \
+	  echo "install -m 0644 $$page $$dir/"; \
+	  install -d "$$dir" && install -m 0644 "$$page" "$$dir/" || exit 1; \
+	done
+	if [ -f tools/zctr/zctr.bash ]; then \
+	  install -d $(DESTDIR)$(BASHCOMPDIR) && \
+	  install -m 0644 tools/zctr/zctr.bash $(DESTDIR)$(BASHCOMPDIR)/zctr; fi
+
+# The Debian package: $(BUILD)/deb/zcd_<version>_<arch>.deb, built by
+# dpkg-buildpackage from a clean copy of the tree (tools/deb/build.sh) and
+# checked by lintian, whose errors fail the target.
+.PHONY: deb test-deb
+deb:
+	@sh tools/deb/build.sh $(BUILD)
+
+# Installs that package, runs its daemon as the systemd unit would, drives
+# it with the installed zctr across a daemon restart, then purges it.
+test-deb: deps
+	@$(MAKE) --no-print-directory deb
+	@sh tests/deb/run $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -65,6 +65,31 @@ s_pack_one (msgpack_packer *pk, const stats_entry_t *e)
   msgpack_sbuffer_destroy (&one);
 }
 
+/* {id: OOM kills} of the ids whose cgroup is known and counts them
+ * (Prometheus metrics: the Stats map has no such count).  Each file is
+ * read once, before the map's size is written: a cgroup removed meanwhile
+ * must not change the count. */
+static void
+s_pack_oom_kills (stats_t *self, msgpack_packer *pk, const char *const *ids, size_t n)
+{
+  cleanup_free uint64_t *kills = calloc (n + 1, sizeof *kills);
+  cleanup_free bool *known = calloc (n + 1, sizeof *known);
+  size_t n_known = 0;
+  for (size_t i = 0; kills && known && i < n; i++)
+    {
+      stats_entry_t *e = zhashx_lookup (self->cgroups, ids[i]);
+      /* A root directory would be the host's count (as in s_pack_one). */
+      known[i] = e && !zcd_cgroup_dir_is_root (cgroup_paths_dir (e->paths, "memory"))
+                 && cgroup_oom_kills (e->paths, &kills[i]);
+      n_known += known[i];
+    }
+  mp_pack_str (pk, "oom_kills");
+  msgpack_pack_map (pk, n_known);
+  for (size_t i = 0; n_known && i < n; i++)
+    if (known[i])
+      mp_pack_kv_uint (pk, ids[i], kills[i]);
+}
+
 static void
 s_on_collect (actor_t *actor, const char *from, const amsg_collect_t *m)
 {
@@ -72,11 +97,12 @@ s_on_collect (actor_t *actor, const char *from, const amsg_collect_t *m)
   size_t n = 0;
   while (m->ids[n])
     n++;
+  bool oom_kills = m->has_oom_kills && m->oom_kills;
   msgpack_sbuffer result;
   msgpack_sbuffer_init (&result);
   msgpack_packer pk;
   msgpack_packer_init (&pk, &result, msgpack_sbuffer_write);
-  msgpack_pack_map (&pk, 2);
+  msgpack_pack_map (&pk, oom_kills ? 3 : 2);
   mp_pack_kv_int (&pk, "timestamp", zcd_now_ns ());
   mp_pack_str (&pk, "stats");
   msgpack_pack_map (&pk, n);
@@ -85,6 +111,8 @@ s_on_collect (actor_t *actor, const char *from, const amsg_collect_t *m)
       mp_pack_str (&pk, m->ids[i]);
       s_pack_one (&pk, zhashx_lookup (self->cgroups, m->ids[i]));
     }
+  if (oom_kills)
+    s_pack_oom_kills (self, &pk, m->ids, n);
   zcd_send_reply_ok (self->daemon->actors, STATS_ACTOR, m->token, &result, false);
   msgpack_sbuffer_destroy (&result);
 }

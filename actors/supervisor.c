@@ -125,6 +125,8 @@ static void
 s_on_reply (actor_t *actor, const char *from, const amsg_reply_t *m)
 {
   supervisor_t *self = actor_state (actor);
+  if (metrics_prom_on_reply (self, m))
+    return; /* a Prometheus scrape's cgroup numbers */
   uint64_t *after = m->after_events ? zhashx_lookup (self->last_event_seq, from) : NULL;
   uint64_t after_seq = after ? *after : 0;
   if (m->ok)
@@ -337,6 +339,7 @@ supervisor_new (zcd_daemon_t *daemon, zcd_error_t **err)
   supervisor_t *self = calloc (1, sizeof *self);
   self->daemon = daemon;
   self->started_mono_ns = zcd_mono_ns ();
+  self->prom = metrics_prom_new ();
   s_read_boot_id (self->boot_id, sizeof self->boot_id);
   self->containers = zhashx_new ();
   zhashx_set_destructor (self->containers, supervisor_entry_destroy);
@@ -420,6 +423,7 @@ supervisor_destroy (supervisor_t **pself)
   if (pself == NULL || *pself == NULL)
     return;
   supervisor_t *self = *pself;
+  metrics_prom_destroy (&self->prom);
   if (self->log)
     eventlog_flush (self->log, NULL);
   if (self->edge)

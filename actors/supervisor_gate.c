@@ -30,7 +30,9 @@ s_record_latency (supervisor_t *self, uint64_t token)
   uint64_t *t0 = zhashx_lookup (self->start_times, (void *)(uintptr_t)token);
   if (t0 == NULL)
     return;
-  self->latencies[self->latency_count++ % LATENCY_RING] = zcd_mono_ns () - *t0;
+  uint64_t ns = zcd_mono_ns () - *t0;
+  self->latencies[self->latency_count++ % LATENCY_RING] = ns;
+  metrics_prom_start_latency (self->prom, ns);
   zhashx_delete (self->start_times, (void *)(uintptr_t)token);
 }
 

@@ -8,6 +8,7 @@
 
 #include <czmq.h>
 
+#include "actors/metrics_prom.h"
 #include "actors/supervisor.h"
 #include "core/amsg_gen.h"
 #include "core/edge.h"
@@ -100,7 +101,18 @@ struct supervisor
   zhashx_t *start_times;    /* token -> mono ns of the create request */
   zhashx_t *restore_leftovers; /* token of a restore -> checkpoint_source_t (its cgroups) */
   zhashx_t *last_event_seq; /* actor name -> seq of its newest event */
+  struct metrics_prom *prom; /* Prometheus text, GET /metrics (actors/metrics_prom.h) */
 };
+
+/* The daemon's counters as the `metrics` op's map and its Prometheus
+ * text both report them (supervisor_ops.c). */
+typedef struct supervisor_counters
+{
+  uint64_t containers, processes, events_total, requests_total, errors_total;
+  uint64_t uptime_ns, rss_bytes, open_fds;
+  uint64_t replies_lost, requests_dropped, oversized, replays_abandoned, replays_stalled;
+  actor_system_stats_t actors;
+} supervisor_counters_t;
 
 /* supervisor.c */
 /* Park the request and hand it to actor `to` as a "req" message (with the
@@ -146,6 +158,7 @@ void supervisor_release_held (supervisor_t *self, const char *id);
 void supervisor_op_version (supervisor_t *self, edge_request_t *req);
 void supervisor_op_state (supervisor_t *self, edge_request_t *req);
 void supervisor_op_metrics (supervisor_t *self, edge_request_t *req);
+void supervisor_read_counters (supervisor_t *self, supervisor_counters_t *out);
 void supervisor_op_stats (supervisor_t *self, edge_request_t *req);
 void supervisor_op_checkpoint (supervisor_t *self, edge_request_t *req);
 

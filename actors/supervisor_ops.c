@@ -1,5 +1,6 @@
 /* The requests the supervisor answers from its own state (version, state,
- * metrics) and those it hands to the stats and checkpoint actors. */
+ * metrics: its Prometheus text is actors/metrics_prom.c's) and those it
+ * hands to the stats and checkpoint actors. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,44 +132,67 @@ s_open_fds (void)
 }
 
 void
-supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
+supervisor_read_counters (supervisor_t *self, supervisor_counters_t *out)
 {
-  uint64_t processes = 0, containers = 0;
+  memset (out, 0, sizeof *out);
   for (container_entry_t *e = zhashx_first (self->containers); e;
        e = zhashx_next (self->containers))
     if (e->view)
       {
-        containers++;
-        processes += e->processes;
+        out->containers++;
+        out->processes += e->processes;
       }
-  actor_system_stats_t actors;
-  actor_system_get_stats (self->daemon->actors, &actors);
+  out->events_total = self->events_total;
+  out->requests_total = edge_requests_total (self->edge);
+  out->errors_total = edge_errors_total (self->edge);
+  out->uptime_ns = zcd_mono_ns () - self->started_mono_ns;
+  out->rss_bytes = s_rss_bytes ();
+  out->open_fds = s_open_fds ();
+  out->replies_lost = edge_replies_lost (self->edge);
+  out->requests_dropped = edge_dropped_requests_total (self->edge);
+  out->oversized = edge_oversized_total (self->edge);
+  out->replays_abandoned = self->replays_abandoned;
+  out->replays_stalled = self->replays_stalled;
+  actor_system_get_stats (self->daemon->actors, &out->actors);
+}
+
+void
+supervisor_op_metrics (supervisor_t *self, edge_request_t *req)
+{
+  /* The schema lets only "prometheus" through. */
+  if (mp_map_get (edge_request_body (req), "format"))
+    {
+      metrics_prom_op (self, req);
+      return;
+    }
+  supervisor_counters_t c;
+  supervisor_read_counters (self, &c);
   edge_reply_t *r = edge_reply_ok (self->edge, req, 20);
   msgpack_packer *pk = edge_reply_packer (r);
-  mp_pack_kv_uint (pk, "containers", containers);
-  mp_pack_kv_uint (pk, "processes", processes);
-  mp_pack_kv_uint (pk, "events_total", self->events_total);
-  mp_pack_kv_uint (pk, "requests_total", edge_requests_total (self->edge));
-  mp_pack_kv_uint (pk, "errors_total", edge_errors_total (self->edge));
-  mp_pack_kv_uint (pk, "uptime_ns", zcd_mono_ns () - self->started_mono_ns);
-  mp_pack_kv_uint (pk, "rss_bytes", s_rss_bytes ());
-  mp_pack_kv_uint (pk, "open_fds", s_open_fds ());
+  mp_pack_kv_uint (pk, "containers", c.containers);
+  mp_pack_kv_uint (pk, "processes", c.processes);
+  mp_pack_kv_uint (pk, "events_total", c.events_total);
+  mp_pack_kv_uint (pk, "requests_total", c.requests_total);
+  mp_pack_kv_uint (pk, "errors_total", c.errors_total);
+  mp_pack_kv_uint (pk, "uptime_ns", c.uptime_ns);
+  mp_pack_kv_uint (pk, "rss_bytes", c.rss_bytes);
+  mp_pack_kv_uint (pk, "open_fds", c.open_fds);
   mp_pack_str (pk, "start_latency_ns");
   s_pack_latency (self, pk);
   /* What clients cost that they did not get (issues 8 and 14). */
-  mp_pack_kv_uint (pk, "replies_lost_total", edge_replies_lost (self->edge));
-  mp_pack_kv_uint (pk, "requests_dropped_total", edge_dropped_requests_total (self->edge));
-  mp_pack_kv_uint (pk, "oversized_total", edge_oversized_total (self->edge));
-  mp_pack_kv_uint (pk, "replays_abandoned_total", self->replays_abandoned);
-  mp_pack_kv_uint (pk, "replays_stalled_total", self->replays_stalled);
+  mp_pack_kv_uint (pk, "replies_lost_total", c.replies_lost);
+  mp_pack_kv_uint (pk, "requests_dropped_total", c.requests_dropped);
+  mp_pack_kv_uint (pk, "oversized_total", c.oversized);
+  mp_pack_kv_uint (pk, "replays_abandoned_total", c.replays_abandoned);
+  mp_pack_kv_uint (pk, "replays_stalled_total", c.replays_stalled);
   /* The actors' mailboxes (issue 9): a failed send is never silent, and
    * these say how often it happened and how close the overflow came. */
-  mp_pack_kv_uint (pk, "actor_messages_total", actors.sent);
-  mp_pack_kv_uint (pk, "actor_send_failures_total", actors.send_failures);
-  mp_pack_kv_uint (pk, "actor_overflowed_total", actors.overflowed);
-  mp_pack_kv_uint (pk, "actor_overflow_depth", actors.overflow_depth);
-  mp_pack_kv_uint (pk, "actor_overflow_peak", actors.overflow_peak);
-  mp_pack_kv_uint (pk, "actor_refused_total", actors.refused);
+  mp_pack_kv_uint (pk, "actor_messages_total", c.actors.sent);
+  mp_pack_kv_uint (pk, "actor_send_failures_total", c.actors.send_failures);
+  mp_pack_kv_uint (pk, "actor_overflowed_total", c.actors.overflowed);
+  mp_pack_kv_uint (pk, "actor_overflow_depth", c.actors.overflow_depth);
+  mp_pack_kv_uint (pk, "actor_overflow_peak", c.actors.overflow_peak);
+  mp_pack_kv_uint (pk, "actor_refused_total", c.actors.refused);
   edge_reply_send (self->edge, r);
 }
 

@@ -143,6 +143,7 @@ s_publish_event (supervisor_t *self, const zcd_event_t *ev)
       return 0;
     }
   self->events_total++;
+  metrics_prom_count_event (self->prom, ev->type);
   char topic[256];
   snprintf (topic, sizeof topic, "%s/%s", ev->id, ev->type);
   /* Leaves in the before-sleep phase, after the log is flushed. */

@@ -186,6 +186,9 @@ const amsg_desc_t amsg_logged_desc = {
 static const amsg_field_t s_collect_fields[] = {
   { .name = "token", .type = AMSG_F_U64, .offset = offsetof (amsg_collect_t, token) },
   { .name = "ids", .type = AMSG_F_STRV, .offset = offsetof (amsg_collect_t, ids) },
+  { .name = "oom_kills", .type = AMSG_F_BOOL, .optional = true,
+    .offset = offsetof (amsg_collect_t, oom_kills),
+    .has_offset = offsetof (amsg_collect_t, has_oom_kills) },
 };
 
 const amsg_desc_t amsg_collect_desc = {
@@ -193,7 +196,7 @@ const amsg_desc_t amsg_collect_desc = {
   .type = AMSG_COLLECT,
   .size = sizeof (amsg_collect_t),
   .fields = s_collect_fields,
-  .n_fields = 2,
+  .n_fields = 3,
 };
 
 static const amsg_field_t s_cgroup_fields[] = {

@@ -398,6 +398,10 @@ typedef struct amsg_collect
 {
   uint64_t token;
   const char *const *ids; /* NULL-terminated; container ids, in the order the result lists them */
+  bool has_oom_kills;
+  /* optional: true (Prometheus metrics): the result also holds oom_kills:
+   * {id: uint}, the cgroups' OOM kill counts */
+  bool oom_kills;
 } amsg_collect_t;
 
 extern const amsg_desc_t amsg_collect_desc;

@@ -114,6 +114,12 @@ int cgroup_oom_watch_read (cgroup_paths_t *paths, int fd, bool *oom_happened, zc
  * memory.oom_control with N > 0 (kernels >= 4.13), else `under_oom 1`;
  * v2 memory.events oom_kill > 0.  false when unreadable. */
 bool cgroup_oom_killed (const cgroup_paths_t *paths);
+/* How many OOM kills the cgroup recorded: v1 `oom_kill` of
+ * memory.oom_control (kernels >= 4.13), v2 memory.events `oom_kill`.
+ * false when unreadable (the cgroup is gone) or not counted (an older
+ * kernel): a counter has no value then, never 0 (Prometheus metrics,
+ * actors/metrics_prom.c). */
+bool cgroup_oom_kills (const cgroup_paths_t *paths, uint64_t *kills);
 
 /* The pids in the cgroup's cgroup.procs (v1: the pids, memory, cpu or
  * freezer hierarchy, the first the process is in), sorted ascending.  On

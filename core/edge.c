@@ -130,6 +130,12 @@ edge_errors_total (const edge_t *self)
   return self->errors_total;
 }
 
+const metrics_hist_t *
+edge_request_latency (const edge_t *self, proto_op_code_t op)
+{
+  return op < PROTO_OP_COUNT ? &self->request_latency[op] : NULL;
+}
+
 uint64_t
 edge_replies_lost (const edge_t *self)
 {
@@ -370,6 +376,7 @@ s_receive_one (edge_t *self, void *router)
       return RECV_DROPPED;
     }
   edge_request_t *req = calloc (1, sizeof *req);
+  req->arrived_ns = zcd_mono_ns ();
   req->edge = self;
   req->router = router;
   req->peer = peer;

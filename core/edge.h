@@ -27,6 +27,7 @@
 #include "core/caller.h"
 #include "core/err.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "core/proto.h"
 
 typedef struct edge edge_t;
@@ -112,6 +113,9 @@ void edge_flush (edge_t *self, uint64_t durable_seq);
 uint64_t edge_requests_total (const edge_t *self);
 uint64_t edge_errors_total (const edge_t *self);
 uint64_t edge_replies_lost (const edge_t *self);
+/* Seconds from a valid request of `op` arriving to its final reply
+ * leaving (invalid requests have no op and are not timed). */
+const metrics_hist_t *edge_request_latency (const edge_t *self, proto_op_code_t op);
 /* Messages dropped whole for too many frames or too many bytes in all. */
 uint64_t edge_oversized_total (const edge_t *self);
 /* Requests of clients that do not take their replies, dropped unanswered

@@ -15,6 +15,7 @@
 
 #include "core/caller.h"
 #include "core/edge.h"
+#include "core/metrics.h"
 
 /* Frames before the body (identity + envelope) kept per request; a client
  * sending more is answered invalid_request. */
@@ -80,6 +81,7 @@ struct edge_request
   size_t raw_len;
   const proto_op_t *op;
   zcd_caller_t caller; /* from the body's User-Id (core/caller.h) */
+  uint64_t arrived_ns; /* monotonic: read off its socket (request latency) */
 };
 
 struct edge_reply
@@ -112,6 +114,10 @@ typedef struct out_msg
   edge_track_t *track; /* a reply's body; NULL for a publication */
   int n_frames;
   zmq_msg_t *frames;
+  /* A final reply to a valid request: its op's code + 1 (0: not timed)
+   * and when the request arrived; its latency is taken when it leaves. */
+  int timed_op;
+  uint64_t arrived_ns;
 } out_msg_t;
 
 struct edge
@@ -145,6 +151,9 @@ struct edge
   loop_timer_t *peer_timer; /* one for every client's retry and the sweep */
   uint64_t peer_timer_due_ms, peer_sweep_ms;
   uint64_t requests_total, errors_total, replies_lost, oversized_total, dropped_requests;
+  /* From a valid request's arrival to its final reply leaving (or joining
+   * its client's backlog), per op (docs/metrics.md). */
+  metrics_hist_t request_latency[PROTO_OP_COUNT];
 };
 
 /* edge_out.c */
@@ -157,6 +166,8 @@ out_msg_t *edge_out_reply_msg (edge_t *self, edge_request_t *req, char *body, si
 void edge_out_queue_reply (edge_t *self, edge_request_t *req, char *body, size_t len,
                            uint64_t after_seq);
 void edge_out_msg_free (out_msg_t *m); /* closes what frames it still has */
+/* m is a final reply leaving now: its request's latency, if timed. */
+void edge_out_observe (edge_t *self, const out_msg_t *m);
 
 /* edge_peer.c: per-client bounds.  A client is keyed by its ROUTER and
  * routing id; edge_peer_get returns a new reference. */

@@ -98,7 +98,10 @@ edge_flush (edge_t *self, uint64_t durable_seq)
           free (m);
         }
       else
-        edge_peer_send (self, m); /* or its client's backlog */
+        {
+          edge_out_observe (self, m);
+          edge_peer_send (self, m); /* or its client's backlog */
+        }
       m = zlistx_next (self->out);
     }
 }
@@ -158,6 +161,16 @@ void
 edge_out_queue_reply (edge_t *self, edge_request_t *req, char *body, size_t len, uint64_t after_seq)
 {
   out_msg_t *m = edge_out_reply_msg (self, req, body, len, after_seq);
-  if (m)
-    s_append (self, m);
+  if (m == NULL)
+    return;
+  m->timed_op = req->op ? (int) req->op->code + 1 : 0;
+  m->arrived_ns = req->arrived_ns;
+  s_append (self, m);
+}
+
+void
+edge_out_observe (edge_t *self, const out_msg_t *m)
+{
+  if (m->timed_op > 0 && m->timed_op <= PROTO_OP_COUNT)
+    metrics_hist_observe (&self->request_latency[m->timed_op - 1], zcd_mono_ns () - m->arrived_ns);
 }

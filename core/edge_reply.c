@@ -140,7 +140,12 @@ edge_reply_send_now (edge_t *self, edge_reply_t *r)
   char *body = s_take_body (&r->buf, &len);
   out_msg_t *m = edge_out_reply_msg (self, r->req, body, len, 0);
   if (m)
-    edge_peer_send (self, m);
+    {
+      m->timed_op = r->req->op ? (int) r->req->op->code + 1 : 0;
+      m->arrived_ns = r->req->arrived_ns;
+      edge_out_observe (self, m);
+      edge_peer_send (self, m);
+    }
   free (r);
 }
 

@@ -97,11 +97,16 @@ s_write_pending (eventlog_t *log, zcd_error_t **err)
    * in the middle.  flushed_len only moves once fdatasync said yes, since a
    * failed fsync may have dropped the dirty pages (the retry re-dirties
    * them). */
-  if (s_pwrite_all (log->fd, log->image + log->flushed_len, log->image_len - log->flushed_len,
-                    (off_t)(log->flushed_len + log->file_skip))
-          < 0
-      || fdatasync (log->fd) < 0)
+  uint64_t t0 = zcd_mono_ns ();
+  size_t len = log->image_len - log->flushed_len;
+  int rc = s_pwrite_all (log->fd, log->image + log->flushed_len, len,
+                         (off_t)(log->flushed_len + log->file_skip));
+  if (rc == 0)
+    rc = fdatasync (log->fd);
+  metrics_hist_observe (&log->fsync_latency, zcd_mono_ns () - t0);
+  if (rc < 0)
     return zcd_fail_errno (err, errno, "write `%s`", log->path);
+  log->written_bytes += len;
   log->flushed_len = log->image_len;
   log->durable_seq = log->last_seq;
   return 0;
@@ -162,6 +167,7 @@ eventlog_rewrite (eventlog_t *log, zcd_error_t **err)
       zcd_error_wrap (err, "compact event log");
       return -1;
     }
+  log->written_bytes += HEADER_SIZE + keep_len;
   /* From here memory must follow the new file, whatever happens next. */
   eventlog_adopt_compacted (log, drop, log->last_seq);
   return eventlog_open_fd (log, err);
@@ -320,6 +326,18 @@ uint64_t
 eventlog_last_seq (const eventlog_t *log)
 {
   return log->last_seq;
+}
+
+uint64_t
+eventlog_written_bytes (const eventlog_t *log)
+{
+  return log->written_bytes;
+}
+
+const metrics_hist_t *
+eventlog_fsync_latency (const eventlog_t *log)
+{
+  return &log->fsync_latency;
 }
 
 uint64_t

@@ -151,6 +151,10 @@ bool eventlog_commit_start (eventlog_t *log);
 bool eventlog_commit_busy (const eventlog_t *log);
 
 uint64_t eventlog_last_seq (const eventlog_t *log);   /* newest assigned, 0 if none */
+/* Bytes written to the file so far (committed records, compactions). */
+uint64_t eventlog_written_bytes (const eventlog_t *log);
+/* Each commit's write + fdatasync, submit to completion (docs/metrics.md). */
+const struct metrics_hist *eventlog_fsync_latency (const eventlog_t *log);
 /* Newest seq known to be on disk: what may be published or replayed
  * (PROTOCOL.md: an event is logged before anyone sees it).  Equal to
  * eventlog_last_seq after a successful flush and on open; behind it while

@@ -47,6 +47,7 @@ struct eventlog_async
   size_t batch_cap, batch_len, written, image_to;
   off_t off;
   uint64_t seq; /* the newest seq in the batch */
+  uint64_t submit_ns; /* monotonic, the commit's first submit (fsync latency) */
   bool sync_dir;
   /* The rename of a compaction is done but its directory's fsync failed:
    * the next commit syncs the directory too, before it counts as durable. */
@@ -204,6 +205,7 @@ eventlog_commit_start (eventlog_t *log)
   a->off = (off_t) (log->flushed_len + log->file_skip);
   a->image_to = log->image_len;
   a->seq = log->last_seq;
+  a->submit_ns = zcd_mono_ns ();
   a->busy = COMMITTING;
   if (s_submit_batch (log, &err) < 0)
     return s_commit_fail_now (log, err);
@@ -233,11 +235,15 @@ s_commit_done (zcd_uring_chain_t *chain, void *arg)
       zcd_fail_errno (&err, e, "write `%s`", log->path);
     }
   a->busy = IDLE;
+  /* Until the fdatasync's completion: the write before it is mostly a copy
+   * into the page cache, the fdatasync is the wait on the disk. */
+  metrics_hist_observe (&log->fsync_latency, zcd_mono_ns () - a->submit_ns);
   if (err)
     {
       s_report (log, err);
       return;
     }
+  log->written_bytes += a->batch_len;
   if (a->sync_dir)
     a->dir_unsynced = false;
   /* Only appends touched the image meanwhile: the batch's bytes are still
@@ -361,6 +367,7 @@ s_compact_done (zcd_uring_chain_t *chain, void *arg)
       s_compact_failed (log, err);
       return;
     }
+  log->written_bytes += a->file_len;
   /* Renamed: the new file is the log now, whatever else happens, and
    * memory follows it. */
   if (log->fd >= 0)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/eventlog.h"
+#include "core/metrics.h"
 
 #define HEADER_SIZE 24
 #define FRAME_SIZE 8
@@ -51,6 +52,11 @@ struct eventlog
   uint64_t compact_retry_ns; /* zcd_mono_ns before which none is tried */
   /* Commits through io_uring (eventlog_commit.c); NULL: synchronous. */
   struct eventlog_async *async;
+  /* docs/metrics.md: bytes that reached the file (records and compaction
+   * rewrites), and each commit's write + fdatasync from submit to
+   * completion. */
+  uint64_t written_bytes;
+  metrics_hist_t fsync_latency;
 };
 
 /* What a record's Event map says, as far as the index needs it. */

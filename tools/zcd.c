@@ -20,12 +20,14 @@
 #include <czmq.h>
 
 #include "actors/actors.h"
+#include "actors/metrics_prom.h"
 #include "actors/supervisor.h"
 #include "core/cleanup.h"
 #include "core/edge.h"
 #include "core/fsutil.h"
 #include "core/mp.h"
 #include "core/log.h"
+#include "core/metrics_http.h"
 #include "core/version.h"
 #include "tools/zcd_statedir.h"
 
@@ -55,6 +57,9 @@ static const char s_usage[] =
   "  --curve-secret FILE        czmq certificate of the daemon (tcp endpoints)\n"
   "  --curve-clients DIR        public certificates of the allowed clients\n"
   "  --insecure-tcp             allow tcp endpoints without CURVE (tests only)\n"
+  "  --metrics-listen ADDR:PORT serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+  "                             (:PORT or PORT: 127.0.0.1; [ADDR]:PORT for IPv6).  No\n"
+  "                             authentication: whoever reaches it sees every container\n"
   "  --version, --help\n"
   "DUR: a number with ms, s, m or h (a bare number is seconds).\n";
 
@@ -104,13 +109,14 @@ s_strv_push (char ***v, const char *s)
   (*v)[n + 1] = NULL;
 }
 
+/* metrics_listen: --metrics-listen's text (its syntax checked), or NULL. */
 static void
-s_parse_args (int argc, char **argv, zcd_config_t *cfg)
+s_parse_args (int argc, char **argv, zcd_config_t *cfg, const char **metrics_listen)
 {
   enum { O_STATE = 256, O_LISTEN, O_PUBLISH, O_RUNTIME, O_RUNTIME_ARGS, O_SHIM, O_START_TIMEOUT,
          O_MAX_STARTS, O_RETAIN, O_MAX_REQ, O_HEARTBEAT, O_LOG_LEVEL, O_LOG_FORMAT, O_GROUP,
          O_CURVE_SECRET, O_CURVE_CLIENTS, O_INSECURE, O_VERSION, O_HELP, O_CLIENT_QUEUE,
-         O_CLIENT_QUEUE_BYTES, O_CRIU };
+         O_CLIENT_QUEUE_BYTES, O_CRIU, O_METRICS_LISTEN };
   static const struct option opts[] = {
     { "state-dir", 1, 0, O_STATE },         { "listen", 1, 0, O_LISTEN },
     { "publish", 1, 0, O_PUBLISH },         { "runtime", 1, 0, O_RUNTIME },
@@ -123,6 +129,7 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
     { "insecure-tcp", 0, 0, O_INSECURE },   { "version", 0, 0, O_VERSION },
     { "help", 0, 0, O_HELP },               { "client-queue", 1, 0, O_CLIENT_QUEUE },
     { "client-queue-bytes", 1, 0, O_CLIENT_QUEUE_BYTES }, { "criu", 1, 0, O_CRIU },
+    { "metrics-listen", 1, 0, O_METRICS_LISTEN },
     { 0, 0, 0, 0 },
   };
   int c;
@@ -186,6 +193,17 @@ s_parse_args (int argc, char **argv, zcd_config_t *cfg)
       case O_CURVE_SECRET: cfg->curve_secret = strdup (optarg); break;
       case O_CURVE_CLIENTS: cfg->curve_clients = strdup (optarg); break;
       case O_INSECURE: cfg->insecure_tcp = true; break;
+      case O_METRICS_LISTEN:
+        {
+          cleanup_error zcd_error_t *err = NULL;
+          if (metrics_http_check_listen (optarg, &err) < 0)
+            {
+              fprintf (stderr, "zcd: %s\n", err->msg);
+              exit (2);
+            }
+          *metrics_listen = optarg;
+        }
+        break;
       case O_VERSION:
         printf ("zcd %d.%d.%d (%s), protocol 1\n", ZCD_VERSION_MAJOR, ZCD_VERSION_MINOR,
                 ZCD_VERSION_PATCH, ZCD_REVISION);
@@ -308,7 +326,8 @@ int
 main (int argc, char **argv)
 {
   zcd_config_t cfg = { 0 };
-  s_parse_args (argc, argv, &cfg);
+  const char *metrics_listen = NULL;
+  s_parse_args (argc, argv, &cfg, &metrics_listen);
   s_defaults (&cfg);
   cleanup_error zcd_error_t *err = NULL;
   /* Before anything is written there: a state dir others can write to, or
@@ -324,6 +343,15 @@ main (int argc, char **argv)
     {
       s_config_free (&cfg);
       return 2;
+    }
+  /* Bound before the containers are restored: a port in use stops the
+   * start at once. */
+  int metrics_fd = metrics_listen ? metrics_http_listen (metrics_listen, &err) : -1;
+  if (metrics_listen && metrics_fd < 0)
+    {
+      fprintf (stderr, "zcd: %s\n", err->msg);
+      s_config_free (&cfg);
+      return 1;
     }
   sigset_t mask;
   sigemptyset (&mask);
@@ -352,6 +380,12 @@ main (int argc, char **argv)
   if (supervisor == NULL)
     {
       fprintf (stderr, "zcd: %s\n", err->msg);
+      return 1;
+    }
+  if (metrics_fd >= 0 && metrics_prom_serve (supervisor, metrics_fd, &err) < 0)
+    {
+      fprintf (stderr, "zcd: %s\n", err->msg);
+      supervisor_destroy (&supervisor);
       return 1;
     }
   sig.supervisor = supervisor;
