@@ -179,6 +179,15 @@ int zcd_client_version (zcd_client_t *self, zcd_reply_t **reply);
 int zcd_client_state (zcd_client_t *self, const char *id, zcd_reply_t **reply);
 int zcd_client_metrics (zcd_client_t *self, zcd_reply_t **reply);
 
+/* A bounded output log (key `log` of create and exec), instead of
+ * stdout_path and stderr_path.  path absolute, NULL = no log; max_bytes and
+ * max_files 0 = the daemon's defaults. */
+typedef struct
+{
+  const char *path;
+  uint64_t max_bytes, max_files;
+} zcd_log_opts_t;
+
 typedef struct
 {
   const char *const *labels;
@@ -188,6 +197,7 @@ typedef struct
   bool no_pivot_root;
   const char *checkpoint;     /* restore from this checkpoint */
   const char *checkpoint_dir;
+  zcd_log_opts_t log;
 } zcd_create_opts_t;
 /* opts may be NULL. */
 int zcd_client_create (zcd_client_t *self, const char *id, const char *bundle,
@@ -206,6 +216,7 @@ typedef struct
   bool no_new_privileges;
   const char *apparmor_profile, *selinux_label;
   const char *stdin_path, *stdout_path, *stderr_path;
+  zcd_log_opts_t log;
 } zcd_exec_opts_t;
 int zcd_client_exec (zcd_client_t *self, const char *id, const char *pid, const char *const *args,
                      const zcd_exec_opts_t *opts, zcd_reply_t **reply);

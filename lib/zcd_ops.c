@@ -76,6 +76,20 @@ s_opt_uint (zcd_body_t *body, const char *key, uint64_t value)
     zcd_body_uint (body, key, value);
 }
 
+static void
+s_opt_log (zcd_body_t *body, const zcd_log_opts_t *log)
+{
+  if (log->path == NULL)
+    return;
+  zcd_body_map_open (body, "log");
+  zcd_body_str (body, "path", log->path);
+  if (log->max_bytes)
+    zcd_body_uint (body, "max_bytes", log->max_bytes);
+  if (log->max_files)
+    zcd_body_uint (body, "max_files", log->max_files);
+  zcd_body_close (body);
+}
+
 int
 zcd_client_version (zcd_client_t *self, zcd_reply_t **reply)
 {
@@ -114,6 +128,7 @@ zcd_body_for_create (const char *id, const char *bundle, const zcd_create_opts_t
         zcd_body_bool (body, "no_pivot_root", true);
       s_opt_str (body, "checkpoint", opts->checkpoint);
       s_opt_str (body, "checkpoint_dir", opts->checkpoint_dir);
+      s_opt_log (body, &opts->log);
     }
   return body;
 }
@@ -162,6 +177,7 @@ zcd_client_exec (zcd_client_t *self, const char *id, const char *pid, const char
       s_opt_str (body, "stdin", opts->stdin_path);
       s_opt_str (body, "stdout", opts->stdout_path);
       s_opt_str (body, "stderr", opts->stderr_path);
+      s_opt_log (body, &opts->log);
     }
   return s_finish (self, body, reply);
 }

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import REPO, ZCTR, wait_for
+from conftest import REPO, ZCTR, read_text, wait_for
 
 COMPLETION = REPO / "tools" / "zctr" / "zctr.bash"
 SLEEP = ["sleep", "1000"]
@@ -44,10 +44,10 @@ GLOBAL_FLAGS = {"--address", "--events-address", "--json", "--timeout", "--node"
                 "--client-cert", "--help"}
 
 
-def zctr(zcd, *args, ok=True, timeout=30):
+def zctr(zcd, *args, ok=True, timeout=30, cwd=None):
     res = subprocess.run([str(ZCTR), "--address", zcd.cmd_ep, "--events-address", zcd.ev_ep,
                           "--timeout", "20000", *args],
-                         capture_output=True, text=True, timeout=timeout)
+                         capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if ok:
         assert res.returncode == 0, f"zctr {args} exited {res.returncode}: {res.stderr}"
     return res
@@ -347,6 +347,37 @@ def test_stats_watch_in_a_pipe(zcd_factory, bundle, cid):
     for t in tables[:-1]:
         rows = table(t, ["ID", "CPU%", "CPU-TIME", "MEMORY", "LIMIT", "MEM%", "PIDS"])
         assert [r["ID"] for r in rows] == [c] and PERCENT.match(rows[0]["CPU%"]), t
+    kill_all(client, events, [c])
+
+
+def test_start_and_exec_with_a_log(zcd, client, events, bundle, cid, tmp_path):
+    """--log P --log-max-bytes 64K --log-max-files 2: ~300 KiB of numbered
+    lines end in P and P.1 only, each within 64 KiB, the last line in P;
+    P relative to zctr's cwd.  The limits without --log are bad usage;
+    exec's output goes to its own log."""
+    c, logs = cid("logged"), tmp_path / "logs"
+    logs.mkdir()
+    last = 1000000 + 3072  # 3072 lines of 100 bytes: 300 KiB
+    script = f'seq 1000001 {last} | sed "s/$/ {"x" * 91}/"; exec sleep 1000'
+    bad = zctr(zcd, "containers", "start", c, bundle(args=SLEEP), "--log-max-files", "2", ok=False)
+    assert bad.returncode == 2 and "--log" in bad.stderr, bad.stderr
+    assert client.call("state", id=c).get("ok") is False
+    zctr(zcd, "containers", "start", c, bundle(args=["sh", "-c", script]), "--log", "logs/out",
+         "--log-max-bytes", "64K", "--log-max-files", "2", cwd=tmp_path)
+    out = logs / "out"
+    wait_for(lambda: read_text(out).endswith(f"{last} {'x' * 91}\n"), what="the last line in P")
+    assert sorted(p.name for p in logs.iterdir()) == ["out", "out.1"]
+    for p in (out, logs / "out.1"):
+        assert 0 < p.stat().st_size <= 64 * 1024, (p, p.stat().st_size)
+    # exec: both streams into its log; its limits are the daemon's defaults
+    elog = tmp_path / "exec.log"
+    zctr(zcd, "containers", "exec", "--id", c, "--pid", "e1", "--env", "PATH=/bin", "--log",
+         str(elog), "--", "sh", "-c", "echo to-stdout; echo to-stderr >&2")
+    events.wait_exit(c, "e1")
+    assert sorted(elog.read_text().splitlines()) == ["to-stderr", "to-stdout"]
+    bad = zctr(zcd, "containers", "exec", "--id", c, "--pid", "e2", "--log-max-bytes", "4K",
+               "--", "true", ok=False)
+    assert bad.returncode == 2 and "--log" in bad.stderr, bad.stderr
     kill_all(client, events, [c])
 
 

@@ -11,9 +11,9 @@ _zctr_global_flags="--address --events-address --json --timeout --node --on --cl
 _zctr_flags()
 {
     case "$1 $2" in
-        "containers start") echo "--label --runtime --runtime-arg --no-pivot --stdin --stdout --stderr --attach --checkpoint --checkpoint-dir" ;;
+        "containers start") echo "--label --runtime --runtime-arg --no-pivot --stdin --stdout --stderr --attach --log --log-max-bytes --log-max-files --checkpoint --checkpoint-dir" ;;
         "containers list") echo "--ids" ;;
-        "containers exec") echo "--id --pid --tty --attach --cwd --env --uid --gid --stdin --stdout --stderr" ;;
+        "containers exec") echo "--id --pid --tty --attach --cwd --env --uid --gid --stdin --stdout --stderr --log --log-max-bytes --log-max-files" ;;
         "containers kill") echo "--pid --signal --all" ;;
         "containers update") echo "--memory --cpu-shares --cpu-quota --cpu-period --pids-limit --cpuset-cpus --cpuset-mems --blkio-weight" ;;
         "containers stats" | "stats "*) echo "--watch --interval" ;;
@@ -34,7 +34,7 @@ _zctr_takes_value()
             --checkpoint | --checkpoint-dir | --id | --pid | --cwd | --env | --uid | --gid | \
             --signal | --memory | --cpu-shares | --cpu-quota | --cpu-period | --pids-limit | \
             --cpuset-cpus | --cpuset-mems | --blkio-weight | --interval | --count | --since-seq | \
-            --empty-ns | --bundle | --rootfs) return 0 ;;
+            --empty-ns | --bundle | --rootfs | --log | --log-max-bytes | --log-max-files) return 0 ;;
     esac
     return 1
 }
@@ -86,7 +86,7 @@ _zctr()
 
     # the value of an option
     case $prev in
-        --node | --client-cert | --stdin | --stdout | --stderr)
+        --node | --client-cert | --stdin | --stdout | --stderr | --log)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --checkpoint-dir | --bundle)
             COMPREPLY=($(compgen -d -- "$cur")); return ;;

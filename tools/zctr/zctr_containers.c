@@ -38,6 +38,9 @@ enum
   OPT_CPUSET_CPUS,
   OPT_CPUSET_MEMS,
   OPT_BLKIO_WEIGHT,
+  OPT_LOG,
+  OPT_LOG_MAX_BYTES,
+  OPT_LOG_MAX_FILES,
 };
 
 /* A growing NULL-terminated vector of borrowed strings (argv entries). */
@@ -80,6 +83,34 @@ s_path (bool nodes, char **slot, const char *arg)
   return 0;
 }
 
+/* --log, --log-max-bytes, --log-max-files of start and exec: the path
+ * into *abs_log (as s_path), the limits into log (0 stays the daemon's
+ * default, so 0 is refused rather than sent as nothing); the daemon checks
+ * their ranges. */
+static int
+s_log_opt (bool nodes, char **abs_log, zcd_log_opts_t *log, int opt, const char *arg)
+{
+  if (opt == OPT_LOG)
+    return s_path (nodes, abs_log, arg);
+  bool files = opt == OPT_LOG_MAX_FILES;
+  uint64_t *slot = files ? &log->max_files : &log->max_bytes;
+  bool ok = files ? zctr_parse_u64 (arg, slot) : zctr_parse_bytes (arg, slot);
+  if (!ok || *slot == 0)
+    return zctr_error (ZCTR_EXIT_USAGE, "--log-max-%s: not a valid %s: %s",
+                       files ? "files" : "bytes", files ? "number" : "size", arg);
+  return 0;
+}
+
+/* After parsing: the limits mean nothing without a log. */
+static int
+s_log_check (const char *abs_log, zcd_log_opts_t *log)
+{
+  if (abs_log == NULL && (log->max_bytes || log->max_files))
+    return zctr_error (ZCTR_EXIT_USAGE, "--log-max-bytes and --log-max-files need --log PATH");
+  log->path = abs_log;
+  return 0;
+}
+
 /* A request that changes a container (body consumed): to the --on nodes
  * with --node, else to the daemon, its reply printed with --json. */
 static int
@@ -109,6 +140,7 @@ typedef struct
   bool attach;
   char *abs_stdio[3];
   char *abs_checkpoint_dir;
+  char *abs_log;
 } start_args_t;
 
 static int
@@ -141,6 +173,10 @@ s_start_opt (void *ctx, int opt, const char *arg)
       break;
     case OPT_CHECKPOINT_DIR:
       return s_path (a->nodes, &a->abs_checkpoint_dir, arg);
+    case OPT_LOG:
+    case OPT_LOG_MAX_BYTES:
+    case OPT_LOG_MAX_FILES:
+      return s_log_opt (a->nodes, &a->abs_log, &a->opts.log, opt, arg);
     }
   return 0;
 }
@@ -174,8 +210,9 @@ s_start_prepare (zctr_t *z, const char *id, start_args_t *a, zctr_attach_t **att
     return ZCTR_EXIT_FAIL;
   if (!a->attach)
     return 0;
-  if (a->abs_stdio[0] || a->abs_stdio[1] || a->abs_stdio[2])
-    return zctr_error (ZCTR_EXIT_USAGE, "--attach makes its own stdio: drop --stdin/--stdout/--stderr");
+  if (a->abs_stdio[0] || a->abs_stdio[1] || a->abs_stdio[2] || a->abs_log)
+    return zctr_error (ZCTR_EXIT_USAGE,
+                       "--attach makes its own stdio: drop --stdin/--stdout/--stderr/--log");
   *attach = zctr_attach_prepare (z, id, "init", false);
   return *attach ? 0 : ZCTR_EXIT_FAIL;
 }
@@ -216,6 +253,9 @@ s_start (zctr_t *z, int argc, char **argv)
     { "attach", no_argument, NULL, OPT_ATTACH },
     { "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
     { "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
+    { "log", required_argument, NULL, OPT_LOG },
+    { "log-max-bytes", required_argument, NULL, OPT_LOG_MAX_BYTES },
+    { "log-max-files", required_argument, NULL, OPT_LOG_MAX_FILES },
     { NULL, 0, NULL, 0 },
   };
   start_args_t a = { .nodes = z->nodes };
@@ -224,6 +264,8 @@ s_start (zctr_t *z, int argc, char **argv)
     rc = zctr_usage (z, true, "containers start ID BUNDLE [options]");
   if (rc == 0 && a.nodes && a.attach)
     rc = zctr_error (ZCTR_EXIT_USAGE, "--attach: not available with --node");
+  if (rc == 0)
+    rc = s_log_check (a.abs_log, &a.opts.log);
   char *bundle = NULL;
   if (rc == 0)
     rc = s_path (a.nodes, &bundle, argv[optind + 1]);
@@ -235,6 +277,7 @@ s_start (zctr_t *z, int argc, char **argv)
   for (int i = 0; i < 3; i++)
     free (a.abs_stdio[i]);
   free (a.abs_checkpoint_dir);
+  free (a.abs_log);
   return rc;
 }
 
@@ -245,6 +288,7 @@ typedef struct
   zcd_exec_opts_t opts;
   bool attach, bad;
   char *abs_stdio[3];
+  char *abs_log;
 } exec_args_t;
 
 static int
@@ -286,6 +330,10 @@ s_exec_opt (void *ctx, int opt, const char *arg)
     case OPT_STDOUT:
     case OPT_STDERR:
       return s_path (false, &a->abs_stdio[opt - OPT_STDIN], arg);
+    case OPT_LOG:
+    case OPT_LOG_MAX_BYTES:
+    case OPT_LOG_MAX_FILES:
+      return s_log_opt (false, &a->abs_log, &a->opts.log, opt, arg);
     }
   return 0;
 }
@@ -297,6 +345,8 @@ s_exec_run (zctr_t *z, exec_args_t *a, const char *const *args)
   if (cli == NULL)
     return ZCTR_EXIT_FAIL;
   zctr_attach_t *attach = NULL;
+  if (a->attach && a->abs_log)
+    return zctr_error (ZCTR_EXIT_USAGE, "--attach makes its own stdio: drop --log");
   if (a->attach)
     {
       attach = zctr_attach_prepare (z, a->id, a->pid, a->opts.terminal);
@@ -334,6 +384,9 @@ s_exec (zctr_t *z, int argc, char **argv)
     { "stdin", required_argument, NULL, OPT_STDIN },
     { "stdout", required_argument, NULL, OPT_STDOUT },
     { "stderr", required_argument, NULL, OPT_STDERR },
+    { "log", required_argument, NULL, OPT_LOG },
+    { "log-max-bytes", required_argument, NULL, OPT_LOG_MAX_BYTES },
+    { "log-max-files", required_argument, NULL, OPT_LOG_MAX_FILES },
     { NULL, 0, NULL, 0 },
   };
   exec_args_t a = { 0 };
@@ -341,10 +394,13 @@ s_exec (zctr_t *z, int argc, char **argv)
   if (rc == 0 && (a.id == NULL || a.pid == NULL || optind >= argc))
     rc = zctr_error (ZCTR_EXIT_USAGE, "usage: zctr containers exec --id ID --pid P [options] -- ARGS...");
   if (rc == 0)
+    rc = s_log_check (a.abs_log, &a.opts.log);
+  if (rc == 0)
     rc = s_exec_run (z, &a, (const char *const *) argv + optind);
   free (a.env.v);
   for (int i = 0; i < 3; i++)
     free (a.abs_stdio[i]);
+  free (a.abs_log);
   return rc;
 }
 

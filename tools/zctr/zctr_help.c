@@ -26,6 +26,14 @@ typedef struct
   "                    one reply per line\n"                                                       \
   "  --interval S      seconds between refreshes with --watch (default 2, 0.1 to 3600)\n"
 
+/* start's and exec's */
+#define LOG_OPTIONS                                                                                \
+  "  --log P           its output (stdout and stderr, or its terminal) into file P,\n"             \
+  "                    rotated into P.1 ... (not with --stdout, --stderr, --attach)\n"             \
+  "  --log-max-bytes N rotate before P passes N bytes (K, M, G suffixes: powers of\n"              \
+  "                    1024; 4K to 1024G; default 10M)\n"                                          \
+  "  --log-max-files N files kept, P included (1 to 100; default 5)\n"
+
 static const zctr_topic_t s_topics[] = {
   { "version", NULL, "version", "The daemon's version and protocol.\n" },
   { "state", NULL, "state [ID]",
@@ -38,6 +46,7 @@ static const zctr_topic_t s_topics[] = {
   { "containers", "start",
     "containers start ID BUNDLE [--label L]... [--runtime R] [--runtime-arg A]...\n"
     "                   [--no-pivot] [--stdin P] [--stdout P] [--stderr P] [--attach]\n"
+    "                   [--log P [--log-max-bytes N] [--log-max-files N]]\n"
     "                   [--checkpoint NAME [--checkpoint-dir D]]",
     "Create and start container ID from the OCI bundle BUNDLE (alias: create).\n"
     "\n"
@@ -49,7 +58,7 @@ static const zctr_topic_t s_topics[] = {
     "  --stdin P         the init process's stdin (default /dev/null)\n"
     "  --stdout P        its stdout (default /dev/null)\n"
     "  --stderr P        its stderr (default /dev/null)\n"
-    "  --attach          stay attached to its stdio; exit with its status\n"
+    "  --attach          stay attached to its stdio; exit with its status\n" LOG_OPTIONS
     "  --checkpoint NAME restore from checkpoint NAME instead of starting afresh\n"
     "  --checkpoint-dir D  where NAME lives (default: the daemon's, for ID)\n" },
   { "containers", "list", "containers list [--ids]",
@@ -61,7 +70,8 @@ static const zctr_topic_t s_topics[] = {
     "  --ids             the ids only, one a line (for scripts and completion)\n" },
   { "containers", "exec",
     "containers exec --id ID --pid P [--tty] [--attach] [--cwd D] [--env K=V]...\n"
-    "                  [--uid N] [--gid N] [--stdin P] [--stdout P] [--stderr P] -- ARGS...",
+    "                  [--uid N] [--gid N] [--stdin P] [--stdout P] [--stderr P]\n"
+    "                  [--log P [--log-max-bytes N] [--log-max-files N]] -- ARGS...",
     "Run ARGS as process P in container ID.\n"
     "\n"
     "Options:\n"
@@ -75,7 +85,7 @@ static const zctr_topic_t s_topics[] = {
     "  --gid N           its group id\n"
     "  --stdin P         its stdin (default /dev/null)\n"
     "  --stdout P        its stdout (default /dev/null)\n"
-    "  --stderr P        its stderr (default /dev/null)\n" },
+    "  --stderr P        its stderr (default /dev/null)\n" LOG_OPTIONS },
   { "containers", "kill", "containers kill ID [--pid P] [--signal S] [--all]",
     "Send a signal to a process of container ID.\n"
     "\n"
@@ -173,6 +183,7 @@ static const char s_nodes[]
       "  containers start ID BUNDLE [--label L]... [--runtime R] [--runtime-arg A]...\n"
       "                   [--no-pivot] [--stdin P] [--stdout P] [--stderr P]   (paths on the "
       "node)\n"
+      "                   [--log P [--log-max-bytes N] [--log-max-files N]]\n"
       "  containers kill ID [--pid P] [--signal S] [--all]\n"
       "  containers pause ID | containers resume ID\n"
       "  events [--id ID] [--since-seq N] [--count N]   merged: NODE TIME #SEQ ... per line\n"
