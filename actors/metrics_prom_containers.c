@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "actors/metrics_prom.h"
@@ -199,15 +198,19 @@ s_proc_rss (unsigned long long pid, uint64_t *rss)
   return true;
 }
 
+/* Whether a and b run the same program, by their exe links read as text:
+ * readlink(2) of /proc/<pid>/exe asks no file system, while stat(2)
+ * through it asks the program's (getattr): a container's program on a
+ * FUSE or NFS mount whose server hangs would hang the loop. */
 static bool
 s_same_exe (unsigned long long a, unsigned long long b)
 {
-  char pa[64], pb[64];
-  struct stat sa, sb;
+  char pa[64], pb[64], ea[PATH_MAX], eb[PATH_MAX];
   snprintf (pa, sizeof pa, "/proc/%llu/exe", a);
   snprintf (pb, sizeof pb, "/proc/%llu/exe", b);
-  return stat (pa, &sa) == 0 && stat (pb, &sb) == 0 && sa.st_dev == sb.st_dev
-         && sa.st_ino == sb.st_ino;
+  ssize_t na = readlink (pa, ea, sizeof ea);
+  ssize_t nb = readlink (pb, eb, sizeof eb);
+  return na > 0 && na < (ssize_t)sizeof ea && na == nb && memcmp (ea, eb, (size_t)na) == 0;
 }
 
 /* The resident memory of the shim of the process whose directory is dir

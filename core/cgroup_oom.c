@@ -141,9 +141,8 @@ cgroup_oom_killed (const cgroup_paths_t *paths)
 bool
 cgroup_oom_kills (const cgroup_paths_t *paths, uint64_t *kills)
 {
-  const char *dir = paths->version == CGROUP_V2 ? paths->unified
-                                                : cgroup_paths_dir (paths, "memory");
-  cleanup_free char *text
-      = cgroup_read_text (dir, paths->version == CGROUP_V2 ? "memory.events" : "memory.oom_control");
+  bool v2 = paths->version == CGROUP_V2;
+  const char *dir = v2 ? paths->unified : cgroup_paths_dir (paths, "memory");
+  cleanup_free char *text = cgroup_read_text (dir, v2 ? "memory.events" : "memory.oom_control");
   return cgroup_keyed (text, "oom_kill", kills);
 }

@@ -42,6 +42,7 @@ typedef struct scrape
   unsigned status;
   char *text;
   size_t len;
+  size_t sending; /* bytes of its answer counted in http->sending_bytes */
 } scrape_t;
 
 /* Status codes counted, in this order. */
@@ -61,6 +62,7 @@ struct metrics_http
   loop_timer_t *ask_timer;
   uint64_t next_id;
   size_t waiting;
+  size_t sending_bytes; /* answers not yet all sent (METRICS_HTTP_SENDING_BYTES) */
   uint64_t responses[N_CODES];
   /* metrics_http_destroy has begun: the last MHD_run must not suspend a
    * connection again, since MHD_stop_daemon aborts the process when one
@@ -345,6 +347,7 @@ s_on_request (void *cls, struct MHD_Connection *conn, const char *url, const cha
 static void
 s_scrape_free (metrics_http_t *self, scrape_t *s)
 {
+  self->sending_bytes -= s->sending;
   loop_timer_cancel (self->loop, s->deadline);
   free (s->text);
   free (s);
@@ -373,6 +376,22 @@ s_answer (metrics_http_t *self, scrape_t *s, unsigned status, char *text, size_t
       text = strdup ("out of memory\n");
       len = text ? strlen (text) : 0;
     }
+  /* An answer stays in memory until its client has read it all but what
+   * the kernel's buffers take: clients that read slowly or never would
+   * each hold a copy of the text (megabytes with thousands of
+   * containers), so those being sent are bounded together.  One is
+   * always let through, however large. */
+  if (status == MHD_HTTP_OK && self->sending_bytes > 0
+      && self->sending_bytes + len > METRICS_HTTP_SENDING_BYTES)
+    {
+      static const char busy[] = "too many answers still being sent to slow clients\n";
+      free (text);
+      status = MHD_HTTP_SERVICE_UNAVAILABLE;
+      text = strdup (busy);
+      len = text ? sizeof busy - 1 : 0;
+    }
+  s->sending = len;
+  self->sending_bytes += len;
   loop_timer_cancel (self->loop, s->deadline);
   s->deadline = NULL;
   s->status = status;

@@ -13,7 +13,10 @@
  * METRICS_HTTP_CONN_MEMORY bytes of request per connection (a longer
  * request line or header is refused), a request with a body is refused,
  * at most METRICS_HTTP_MAX_WAITING scrapes wait for their text at once
- * (503 past that), and one that waits METRICS_HTTP_ANSWER_MS gets 503.
+ * (503 past that), and one that waits METRICS_HTTP_ANSWER_MS gets 503;
+ * answers being sent hold at most METRICS_HTTP_SENDING_BYTES in all
+ * (clients that read slowly or never: 503 past that, but one answer is
+ * always let through).
  * Another path is 404, another method than GET or HEAD 405. */
 #ifndef ZCD_METRICS_HTTP_H
 #define ZCD_METRICS_HTTP_H
@@ -31,6 +34,7 @@
 #define METRICS_HTTP_CONN_MEMORY (16 * 1024)
 #define METRICS_HTTP_MAX_WAITING 16
 #define METRICS_HTTP_ANSWER_MS 10000
+#define METRICS_HTTP_SENDING_BYTES (32u << 20)
 
 typedef struct metrics_http metrics_http_t;
 
