@@ -146,6 +146,10 @@ shim_outlog_open (const shim_args_t *args, zcd_error_t **err)
       return zcd_fail_errno (err, errno, "log: map its buffer");
     }
   memset (s_log.ring, 0, RING_SIZE);
+  /* Not into the delete helper, forked later, which never reads it and
+   * lives as long as the container: its copy of these pages would become
+   * its own as the shim writes them (256 KiB more per container). */
+  madvise (s_log.ring, RING_SIZE, MADV_DONTFORK);
   pthread_condattr_t attr;
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
@@ -174,21 +178,26 @@ shim_outlog_round_begin (void)
   s_held_this_round = false;
 }
 
+/* Under lock: the ring is full and its writer only late. */
+static bool
+s_hold_locked (void)
+{
+  if (!s_log.running || s_log.head - s_log.tail != RING_SIZE || s_log.finished)
+    return false;
+  long long now = s_now_ms ();
+  bool disk_holds = s_log.file_refusing
+                    || (s_log.writing_since_ms && now - s_log.writing_since_ms > STALL_MS)
+                    || now - s_log.moved_ms > HOLD_MAX_MS;
+  return !disk_holds;
+}
+
 bool
 shim_outlog_holding (void)
 {
   if (!s_log.running)
     return false;
   pthread_mutex_lock (&s_log.lock);
-  bool hold = false;
-  if (s_log.head - s_log.tail == RING_SIZE && !s_log.finished)
-    {
-      long long now = s_now_ms ();
-      bool disk_holds = s_log.file_refusing
-                        || (s_log.writing_since_ms && now - s_log.writing_since_ms > STALL_MS)
-                        || now - s_log.moved_ms > HOLD_MAX_MS;
-      hold = !disk_holds;
-    }
+  bool hold = s_hold_locked ();
   pthread_mutex_unlock (&s_log.lock);
   s_held_this_round = s_held_this_round || hold;
   return hold;
@@ -220,7 +229,17 @@ shim_outlog_read (int src, char *scratch, size_t scratch_len)
   pthread_mutex_lock (&s_log.lock);
   size_t free_bytes = RING_SIZE - (size_t)(s_log.head - s_log.tail);
   size_t at = (size_t)(s_log.head % RING_SIZE);
+  /* The relay was watched when the round began, but the other relay's
+   * read in the same round may have filled the ring since: a writer that
+   * is only late gets the bytes later, from the pipe, not a gap. */
+  bool hold = free_bytes == 0 && s_hold_locked ();
   pthread_mutex_unlock (&s_log.lock);
+  if (hold)
+    {
+      s_held_this_round = true;
+      errno = EAGAIN;
+      return -1;
+    }
   ssize_t n;
   if (free_bytes == 0)
     {

@@ -22,8 +22,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
 #include "core/fsutil.h"
 #include "shim/logfile.c"
+#include "shim/outlog.c"
+
+/* main.c's; nothing to drop in a test. */
+void
+shim_drop_code_pages (void)
+{
+}
 
 typedef struct
 {
@@ -66,7 +76,7 @@ s_name (char *out, size_t size, const fixture_t *f, const char *rel)
 static long
 s_size (const fixture_t *f, const char *rel)
 {
-  char path[256];
+  char path[512];
   s_name (path, sizeof path, f, rel);
   struct stat st;
   return lstat (path, &st) == 0 ? (long)st.st_size : -1;
@@ -75,7 +85,7 @@ s_size (const fixture_t *f, const char *rel)
 static char *
 s_read (const fixture_t *f, const char *rel)
 {
-  char path[256];
+  char path[512];
   s_name (path, sizeof path, f, rel);
   char *text = NULL;
   if (zcd_read_file (path, 1 << 20, &text, NULL, NULL) < 0)
@@ -356,6 +366,235 @@ test_gap_line_whole_or_not_at_all (void **state)
   assert_int_equal (s_size (f, "app.log.1"), sizeof fill + 1);
 }
 
+
+/* The longest name the rotated names fit (NAME_MAX with ".<max_files>"):
+ * rotated to the last of them; one more character is refused. */
+static void
+test_longest_name_rotates (void **state)
+{
+  fixture_t *f = *state;
+  char base[NAME_MAX + 1], path[512];
+  memset (base, 'n', NAME_MAX - 2);
+  base[NAME_MAX - 2] = '\0';
+  snprintf (path, sizeof path, "%s/%s", f->dir, base);
+  zcd_error_t *err = NULL;
+  assert_int_equal (shim_logfile_open (&f->file, path, 4096, 5, &err), 0);
+  s_write_lines (f, 1000001, 1000200, 4096);
+  char rel[2 * NAME_MAX];
+  snprintf (rel, sizeof rel, "%s.4", base);
+  assert_int_equal (strlen (rel), NAME_MAX);
+  assert_true (s_size (f, rel) > 0);
+  int next = 0;
+  for (int i = 4; i >= 1; i--)
+    {
+      snprintf (rel, sizeof rel, "%s.%d", base, i);
+      s_check_lines (f, rel, &next);
+    }
+  s_check_lines (f, base, &next);
+  assert_int_equal (next, 1000201);
+  shim_logfile_close (&f->file);
+  snprintf (path, sizeof path, "%s/%sx", f->dir, base);
+  assert_int_equal (shim_logfile_open (&f->file, path, 4096, 5, &err), -1);
+  assert_int_equal (err->code, ZCD_E_INVALID_ARGUMENT);
+  zcd_error_free (&err);
+}
+
+/* outlog.c's ring as the loop sees it, its writer started but not run
+ * yet (a busy machine): the loop's side only, no thread. */
+static void
+s_outlog_late_writer (const fixture_t *f)
+{
+  shim_args_t args = { .log_path = f->log, .log_max_bytes = 4096, .log_max_files = 3 };
+  assert_int_equal (shim_outlog_open (&args, NULL), 0);
+  s_log.running = true;
+  s_log.moved_ms = s_now_ms ();
+}
+
+static void
+s_outlog_reset (void)
+{
+  shim_logfile_close (&s_log.file);
+  munmap (s_log.ring, RING_SIZE);
+  s_log.ring = NULL;
+  s_log.active = s_log.running = false;
+  s_log.head = s_log.tail = 0;
+  s_log.gap_open = false;
+  s_log.gap = (s_gap_t){ 0, 0 };
+  s_log.dropped = 0;
+  s_log.writing_since_ms = s_log.moved_ms = 0;
+}
+
+/* Fill the ring from one pipe, 64 KiB (a pipe's size) at a time. */
+static void
+s_fill_ring (void)
+{
+  int p[2];
+  assert_int_equal (pipe (p), 0);
+  static char block[64 << 10];
+  memset (block, 'a', sizeof block);
+  char scratch[16];
+  while (s_log.head - s_log.tail < RING_SIZE)
+    {
+      assert_int_equal (write (p[1], block, sizeof block), sizeof block);
+      assert_int_equal (shim_outlog_read (p[0], scratch, sizeof scratch), sizeof block);
+    }
+  close (p[0]);
+  close (p[1]);
+}
+
+/* The two output relays are both readable in one poll round; the first
+ * one's read fills the ring.  With a writer that is merely late, the
+ * second one's bytes stay in its pipe (EAGAIN, the relay looks again in a
+ * few ms) instead of being read and dropped; with a writer the disk holds
+ * (a write in progress for over STALL_MS), they are read and counted. */
+static void
+test_full_ring_leaves_the_other_pipe_for_a_late_writer (void **state)
+{
+  fixture_t *f = *state;
+  s_outlog_late_writer (f);
+  int p[2];
+  assert_int_equal (pipe (p), 0);
+  assert_int_equal (write (p[1], "line\n", 5), 5);
+  /* Watched at the start of the round: not full yet. */
+  shim_outlog_round_begin ();
+  assert_false (shim_outlog_holding ());
+  s_fill_ring ();
+  char scratch[64];
+  errno = 0;
+  assert_int_equal (shim_outlog_read (p[0], scratch, sizeof scratch), -1);
+  assert_int_equal (errno, EAGAIN);
+  int queued = 0;
+  assert_int_equal (ioctl (p[0], FIONREAD, &queued), 0);
+  assert_int_equal (queued, 5);
+  assert_int_equal (s_log.dropped, 0);
+  assert_false (s_log.gap_open);
+  assert_int_equal (shim_outlog_poll_ms (), HOLD_POLL_MS);
+  /* The disk holds the writer: read all the same, and counted. */
+  s_log.writing_since_ms = s_now_ms () - 2 * STALL_MS;
+  assert_int_equal (shim_outlog_read (p[0], scratch, sizeof scratch), 5);
+  assert_int_equal (s_log.dropped, 5);
+  assert_true (s_log.gap_open && s_log.gap_at == s_log.head);
+  close (p[0]);
+  close (p[1]);
+  s_outlog_reset ();
+}
+
+static long long
+s_elapsed_ms (long long since)
+{
+  return s_now_ms () - since;
+}
+
+/* The writer's state, read as the loop reads it: under the lock. */
+static bool
+s_writer_in_write (void)
+{
+  pthread_mutex_lock (&s_log.lock);
+  bool writing = s_log.writing_since_ms != 0;
+  pthread_mutex_unlock (&s_log.lock);
+  return writing;
+}
+
+static uint64_t
+s_ring_used (void)
+{
+  pthread_mutex_lock (&s_log.lock);
+  uint64_t used = s_log.head - s_log.tail;
+  pthread_mutex_unlock (&s_log.lock);
+  return used;
+}
+
+static bool
+s_writer_finished (void)
+{
+  pthread_mutex_lock (&s_log.lock);
+  bool finished = s_log.finished;
+  pthread_mutex_unlock (&s_log.lock);
+  return finished;
+}
+
+/* The writer thread for real, held in a write(2) as by a disk that does
+ * not answer (its file descriptor swapped for a full pipe).  The loop
+ * holds nothing back for it once the write is older than STALL_MS (what
+ * it reads past the full ring is dropped and counted), and the exit waits
+ * for it no longer than it is told to: what the ring still holds counts as
+ * dropped, in log-dropped (written in the shim's directory, the cwd), and
+ * the writer, once it comes back, neither writes it nor counts it again.
+ * Last: the thread lives on with the process. */
+static void
+test_writer_held_by_the_disk (void **state)
+{
+  fixture_t *f = *state;
+  char cwd[256];
+  assert_non_null (getcwd (cwd, sizeof cwd));
+  assert_int_equal (chdir (f->dir), 0);
+  shim_args_t args = { .log_path = f->log, .log_max_bytes = 1 << 20, .log_max_files = 2 };
+  assert_int_equal (shim_outlog_open (&args, NULL), 0);
+  int disk[2];
+  assert_int_equal (pipe (disk), 0);
+  int fl = fcntl (disk[1], F_GETFL);
+  fcntl (disk[1], F_SETFL, fl | O_NONBLOCK);
+  static char block[64 << 10];
+  memset (block, 'b', sizeof block);
+  while (write (disk[1], block, sizeof block) > 0)
+    ;
+  fcntl (disk[1], F_SETFL, fl);
+  assert_int_equal (dup2 (disk[1], s_log.file.fd), s_log.file.fd);
+  assert_int_equal (shim_outlog_start (NULL), 0);
+  shim_outlog_wait_ready ();
+  /* The writer takes the first bytes and is held in its write. */
+  int src[2];
+  assert_int_equal (pipe (src), 0);
+  fcntl (src[0], F_SETFL, O_NONBLOCK);
+  char scratch[64 << 10];
+  assert_int_equal (write (src[1], "first\n", 6), 6);
+  assert_int_equal (shim_outlog_read (src[0], scratch, sizeof scratch), 6);
+  long long t0 = s_now_ms ();
+  while (!s_writer_in_write () && s_elapsed_ms (t0) < 5000)
+    usleep (1000);
+  assert_true (s_writer_in_write ());
+  while (s_ring_used () < RING_SIZE)
+    {
+      assert_true (write (src[1], block, sizeof block) > 0);
+      assert_true (shim_outlog_read (src[0], scratch, sizeof scratch) > 0);
+    }
+  /* Full; past STALL_MS the disk holds the writer: read and dropped. */
+  usleep ((STALL_MS + 20) * 1000);
+  shim_outlog_round_begin ();
+  assert_false (shim_outlog_holding ());
+  assert_int_equal (write (src[1], "dropped\n", 8), 8);
+  int queued = 0;
+  assert_int_equal (ioctl (src[0], FIONREAD, &queued), 0);
+  assert_true (queued >= 8);
+  assert_int_equal (shim_outlog_read (src[0], scratch, sizeof scratch), queued);
+  assert_int_equal (s_log.dropped, queued);
+  /* The exit: no longer than 200 ms for it. */
+  long long t1 = s_now_ms ();
+  unsigned long long total = shim_outlog_finish (200);
+  long long took = s_elapsed_ms (t1);
+  assert_true (took >= 190 && took < 1000);
+  assert_int_equal (total, (unsigned long long)queued + RING_SIZE);
+  char *text = s_read (f, "log-dropped");
+  assert_non_null (text);
+  assert_int_equal (strtoull (text, NULL, 10), total);
+  free (text);
+  /* The disk answers at last: the writer ends, and adds nothing. */
+  char sink[64 << 10];
+  fcntl (disk[0], F_SETFL, O_NONBLOCK);
+  t0 = s_now_ms ();
+  while (!s_writer_finished () && s_elapsed_ms (t0) < 5000)
+    if (read (disk[0], sink, sizeof sink) <= 0)
+      usleep (1000);
+  pthread_mutex_lock (&s_log.lock);
+  assert_true (s_log.finished);
+  assert_int_equal (s_log.dropped, total);
+  pthread_mutex_unlock (&s_log.lock);
+  text = s_read (f, "log-dropped");
+  assert_int_equal (strtoull (text, NULL, 10), total);
+  free (text);
+  assert_int_equal (chdir (cwd), 0);
+}
+
 int
 main (void)
 {
@@ -372,6 +611,11 @@ main (void)
                                      s_teardown),
     cmocka_unit_test_setup_teardown (test_gap_line_on_its_own_line, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_gap_line_whole_or_not_at_all, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_longest_name_rotates, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_full_ring_leaves_the_other_pipe_for_a_late_writer,
+                                     s_setup, s_teardown),
+    /* last: its writer thread stays */
+    cmocka_unit_test_setup_teardown (test_writer_held_by_the_disk, s_setup, s_teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
