@@ -64,21 +64,31 @@ s_slot_usable (shim_logfile_t *self, const char *name, bool *exists)
 }
 
 /* A fresh `name` after the renames.  One that appeared meanwhile is taken
- * as it is when it is a regular file (appended to), never replaced. */
+ * as it is when it is a regular file (appended to), never replaced; after
+ * a rotation only when it is ours and has no other name: in a shared
+ * directory (/tmp) another user may put a file of theirs, or a hard link
+ * to someone else's, in the gap between the rename and the create, and the
+ * container's output must not go there.  At the start, the file the client
+ * named is appended to whoever made it, as a stdout path is. */
 static int
-s_open_fresh (shim_logfile_t *self)
+s_open_fresh (shim_logfile_t *self, bool after_rotation)
 {
   int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
   int fd = openat (self->dirfd, self->name, flags | O_EXCL, 0640);
+  bool appeared = false;
   if (fd < 0 && errno == EEXIST)
-    fd = openat (self->dirfd, self->name, flags & ~O_CREAT);
+    {
+      appeared = true;
+      fd = openat (self->dirfd, self->name, flags & ~O_CREAT);
+    }
   if (fd < 0)
     {
       s_blocked (self, errno == ELOOP ? EEXIST : errno, self->name);
       return -1;
     }
   struct stat st;
-  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
+  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode)
+      || (appeared && after_rotation && (st.st_uid != self->uid || st.st_nlink != 1)))
     {
       close (fd);
       s_blocked (self, EEXIST, self->name);
@@ -148,7 +158,7 @@ shim_logfile_rotate (shim_logfile_t *self)
           return -1;
         }
     }
-  int fd = s_open_fresh (self);
+  int fd = s_open_fresh (self, true);
   if (fd < 0)
     return -1;
   if (self->fd >= 0)
@@ -165,6 +175,7 @@ shim_logfile_open (shim_logfile_t *self, const char *path, uint64_t max_bytes, u
   self->dirfd = self->fd = -1;
   self->max_bytes = max_bytes;
   self->max_files = max_files;
+  self->uid = geteuid (); /* now: the sandbox refuses it later */
   const char *slash = strrchr (path, '/');
   const char *base = slash ? slash + 1 : path;
   char suffix[16];
@@ -180,7 +191,7 @@ shim_logfile_open (shim_logfile_t *self, const char *path, uint64_t max_bytes, u
   if (self->dirfd < 0)
     return zcd_fail (err, ZCD_E_INVALID_ARGUMENT, "log: `%s`: %s", dir, strerror (errno));
   bool exists = false;
-  if (!s_slot_usable (self, self->name, &exists) || (self->fd = s_open_fresh (self)) < 0)
+  if (!s_slot_usable (self, self->name, &exists) || (self->fd = s_open_fresh (self, false)) < 0)
     {
       int e = self->error;
       shim_logfile_close (self);

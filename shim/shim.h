@@ -173,6 +173,7 @@ typedef struct
   bool mid_line; /* its last byte is not a newline (a gap line starts with one) */
   uint64_t max_bytes;
   unsigned max_files;
+  uid_t uid; /* the shim's: a file that appears during a rotation must be its own */
   /* Why the last write stopped short: errno, and whether a rotation failed
    * (then error_name is the name in the way; EEXIST: not a regular file). */
   int error;
@@ -205,7 +206,9 @@ bool shim_outlog_active (void);
 int shim_outlog_start (zcd_error_t **err);
 void shim_outlog_wait_ready (void);
 /* Read from src into the ring, or, the ring full, into scratch and drop
- * it (counted).  read(2)'s result: bytes taken, 0 at EOF, -1 with errno. */
+ * it (counted), unless the writer is only late: then -1 with EAGAIN and
+ * the bytes stay in the pipe.  read(2)'s result: bytes taken, 0 at EOF,
+ * -1 with errno. */
 ssize_t shim_outlog_read (int src, char *scratch, size_t scratch_len);
 /* True while the ring is full of bytes a writer that is only late will
  * take: the relays leave the pipes unread.  A poll round starts with

@@ -26,8 +26,30 @@
 #include <sys/mman.h>
 
 #include "core/fsutil.h"
+/* The rotation's renames go through s_renameat, which can put a file in
+ * the gap between a rename and the create that follows it. */
+static int s_renameat (int, const char *, int, const char *);
+#define renameat s_renameat
 #include "shim/logfile.c"
+#undef renameat
 #include "shim/outlog.c"
+
+/* Set by a test: what appears at `app.log` right after it is renamed. */
+static char s_plant_link_to[256];
+
+static int
+s_renameat (int olddirfd, const char *from, int newdirfd, const char *to)
+{
+  int rc = renameat (olddirfd, from, newdirfd, to);
+  if (rc == 0 && s_plant_link_to[0] && strcmp (from, "app.log") == 0)
+    {
+      /* Another user's hard link to a file that is not the log's. */
+      if (linkat (AT_FDCWD, s_plant_link_to, olddirfd, "app.log", 0) < 0)
+        abort ();
+      s_plant_link_to[0] = '\0';
+    }
+  return rc;
+}
 
 /* main.c's; nothing to drop in a test. */
 void
@@ -282,6 +304,29 @@ test_symlink_in_the_way_blocks_rotation (void **state)
   assert_false (f->file.error_rotating);
   assert_int_equal (lstat (link, &st), 0);
   assert_true (S_ISREG (st.st_mode));
+}
+
+/* A name that appears between a rotation's rename and its create (a
+ * shared directory) is not written when it has another name too (a hard
+ * link to someone's file): the output is dropped, the file untouched. */
+static void
+test_file_planted_during_rotation_is_not_written (void **state)
+{
+  fixture_t *f = *state;
+  char victim[256];
+  s_name (victim, sizeof victim, f, "victim");
+  assert_int_equal (zcd_write_file_replace (victim, "precious\n", 9, 0644, NULL), 0);
+  assert_int_equal (shim_logfile_open (&f->file, f->log, 4096, 3, NULL), 0);
+  s_write_lines (f, 1000001, 1000030, 700);
+  snprintf (s_plant_link_to, sizeof s_plant_link_to, "%s", victim);
+  char line[4096];
+  memset (line, 'y', sizeof line);
+  line[sizeof line - 1] = '\n';
+  assert_true (shim_logfile_write (&f->file, line, sizeof line) < sizeof line);
+  assert_int_equal (s_plant_link_to[0], '\0'); /* the rotation ran */
+  char *text = s_read (f, "victim");
+  assert_string_equal (text, "precious\n");
+  free (text);
 }
 
 /* A FIFO (or directory) in the way: same, and nothing else moved. */
@@ -607,6 +652,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_line_longer_than_a_file, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_symlink_in_the_way_blocks_rotation, s_setup, s_teardown),
     cmocka_unit_test_setup_teardown (test_fifo_in_the_way_moves_nothing, s_setup, s_teardown),
+    cmocka_unit_test_setup_teardown (test_file_planted_during_rotation_is_not_written, s_setup,
+                                     s_teardown),
     cmocka_unit_test_setup_teardown (test_partial_line_near_the_end_starts_the_next_file, s_setup,
                                      s_teardown),
     cmocka_unit_test_setup_teardown (test_gap_line_on_its_own_line, s_setup, s_teardown),
