@@ -54,3 +54,19 @@ zcd_tool_parse_signal (const char *s)
     }
   return 0;
 }
+
+uint64_t
+zcd_tool_init_pid (const msgpack_object *container)
+{
+  const msgpack_object *procs = container ? zcd_obj_get (container, "processes") : NULL;
+  for (uint32_t i = 0; procs && procs->type == MSGPACK_OBJECT_ARRAY && i < procs->via.array.size;
+       i++)
+    {
+      const msgpack_object *p = &procs->via.array.ptr[i];
+      uint64_t pid = 0;
+      if (zcd_obj_str_eq (zcd_obj_get (p, "pid"), "init")
+          && zcd_obj_uint (zcd_obj_get (p, "system_pid"), &pid))
+        return pid;
+    }
+  return 0;
+}

@@ -13,5 +13,7 @@ zcd_client_t *zcd_tool_client (const char *address, int timeout_ms);
 char *zcd_tool_absolute (const char *path);
 /* Signal by number (1-64) or name (KILL, SIGKILL, kill); 0 if unknown. */
 int zcd_tool_parse_signal (const char *s);
+/* The host pid of a Container's init process (a `state` reply's map), or 0. */
+uint64_t zcd_tool_init_pid (const msgpack_object *container);
 
 #endif

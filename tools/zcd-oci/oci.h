@@ -81,7 +81,6 @@ int oci_record_remove (oci_t *o, const char *id);
 /* ---- oci_state.c / oci_lifecycle.c: shared helpers ---- */
 
 /* Host pid of a zcd Container's init process (0 when it has none). */
-uint64_t oci_container_init_pid (const msgpack_object *container);
 /* Send zcd's `create`; *pid gets the host pid of the container's init.
  * 0 or an exit code (message printed). */
 int oci_send_create (oci_t *o, const char *id, const char *bundle, const zcd_create_opts_t *opts,

@@ -36,7 +36,7 @@ oci_send_create (oci_t *o, const char *id, const char *bundle, const zcd_create_
       zcd_reply_destroy (&reply);
       return rc;
     }
-  *pid = oci_container_init_pid (zcd_reply_get (reply, "container"));
+  *pid = zcd_tool_init_pid (zcd_reply_get (reply, "container"));
   zcd_reply_destroy (&reply);
   return 0;
 }

@@ -11,22 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-uint64_t
-oci_container_init_pid (const msgpack_object *container)
-{
-  const msgpack_object *procs = container ? zcd_obj_get (container, "processes") : NULL;
-  for (uint32_t i = 0; procs && procs->type == MSGPACK_OBJECT_ARRAY && i < procs->via.array.size;
-       i++)
-    {
-      const msgpack_object *p = &procs->via.array.ptr[i];
-      uint64_t pid = 0;
-      if (zcd_obj_str_eq (zcd_obj_get (p, "pid"), "init")
-          && zcd_obj_uint (zcd_obj_get (p, "system_pid"), &pid))
-        return pid;
-    }
-  return 0;
-}
-
 /* RFC 3339 with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano,
  * which runc prints). */
 static void
@@ -127,7 +111,7 @@ s_state (oci_t *o, const char *id)
   char *bundle = zcd_obj_strdup (zcd_obj_get (c, "bundle"));
   int64_t created = 0;
   zcd_obj_int (zcd_obj_get (c, "created"), &created);
-  uint64_t pid = status && strcmp (status, "stopped") == 0 ? 0 : oci_container_init_pid (c);
+  uint64_t pid = status && strcmp (status, "stopped") == 0 ? 0 : zcd_tool_init_pid (c);
   int rc
       = s_print_state (o, id, status ? status : "running", pid, bundle ? bundle : "", created, "");
   free (status);

@@ -34,23 +34,6 @@ s_array_size (const msgpack_object *obj, const char *path)
   return a && a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.size : 0;
 }
 
-/* The host pid of the container's init process, or 0. */
-static uint64_t
-s_init_pid (const msgpack_object *c)
-{
-  const msgpack_object *procs = zcd_obj_get (c, "processes");
-  for (uint32_t i = 0; procs && procs->type == MSGPACK_OBJECT_ARRAY && i < procs->via.array.size;
-       i++)
-    {
-      const msgpack_object *p = &procs->via.array.ptr[i];
-      uint64_t pid = 0;
-      if (zcd_obj_str_eq (zcd_obj_get (p, "pid"), "init")
-          && zcd_obj_uint (zcd_obj_get (p, "system_pid"), &pid))
-        return pid;
-    }
-  return 0;
-}
-
 /* Uptime from `created`: a stopped container has none. */
 static const char *
 s_uptime (zctr_fmt_t buf, const msgpack_object *c)
@@ -84,7 +67,7 @@ zctr_state_list_rows (zctr_table_t *t, const msgpack_object *reply, const char *
       const msgpack_object *c = &list->via.array.ptr[i];
       char *id = s_str (c, "id"), *status = s_str (c, "status"), *runtime = s_str (c, "runtime");
       char *bundle = s_str (c, "bundle");
-      uint64_t pid = s_init_pid (c);
+      uint64_t pid = zcd_tool_init_pid (c);
       zctr_fmt_t up;
       if (node)
         zctr_table_cell (t, "%s", node);
